@@ -1,0 +1,74 @@
+# watchstore developer tasks. Needs only GNU make and python3 (>= 3.11).
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Dependency groups (PEP 735) installed into the dev venv. `pip install --group`
+# needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
+# install step upgrades pip first (pinned to a floor so --group is guaranteed).
+GROUPS := test lint
+# Extras to install with the package, e.g. `make test EXTRAS=etcd,crypto`.
+EXTRAS ?=
+
+.PHONY: help install demo test lint typecheck fmt pytest bench deps-etcd clean
+
+help:
+	@echo "make demo       run examples/quickstart.py"
+	@echo "make test       ruff check + ruff format --check + mypy --strict + pytest"
+	@echo "make fmt        apply ruff format and ruff's safe fixes"
+	@echo "make bench      run the core benchmarks"
+	@echo "make deps-etcd  apt-get install etcd-server if etcd is missing (not run by test yet)"
+	@echo "make clean      remove the venv and caches"
+
+# The venv is (re)installed whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=25.1"
+	$(PIP) install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])" $(addprefix --group ,$(GROUPS))
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/quickstart.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+pytest: $(VENV)/.installed
+	$(PY) -m pytest
+
+# Sequential on purpose: cheapest checks first, stop at the first failure.
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+fmt: $(VENV)/.installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks core
+
+# --- Hook: etcd server for tests marked `etcd` -------------------------------
+# Not a prerequisite of `test` yet. When the etcd tests land, add `deps-etcd`
+# to test's prerequisites (and `EXTRAS=etcd` for httpx).
+ETCD_APT_PACKAGE := etcd-server
+deps-etcd:
+	@if command -v etcd >/dev/null 2>&1; then \
+		echo "etcd present: $$(command -v etcd)"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ETCD_APT_PACKAGE); \
+	fi
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-state
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

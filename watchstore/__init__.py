@@ -1,0 +1,72 @@
+"""watchstore: an embeddable, in-memory, transactional table store for trio.
+
+Tables of frozen attrs objects with enforced unique and secondary indexes, consistent read
+transactions, atomic write transactions with optimistic concurrency, and O(1) snapshots;
+commits go through a :class:`Proposer`.
+
+    import attrs, trio, watchstore as ws
+
+    @attrs.frozen
+    class Task:
+        id: str
+        node_id: str | None = None
+        meta: ws.Meta = ws.Meta()
+
+    schema = ws.Schema(ws.Table(Task, indexes=[ws.Index("node_id")]))
+
+    async def main() -> None:
+        async with ws.open_store(schema) as store:
+            await store.update(lambda tx: tx.create(Task("t1", node_id="n1")))
+            print(store.view(lambda tx: tx.find(Task, node_id="n1")))
+
+    trio.run(main)
+"""
+
+from ._errors import HistoryCompacted as HistoryCompacted
+from ._errors import InvalidObject as InvalidObject
+from ._errors import InvalidQuery as InvalidQuery
+from ._errors import LogCorrupt as LogCorrupt
+from ._errors import ObjectExists as ObjectExists
+from ._errors import ObjectNotFound as ObjectNotFound
+from ._errors import ProposalFailed as ProposalFailed
+from ._errors import SequenceConflict as SequenceConflict
+from ._errors import StoreClosed as StoreClosed
+from ._errors import StoreError as StoreError
+from ._errors import StoreLocked as StoreLocked
+from ._errors import TransactionTooLarge as TransactionTooLarge
+from ._errors import UniqueConflict as UniqueConflict
+from ._errors import UnsupportedFormat as UnsupportedFormat
+from ._errors import WatchOverflow as WatchOverflow
+from ._model import ActionKind as ActionKind
+from ._model import Change as Change
+from ._model import Meta as Meta
+from ._model import StoreAction as StoreAction
+from ._model import Version as Version
+from ._proposer import MemoryProposer as MemoryProposer
+from ._proposer import Proposer as Proposer
+from ._query import AnyOf as AnyOf
+from ._query import Between as Between
+from ._query import Prefix as Prefix
+from ._query import any_of as any_of
+from ._query import between as between
+from ._query import prefix as prefix
+from ._schema import Index as Index
+from ._schema import Schema as Schema
+from ._schema import Table as Table
+from ._state import Snapshot as Snapshot
+from ._store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
+from ._store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
+from ._store import Batch as Batch
+from ._store import Store as Store
+from ._store import open_store as open_store
+from ._txn import ReadTx as ReadTx
+from ._txn import Tx as Tx
+
+__all__ = [
+    "MAX_BATCH_BYTES", "MAX_BATCH_CHANGES", "ActionKind", "AnyOf", "Batch", "Between", "Change",
+    "HistoryCompacted", "Index", "InvalidObject", "InvalidQuery", "LogCorrupt", "MemoryProposer",
+    "Meta", "ObjectExists", "ObjectNotFound", "Prefix", "ProposalFailed", "Proposer", "ReadTx",
+    "Schema", "SequenceConflict", "Snapshot", "Store", "StoreAction", "StoreClosed", "StoreError",
+    "StoreLocked", "Table", "TransactionTooLarge", "Tx", "UniqueConflict", "UnsupportedFormat",
+    "Version", "WatchOverflow", "any_of", "between", "open_store", "prefix",
+]

@@ -1,0 +1,156 @@
+"""The store's errors: one flat hierarchy under :class:`StoreError`.
+
+Each error carries what a caller needs to act on it (the current object, the conflicting holder,
+the version, the file and offset) and its message says what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class InvalidObject(StoreError, TypeError):
+    """An object handed to a write is not storable as it is.
+
+    Raised for an object of a type the table does not hold, an object without a string ``id``,
+    an object that is not a frozen attrs instance or holds mutable values, or an index key of a
+    type the index does not hold. Nothing of the transaction is applied when it escapes.
+    """
+
+
+class InvalidQuery(StoreError, LookupError):
+    """A read named a table or index the schema does not have, or a malformed condition."""
+
+
+class ObjectExists(StoreError):
+    """``create`` of an id that is already present; ``current`` is the stored object."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+        super().__init__(
+            f"{type(current).__name__} {current.id!r} already exists; "
+            "use update() to change it or upsert() to write it regardless"
+        )
+
+
+class ObjectNotFound(StoreError, LookupError):
+    """``update`` or ``delete`` of an id that is not present."""
+
+    def __init__(self, table: str, id: str) -> None:
+        self.table = table
+        self.id = id
+        super().__init__(
+            f"{table} {id!r} does not exist; use create() or upsert() to write a new object"
+        )
+
+
+class UniqueConflict(StoreError):
+    """A write would give a unique index key a second holder.
+
+    ``index`` names the index, ``key`` is the (normalised) key and ``holder`` the id of the
+    object that already holds it.
+    """
+
+    def __init__(self, table: str, index: str, key: Any, holder: str, id: str) -> None:
+        self.table = table
+        self.index = index
+        self.key = key
+        self.holder = holder
+        self.id = id
+        super().__init__(
+            f"{table} {id!r}: unique index {index!r} already has key {key!r}, "
+            f"held by {holder!r}; change the key or update/delete the holder first"
+        )
+
+
+class SequenceConflict(StoreError):
+    """An ``update``/``delete`` was made from a stale copy of the object.
+
+    ``current`` is the stored object: re-apply the change to it and retry.
+    """
+
+    def __init__(self, current: Any, given_version: Any) -> None:
+        self.current = current
+        self.given_version = given_version
+        super().__init__(
+            f"{type(current).__name__} {current.id!r} was written at "
+            f"{current.meta.version!r} but this change was made from {given_version!r}; "
+            "re-read the object (it is .current on this error) and apply the change again"
+        )
+
+
+class TransactionTooLarge(StoreError):
+    """A transaction exceeds a limit of the proposer (changes or bytes), named in the message."""
+
+
+class WatchOverflow(StoreError):
+    """A watcher fell behind and its bounded queue overflowed.
+
+    Everything up to and including ``last_version`` was delivered; resume with
+    ``store.watch_from(last_version, ...)``.
+    """
+
+    def __init__(self, last_version: Any) -> None:
+        self.last_version = last_version
+        super().__init__(
+            f"watcher fell behind and was dropped after {last_version!r}; "
+            "resume with watch_from(last_version)"
+        )
+
+
+class HistoryCompacted(StoreError):
+    """The history asked for is gone: ``oldest`` is the oldest version still replayable."""
+
+    def __init__(self, oldest: Any, current: Any) -> None:
+        self.oldest = oldest
+        self.current = current
+        super().__init__(
+            f"history before {oldest!r} is compacted (store is at {current!r}); "
+            "re-read the state with view_and_watch() instead of resuming"
+        )
+
+
+class ProposalFailed(StoreError):
+    """The proposer failed: the change may or may not have committed.
+
+    If it did, it arrives through the replication path like any other commit.
+    """
+
+
+class StoreClosed(StoreError):
+    """The store was closed (or failed closed); open it again to continue."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store's lock; ``holder`` describes it."""
+
+    def __init__(self, path: str, holder: Any) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(
+            f"store {path!r} is locked by {holder!r}; stop that process, or if it is dead run "
+            "'watchstore unlock PATH --force'"
+        )
+
+
+class LogCorrupt(StoreError):
+    """A log file is damaged at ``file``/``offset`` (near ``version``, when known)."""
+
+    def __init__(self, file: str, offset: int, reason: str, version: Any = None) -> None:
+        self.file = file
+        self.offset = offset
+        self.reason = reason
+        self.version = version
+        where = f"{file} at offset {offset}" + (f" (after {version!r})" if version else "")
+        super().__init__(
+            f"log corrupt in {where}: {reason}; open with salvage=True to keep the valid "
+            "prefix (the lost versions are reported)"
+        )
+
+
+class UnsupportedFormat(StoreError):
+    """A file was written by a newer (or unknown) format version than this library reads."""

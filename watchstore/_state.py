@@ -1,0 +1,200 @@
+"""The whole in-memory state of a store and what a commit does to it (sans-I/O).
+
+Rules that keep readers consistent while the tables are mutated in place:
+
+1. Writes go straight into the live tables (the *tip*). Every transaction that has written
+   and is not yet committed sits in ``pending``, in order, and remembers the value each
+   object had before it (``Tx.changes``).
+2. ``version`` is the last *committed* version. When ``pending`` is empty the tip is exactly
+   that version and readers read the live tables directly.
+3. A reader of an older version (a snapshot, or any reader while something is pending) sees,
+   for each id, the value before the *first* change after its version: it consults the undo
+   layers from its own onwards, then the pending transactions, first hit wins.
+4. Undo layers exist only for pinned snapshots. A layer starts at the committed version where
+   a snapshot was pinned; each commit adds the values it replaced to the newest layer (first
+   value per id wins). A layer no snapshot pins any more is merged into the one before it, or
+   dropped if it is the oldest; so memory is held only for what live snapshots can still see.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from ._errors import StoreError
+from ._model import Change, Meta, StoreAction, Version, new_change, new_version
+from ._schema import Schema
+from ._tables import TableState
+from ._txn import SNAPSHOT_CLOSED, TX_ENDED, OverlayReadTx, ReadTx, Tx
+
+
+class UndoLayer:
+    """Old values replaced by commits after ``base``, for snapshots pinned at ``base``."""
+
+    __slots__ = ("base", "olds", "pins")
+
+    def __init__(self, base: Version) -> None:
+        self.base = base
+        self.olds: dict[tuple[str, str], Any] = {}
+        self.pins = 0
+
+
+class Snapshot(OverlayReadTx):
+    """A read-only transaction pinned at one version; consistent across awaits.
+
+    Taking one costs O(1). It holds the objects it can still see in memory until it is closed
+    (``close()``, a ``with`` block, or garbage collection).
+    """
+
+    __slots__ = ("__weakref__", "_release")
+
+    def __init__(self, state: StoreState, layer: UndoLayer) -> None:
+        super().__init__(state.tables, layer.base,
+                         lambda t, i: state.overlay_get(layer, t, i),
+                         lambda t: state.overlay_table(layer, t))
+        self._release = weakref.finalize(self, state.unpin, layer)
+
+    def close(self) -> None:
+        """Release the snapshot; reads after this raise StoreError."""
+        self._release()
+        self._end(SNAPSHOT_CLOSED)
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StoreState:
+    """Tables, committed version, pending transactions and undo layers of one store."""
+
+    def __init__(self, schema: Schema, version: Version = Version(0)) -> None:
+        self.schema = schema
+        self.tables: dict[type, TableState] = {t.cls: TableState(t) for t in schema.tables}
+        self.by_name: dict[str, TableState] = {t.name: t for t in self.tables.values()}
+        self.version = version
+        self.pending: list[Tx] = []
+        self.layers: list[UndoLayer] = []
+
+    # -- readers ---------------------------------------------------------------------------
+
+    def reader(self) -> ReadTx:
+        """A reader of the committed state, valid until the caller next awaits."""
+        if not self.pending:
+            return ReadTx(self.tables, self.version)
+        return OverlayReadTx(self.tables, self.version,
+                             lambda t, i: self.overlay_get(None, t, i),
+                             lambda t: self.overlay_table(None, t))
+
+    def pin(self) -> Snapshot:
+        """Pin the committed version and return a snapshot of it (O(1))."""
+        layers = self.layers
+        if layers and layers[-1].base == self.version:
+            layer = layers[-1]
+        else:
+            layer = UndoLayer(self.version)
+            layers.append(layer)
+        layer.pins += 1
+        return Snapshot(self, layer)
+
+    def unpin(self, layer: UndoLayer) -> None:
+        layer.pins -= 1
+        if layer.pins:
+            return
+        layers = self.layers
+        at = layers.index(layer)
+        del layers[at]
+        if at > 0:
+            older = layers[at - 1].olds
+            for key, old in layer.olds.items():
+                older.setdefault(key, old)
+
+    def _sources(self, layer: UndoLayer | None) -> list[dict[tuple[str, str], Any]]:
+        sources: list[dict[tuple[str, str], Any]] = []
+        if layer is not None:
+            at = self.layers.index(layer)
+            sources.extend(lay.olds for lay in self.layers[at:])
+        return sources
+
+    def overlay_get(self, layer: UndoLayer | None, table: str, id: str) -> tuple[bool, Any]:
+        """Return (True, value at the reader's version) if ``id`` changed since, else (False,)."""
+        key = (table, id)
+        for olds in self._sources(layer):
+            if key in olds:
+                return True, olds[key]
+        for tx in self.pending:
+            entry = tx.changes.get(key)
+            if entry is not None:
+                return True, entry[0]
+        return False, None
+
+    def overlay_table(self, layer: UndoLayer | None, table: str) -> dict[str, Any]:
+        """Every id of ``table`` changed since the reader's version, with its value then."""
+        overlay: dict[str, Any] = {}
+        for olds in self._sources(layer):
+            for (name, id), old in olds.items():
+                if name == table and id not in overlay:
+                    overlay[id] = old
+        for tx in self.pending:
+            for (name, id), (old, _new) in tx.changes.items():
+                if name == table and id not in overlay:
+                    overlay[id] = old
+        return overlay
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def begin(self) -> Tx:
+        """Open a write transaction on the tip, expecting to commit as the next version."""
+        tx = Tx(self, new_version(self.version.index + len(self.pending) + 1))
+        self.pending.append(tx)
+        return tx
+
+    def rollback(self, tx: Tx) -> None:
+        """Undo ``tx`` entirely. It must be the newest pending transaction."""
+        if not self.pending or self.pending[-1] is not tx:
+            raise StoreError("only the newest pending transaction can be rolled back")
+        tx.rollback_to(0)
+        self.pending.pop()
+        tx._end(TX_ENDED)
+
+    def commit(self, tx: Tx, version: Version, actions: list[StoreAction] | None = None
+               ) -> Change:
+        """Mark the oldest pending ``tx`` committed as ``version``; return its Change.
+
+        If the proposer chose another version than the one predicted, the written objects
+        are re-stamped (indexes hold ids, so only rows change).
+        """
+        if not self.pending or self.pending[0] is not tx:
+            raise StoreError("commits must arrive in the order the transactions were begun")
+        if version.index <= self.version.index:
+            raise StoreError(f"commit version {version!r} is not after {self.version!r}")
+        if version.index != tx.version.index:
+            self._restamp(tx, version)
+            actions = None
+        if actions is None:
+            actions = tx.actions()
+        if self.layers:
+            newest = self.layers[-1].olds
+            for key, (old, _new) in tx.changes.items():
+                newest.setdefault(key, old)
+        del self.pending[0]
+        self.version = version
+        tx._end(TX_ENDED)
+        return new_change(version, actions)
+
+    def _restamp(self, tx: Tx, version: Version) -> None:
+        tx.version = version
+        for (name, id), entry in tx.changes.items():
+            new = entry[1]
+            if new is not None:
+                meta = new.meta
+                table = self.by_name[name]
+                stamped = table.table.restamp(
+                    new, Meta(version, meta.created_at, meta.updated_at))
+                table.rows[id] = stamped
+                entry[1] = stamped
+
+    def __repr__(self) -> str:
+        rows = sum(len(t.rows) for t in self.tables.values())
+        return f"<StoreState {self.version!r} rows={rows} pending={len(self.pending)}>"

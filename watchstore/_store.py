@@ -1,0 +1,298 @@
+"""The store service on trio: serialises writers, talks to the proposer, owns background work.
+
+``update`` runs the caller's function on a write transaction, proposes its actions and returns
+once they are committed. The proposer's ``commit`` callback is the commit point: the state
+marks the transaction committed there, and waiters for that version are woken. Readers are
+never blocked: ``view`` reads the committed state synchronously and ``snapshot`` pins it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final, TypeVar
+
+import trio
+
+from ._codec import encoded_size
+from ._errors import ProposalFailed, StoreClosed, StoreError
+from ._model import Change, Version
+from ._proposer import MemoryProposer, Proposer
+from ._schema import Schema
+from ._state import Snapshot, StoreState
+from ._txn import VIEW_ENDED, ReadTx, Tx
+
+R = TypeVar("R")
+
+MAX_BATCH_CHANGES: Final = 200
+"""Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
+MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
+"""Default most encoded bytes one batch commit carries (1.5 MiB)."""
+
+
+class Store:
+    """An open store. Get one from :func:`open_store`."""
+
+    def __init__(self, schema: Schema, proposer: Proposer, nursery: trio.Nursery) -> None:
+        self.schema = schema
+        self._proposer = proposer
+        self._state = StoreState(schema, proposer.get_version())
+        self._nursery = nursery
+        self._write_lock = trio.Lock()
+        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._closed: BaseException | None = None
+        self._commit_hooks: list[Callable[[Change], None]] = []
+
+    # -- reads -------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> Version:
+        """The version of the last committed transaction."""
+        return self._state.version
+
+    def view(self, fn: Callable[[ReadTx], R]) -> R:
+        """Run ``fn(tx)`` on the committed state and return its result.
+
+        ``fn`` is synchronous, so nothing can change the state while it runs; the ReadTx must
+        not be kept after it returns (take a ``snapshot()`` to read across awaits).
+        """
+        self._check_open()
+        tx = self._state.reader()
+        try:
+            return fn(tx)
+        finally:
+            tx._end(VIEW_ENDED)
+
+    def snapshot(self) -> Snapshot:
+        """Return a read-only transaction pinned at the current version, in O(1).
+
+        It stays consistent across awaits while writers go on. Close it (or use it in a
+        ``with`` block) when done: it keeps the objects it can see alive until then.
+        """
+        self._check_open()
+        return self._state.pin()
+
+    async def wait_for(self, version: Version) -> None:
+        """Return once the store has committed ``version`` (at once if it already has)."""
+        if self._state.version >= version:
+            await trio.lowlevel.checkpoint()
+            return
+        event = trio.Event()
+        heapq.heappush(self._waiters, (version.index, id(event), event))
+        await event.wait()
+        self._check_open()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def update(self, fn: Callable[[Tx], R]) -> R:
+        """Run ``fn(tx)`` in a write transaction, commit its changes and return its result.
+
+        If ``fn`` raises, nothing is applied and the exception propagates. Once the changes
+        are proposed, the call returns when they are committed; if the proposer fails,
+        ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
+        proposing, the change is undone locally unless it had already committed.
+        """
+        self._check_open()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            self._check_open()
+            state = self._state
+            tx = state.begin()
+            try:
+                result = fn(tx)
+                if inspect.isawaitable(result):
+                    _close_awaitable(result)
+                    raise TypeError(
+                        "update() runs a synchronous function; for async work use "
+                        "store.batch(), or do the awaiting before update()"
+                    )
+            except BaseException:
+                state.rollback(tx)
+                raise
+            await self._propose(tx)
+        finally:
+            lock.release()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
+
+    async def batch(self, fn: Callable[[Batch], Awaitable[R]], *,
+                    max_changes: int = MAX_BATCH_CHANGES,
+                    max_bytes: int = MAX_BATCH_BYTES) -> R:
+        """Run ``await fn(batch)``, where ``fn`` calls ``await batch.update(fn2)`` many times.
+
+        The writes are committed in chunks of at most ``max_changes`` changes or
+        ``max_bytes`` encoded bytes, and other writers get in between chunks. A
+        ``batch.update`` whose function raises undoes only its own writes (a savepoint) and
+        re-raises. If ``fn`` raises, the open chunk is undone; earlier chunks stay committed
+        (``batch.committed`` and ``batch.version`` say how far it got, also in a note on the
+        exception).
+        """
+        self._check_open()
+        batch = Batch(self, max_changes, max_bytes)
+        try:
+            result = await fn(batch)
+            await batch.flush()
+        except BaseException as exc:
+            batch._abort()
+            if isinstance(exc, Exception):
+                exc.add_note(
+                    f"watchstore batch: {batch.committed} changes were committed before this "
+                    f"error (up to {batch.version!r}); the rest were undone"
+                )
+            raise
+        return result
+
+    async def _propose(self, tx: Tx) -> int:
+        """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
+        state = self._state
+        actions = tx.actions()
+        if not actions:
+            state.rollback(tx)  # nothing to commit; release its place in the pipeline
+            return 0
+        committed = False
+
+        def commit(version: Version) -> None:
+            nonlocal committed
+            change = state.commit(tx, version, actions)
+            committed = True
+            self._committed(change)
+
+        try:
+            await self._proposer.propose_value(actions, commit)
+        except BaseException as exc:
+            if committed:
+                raise
+            state.rollback(tx)
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+                raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
+            raise
+        if not committed:
+            state.rollback(tx)
+            raise ProposalFailed("the proposer returned without committing the change")
+        return len(actions)
+
+    def _committed(self, change: Change) -> None:
+        for hook in self._commit_hooks:
+            hook(change)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= change.version.index:
+            heapq.heappop(waiters)[2].set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise StoreClosed("the store is closed; open it again with open_store()") from (
+                self._closed if isinstance(self._closed, StoreError) else None)
+
+    async def aclose(self) -> None:
+        """Close the store: later operations raise StoreClosed; waiters are woken."""
+        if self._closed is None:
+            self._closed = StoreClosed("closed")
+        for _index, _id, event in self._waiters:
+            event.set()
+        self._waiters.clear()
+        self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        """True once the store is closed."""
+        return self._closed is not None
+
+
+class Batch:
+    """Handed to the function of :meth:`Store.batch`; commits its writes in chunks."""
+
+    def __init__(self, store: Store, max_changes: int, max_bytes: int) -> None:
+        if max_changes < 1 or max_bytes < 1:
+            raise ValueError("batch limits must be positive")
+        self._store = store
+        self._tx: Tx | None = None
+        self._bytes = 0
+        self._max_changes = max_changes
+        self._max_bytes = max_bytes
+        self.committed = 0
+        """How many changes this batch has committed so far."""
+        self.version: Version | None = None
+        """The version of this batch's last commit (None before the first)."""
+
+    async def update(self, fn: Callable[[Tx], R]) -> R:
+        """Run ``fn(tx)`` as part of the batch; if it raises, undo its writes and re-raise."""
+        store = self._store
+        tx = self._tx
+        if tx is None:
+            store._check_open()
+            await store._write_lock.acquire()
+            tx = self._tx = store._state.begin()
+            self._bytes = 0
+        mark = tx.savepoint()
+        try:
+            result = fn(tx)
+            if inspect.isawaitable(result):
+                _close_awaitable(result)
+                raise TypeError("batch.update() runs a synchronous function")
+        except BaseException:
+            tx.rollback_to(mark)
+            raise
+        for table, id, _old, _opened in tx._undo[mark:]:
+            new = table.rows.get(id)
+            if new is not None:
+                self._bytes += encoded_size(new)
+        if tx.change_count >= self._max_changes or self._bytes >= self._max_bytes:
+            await self.flush()
+        return result
+
+    async def flush(self) -> None:
+        """Commit the open chunk now (the batch does this itself when a chunk is full)."""
+        tx = self._tx
+        if tx is None:
+            return
+        store = self._store
+        try:
+            count = await store._propose(tx)
+            if count:
+                self.committed += count
+                self.version = store.version
+        finally:
+            self._tx = None
+            store._write_lock.release()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _abort(self) -> None:
+        tx = self._tx
+        if tx is not None:
+            self._tx = None
+            state = self._store._state
+            if state.pending and state.pending[-1] is tx:
+                state.rollback(tx)
+            self._store._write_lock.release()
+
+
+def _close_awaitable(result: object) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+@asynccontextmanager
+async def open_store(schema: Schema, *, proposer: Proposer | None = None
+                     ) -> AsyncIterator[Store]:
+    """Open a store of ``schema`` for the duration of an ``async with`` block.
+
+    Without a proposer the store lives in memory only (:class:`MemoryProposer`). The store
+    owns a nursery for its background work; leaving the block closes it.
+    """
+    async with trio.open_nursery() as nursery:
+        store = Store(schema, proposer if proposer is not None else MemoryProposer(), nursery)
+        try:
+            yield store
+        finally:
+            await store.aclose()

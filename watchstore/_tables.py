@@ -1,0 +1,241 @@
+"""The live, mutable structures of one table: rows by id and ordered index buckets.
+
+``TableState.write(id, old, new)`` is the only mutation: it moves one object from ``old`` to
+``new`` (either may be None), first computing and checking every index key, then changing the
+structures, so an error leaves nothing half-applied. Transactions, aborts (a write in reverse)
+and replication are all built on it.
+
+Layout: ``rows`` maps id to object; ``ids`` keeps ids in order; each index keeps its distinct
+keys in order and, per key, the holding id (a str: always for a unique index, and for a key
+with one holder) or the holders in id order. Ordered structures are ``LazySortedSet``s, so a
+write is O(1) and the sorting is paid by the next ordered read. Indexes hold ids, not objects,
+so re-stamping an object's metadata never touches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ._errors import InvalidObject, InvalidQuery, UniqueConflict
+from ._query import AnyOf, Between, Prefix, starts_with
+from ._schema import IndexSpec, Table, key_family
+from ._sorted import LazySortedSet
+
+class IndexState:
+    """One secondary index of a live table."""
+
+    __slots__ = ("buckets", "family", "key_type", "keys", "spec")
+
+    def __init__(self, spec: IndexSpec) -> None:
+        self.spec = spec
+        self.keys = LazySortedSet()
+        self.buckets: dict[Any, Any] = {}
+        self.family: Any = None
+        self.key_type: type | None = None
+
+    def check_key(self, key: Any, table: str, id: str) -> None:
+        """Raise InvalidObject if ``key`` cannot be ordered with this index's keys."""
+        try:
+            family = key_family(key)
+        except TypeError as exc:
+            raise InvalidObject(f"{table} {id!r}: index {self.spec.name!r}: {exc}") from None
+        if self.family is None:
+            return
+        if family != self.family:
+            raise InvalidObject(
+                f"{table} {id!r}: index {self.spec.name!r} holds keys like "
+                f"{next(iter(self.buckets))!r}, which cannot be ordered with {key!r}; keep one key type "
+                "per index"
+            )
+
+    def add(self, key: Any, id: str) -> None:
+        buckets = self.buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            if self.family is None:
+                self.family = key_family(key)
+                self.key_type = type(key)
+            buckets[key] = id
+            self.keys.add(key)
+        elif type(bucket) is str:
+            buckets[key] = LazySortedSet((bucket, id))
+        else:
+            bucket.add(id)
+
+    def remove(self, key: Any, id: str) -> None:
+        buckets = self.buckets
+        bucket = buckets[key]
+        if type(bucket) is not str:
+            bucket.remove(id)
+            if len(bucket) > 1:
+                return
+            buckets[key] = next(iter(bucket))
+            return
+        del buckets[key]
+        self.keys.remove(key)
+        if not buckets:
+            self.family = None
+            self.key_type = None
+
+    def scan_keys(self, condition: Any) -> Iterator[Any]:
+        """Yield the keys matching a normalised condition, in order."""
+        keys = self.keys.ordered()
+        if condition is None:
+            yield from keys
+        elif isinstance(condition, Prefix):
+            value = condition.value
+            for key in keys.islice(keys.bisect_left(value)):
+                if not starts_with(key, value):
+                    break
+                yield key
+        elif isinstance(condition, Between):
+            yield from keys.irange(condition.low, condition.high, condition.inclusive)
+        elif isinstance(condition, AnyOf):
+            for key in sorted(set(condition.values)):
+                if key in self.buckets:
+                    yield key
+        elif condition in self.buckets:
+            yield condition
+
+
+class TableState:
+    """The live objects of one table and their indexes."""
+
+    __slots__ = ("ids", "indexes", "multi", "name", "rows", "single", "table")
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.name = table.name
+        self.rows: dict[str, Any] = {}
+        self.ids = LazySortedSet()
+        self.indexes: dict[str, IndexState] = {
+            name: IndexState(spec) for name, spec in table.index_specs.items()
+        }
+        # Split once so the write path branches per kind, not per object.
+        self.single = tuple(
+            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if not i.spec.multi)
+        self.multi = tuple(
+            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if i.spec.multi)
+
+    def index(self, name: str) -> IndexState:
+        """Return the index called ``name`` or raise InvalidQuery."""
+        index = self.indexes.get(name)
+        if index is None:
+            raise InvalidQuery(
+                f"{self.name} has no index {name!r}; its indexes are "
+                f"{', '.join(['id', *self.indexes]) }"
+            )
+        return index
+
+    def write(self, id: str, old: Any, new: Any) -> None:
+        """Replace ``old`` (None = absent) by ``new`` (None = delete) under ``id``.
+
+        Every key of ``new`` is checked (orderable, unique) before anything changes, so on an
+        exception the table is exactly as it was.
+        """
+        single_keys: list[Any] = []
+        multi_keys: list[frozenset[Any]] = []
+        if new is not None:
+            for index, extract, unique in self.single:
+                key = extract(new)
+                if key is not None:
+                    if type(key) is not index.key_type:
+                        index.check_key(key, self.name, id)
+                    if unique:
+                        holder = index.buckets.get(key)
+                        if holder is not None and holder != id:
+                            raise UniqueConflict(self.name, index.spec.name, key, holder, id)
+                single_keys.append(key)
+            for index, extract, unique in self.multi:
+                keys = extract(new)
+                for key in keys:
+                    if type(key) is not index.key_type:
+                        index.check_key(key, self.name, id)
+                    if unique:
+                        holder = index.buckets.get(key)
+                        if holder is not None and holder != id:
+                            raise UniqueConflict(self.name, index.spec.name, key, holder, id)
+                multi_keys.append(keys)
+        # Nothing below raises: all keys are checked.
+        if new is None:
+            del self.rows[id]
+            self.ids.remove(id)
+            for index, extract, _unique in self.single:
+                key = extract(old)
+                if key is not None:
+                    index.remove(key, id)
+            for index, extract, _unique in self.multi:
+                for key in extract(old):
+                    index.remove(key, id)
+            return
+        self.rows[id] = new
+        if old is None:
+            self.ids.add(id)
+            for (index, _extract, _unique), key in zip(self.single, single_keys, strict=True):
+                if key is not None:
+                    index.add(key, id)
+            for (index, _extract, _unique), keys in zip(self.multi, multi_keys, strict=True):
+                for key in keys:
+                    index.add(key, id)
+            return
+        for (index, extract, _unique), key in zip(self.single, single_keys, strict=True):
+            old_key = extract(old)
+            if old_key != key or type(old_key) is not type(key):
+                if old_key is not None:
+                    index.remove(old_key, id)
+                if key is not None:
+                    index.add(key, id)
+        for (index, extract, _unique), keys in zip(self.multi, multi_keys, strict=True):
+            old_keys = extract(old)
+            for key in old_keys - keys:
+                index.remove(key, id)
+            for key in keys - old_keys:
+                index.add(key, id)
+
+    def scan(self, index_name: str, condition: Any) -> Iterator[str]:
+        """Yield ids matching a normalised condition on an index, in index order.
+
+        A multi-valued index yields each id once, at its first matching key.
+        """
+        if index_name == "id":
+            yield from self._scan_ids(condition)
+            return
+        index = self.index(index_name)
+        seen: set[str] | None = set() if index.spec.multi else None
+        buckets = index.buckets
+        for key in index.scan_keys(condition):
+            bucket = buckets[key]
+            if type(bucket) is str:
+                if seen is None or bucket not in seen:
+                    if seen is not None:
+                        seen.add(bucket)
+                    yield bucket
+            elif seen is None:
+                yield from bucket.ordered()
+            else:
+                for id in bucket.ordered():
+                    if id not in seen:
+                        seen.add(id)
+                        yield id
+
+    def _scan_ids(self, condition: Any) -> Iterator[str]:
+        ids = self.ids.ordered()
+        if condition is None:
+            yield from ids
+        elif isinstance(condition, Prefix):
+            value = condition.value
+            if not isinstance(value, str):
+                raise InvalidQuery("a prefix of the id index must be a str")
+            for id in ids.islice(ids.bisect_left(value)):
+                if not id.startswith(value):
+                    break
+                yield id
+        elif isinstance(condition, Between):
+            yield from ids.irange(condition.low, condition.high, condition.inclusive)
+        elif isinstance(condition, AnyOf):
+            for id in sorted(set(condition.values)):
+                if id in self.rows:
+                    yield id
+        elif condition in self.rows:
+            yield condition

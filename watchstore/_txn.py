@@ -1,0 +1,420 @@
+"""Read and write transactions over the live tables.
+
+A ``Tx`` applies each write to the live tables at once (the *tip*) and remembers what it
+replaced, so reads inside it see its own writes through the real indexes, aborting replays the
+writes in reverse, and a savepoint is a position in that undo list. Other readers never see an
+unfinished transaction: while one is open or awaiting its proposer, readers of the committed
+state (``view`` and snapshots) look through an *overlay* of the replaced objects (see
+``_state.py``), so the hot path of a quiet store stays a plain dict lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._errors import (
+    InvalidObject,
+    InvalidQuery,
+    ObjectExists,
+    ObjectNotFound,
+    SequenceConflict,
+    StoreError,
+)
+from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta
+from ._query import key_matcher
+from ._schema import IndexSpec, key_family
+from ._tables import TableState
+
+if TYPE_CHECKING:
+    from ._state import StoreState
+
+CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
+
+T = TypeVar("T")
+
+# (table name, id) -> [value before the transaction, value now]; None means absent.
+Changes = dict[tuple[str, str], list[Any]]
+
+
+class _Ended(dict[type, TableState]):
+    """Stands in for the table map of a transaction that has ended: every read raises.
+
+    Swapping the map costs nothing on the read path, unlike an "ended" flag checked per read.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def __getitem__(self, key: type) -> TableState:
+        raise StoreError(self.message)
+
+    def values(self) -> Any:
+        raise StoreError(self.message)
+
+
+VIEW_ENDED: Final = _Ended(
+    "this ReadTx ended when its view() returned; use store.snapshot() to read across awaits")
+TX_ENDED: Final = _Ended(
+    "this transaction has ended; read the store with store.view() or store.snapshot()")
+SNAPSHOT_CLOSED: Final = _Ended("this snapshot was closed; take a new one with store.snapshot()")
+
+
+class ReadTx:
+    """A consistent, read-only view of the store at one version.
+
+    Objects returned are the stored frozen objects themselves: no copies, and no way to change
+    them. Results of ``find`` come in index order (by key, then by id).
+    """
+
+    __slots__ = ("_tables", "version")
+
+    def __init__(self, tables: dict[type, TableState], version: Version) -> None:
+        self._tables = tables
+        self.version = version
+        """The version this transaction reads at (the last commit it sees)."""
+
+    def _table(self, cls: type) -> TableState:
+        try:
+            return self._tables[cls]
+        except KeyError:
+            raise InvalidQuery(
+                f"no table holds {getattr(cls, '__name__', cls)!r}; the schema has "
+                f"{', '.join(t.name for t in self._tables.values())}"
+            ) from None
+
+    def get(self, cls: type[T], id: str) -> T | None:
+        """Return the object of type ``cls`` with ``id``, or None."""
+        try:
+            return self._tables[cls].rows.get(id)  # type: ignore[no-any-return]
+        except KeyError:
+            self._table(cls)
+            raise
+
+    def find(self, cls: type[T], **condition: Any) -> list[T]:
+        """Return the objects matching one index condition, in index order.
+
+        ``find(Task, node_id="n1")`` (equality), ``prefix(...)``, ``between(...)`` and
+        ``any_of(...)`` conditions; ``id=`` uses the primary index. With no condition, all
+        objects in id order.
+        """
+        table = self._table(cls)
+        index_name, normalized = _parse(table, condition)
+        rows = table.rows
+        return [rows[id] for id in table.scan(index_name, normalized)]
+
+    def first(self, cls: type[T], **condition: Any) -> T | None:
+        """Return the first object ``find`` would return, or None."""
+        table = self._table(cls)
+        index_name, normalized = _parse(table, condition)
+        for id in table.scan(index_name, normalized):
+            return table.rows[id]  # type: ignore[no-any-return]
+        return None
+
+    def count(self, cls: type, **condition: Any) -> int:
+        """Return how many objects ``find`` would return."""
+        table = self._table(cls)
+        if not condition:
+            return len(table.rows)
+        index_name, normalized = _parse(table, condition)
+        return sum(1 for _ in table.scan(index_name, normalized))
+
+    def all(self, cls: type[T]) -> list[T]:
+        """Return every object of type ``cls``, in id order."""
+        table = self._table(cls)
+        rows = table.rows
+        return [rows[id] for id in table.ids.ordered()]
+
+    def _end(self, ended: _Ended) -> None:
+        self._tables = ended
+
+
+def _parse(table: TableState, condition: dict[str, Any]) -> tuple[str, Any]:
+    """Split ``find`` keywords into an index name and a normalised condition."""
+    if not condition:
+        return "id", None
+    if len(condition) != 1:
+        raise InvalidQuery(
+            f"find takes one index condition, got {', '.join(condition)}; "
+            "filter the rest in Python or declare a compound Index(key=...)"
+        )
+    ((name, value),) = condition.items()
+    if name == "id":
+        return name, value
+    spec = table.index(name).spec
+    normalized = _normalize_condition(spec, value)
+    family = table.indexes[name].family
+    if family is not None:
+        for key in _condition_keys(normalized):
+            try:
+                ok = key_family(key) == family or (
+                    isinstance(key, str | tuple) and _is_prefix_of(key, family))
+            except TypeError:
+                ok = False
+            if not ok:
+                raise InvalidQuery(
+                    f"{table.name}.{name} holds keys like {next(iter(table.indexes[name].buckets))!r}; "
+                    f"{key!r} cannot be compared with them"
+                )
+    return name, normalized
+
+
+def _is_prefix_of(key: Any, family: Any) -> bool:
+    # A tuple prefix of a compound key has a prefix of its family.
+    return isinstance(family, tuple) and isinstance(key, tuple) and (
+        key_family(key) == family[: len(key)])
+
+
+def _normalize_condition(spec: IndexSpec, value: Any) -> Any:
+    from ._query import AnyOf, Between, Prefix
+
+    norm = spec.normalize_query
+    if isinstance(value, Prefix):
+        return Prefix(norm(value.value))
+    if isinstance(value, Between):
+        low = None if value.low is None else norm(value.low)
+        high = None if value.high is None else norm(value.high)
+        return Between(low, high, value.inclusive)
+    if isinstance(value, AnyOf):
+        return AnyOf(tuple(norm(v) for v in value.values))
+    if value is None:
+        raise InvalidQuery(
+            f"index {spec.name!r} does not hold None: objects whose key is None are not "
+            "indexed; use find() with no condition and filter"
+        )
+    return norm(value)
+
+
+def _condition_keys(condition: Any) -> Iterable[Any]:
+    from ._query import AnyOf, Between, Prefix
+
+    if isinstance(condition, Prefix):
+        return (condition.value,)
+    if isinstance(condition, Between):
+        return [v for v in (condition.low, condition.high) if v is not None]
+    if isinstance(condition, AnyOf):
+        return condition.values
+    return (condition,)
+
+
+class OverlayReadTx(ReadTx):
+    """A reader of an older version: the live tables seen through an overlay.
+
+    ``overlay(table_name)`` gives, for every id changed since this reader's version, the object
+    it had then (None = absent); all other ids read live.
+    """
+
+    __slots__ = ("_overlay",)
+
+    def __init__(self, tables: dict[type, TableState], version: Version,
+                 overlay: Callable[[str, str], tuple[bool, Any]],
+                 overlay_table: Callable[[str], dict[str, Any]]) -> None:
+        super().__init__(tables, version)
+        self._overlay = (overlay, overlay_table)
+
+    def get(self, cls: type[T], id: str) -> T | None:
+        table = self._table(cls)
+        found, value = self._overlay[0](table.name, id)
+        if found:
+            return value  # type: ignore[no-any-return]
+        return table.rows.get(id)  # type: ignore[no-any-return]
+
+    def find(self, cls: type[T], **condition: Any) -> list[T]:
+        table = self._table(cls)
+        index_name, normalized = _parse(table, condition)
+        return self._merge(table, index_name, normalized)
+
+    def first(self, cls: type[T], **condition: Any) -> T | None:
+        found = self.find(cls, **condition)
+        return found[0] if found else None
+
+    def count(self, cls: type, **condition: Any) -> int:
+        return len(self.find(cls, **condition))
+
+    def all(self, cls: type[T]) -> list[T]:
+        return self.find(cls)
+
+    def _merge(self, table: TableState, index_name: str, condition: Any) -> list[Any]:
+        overlay = self._overlay[1](table.name)
+        rows = table.rows
+        if not overlay:
+            return [rows[id] for id in table.scan(index_name, condition)]
+        # Live entries not overridden, plus overridden objects whose old key matches.
+        entries: list[tuple[Any, str]] = []
+        if index_name == "id":
+            entries = [(id, id) for id in table.scan("id", condition) if id not in overlay]
+            matches = (lambda key: True) if condition is None else key_matcher(condition)
+            for id, obj in overlay.items():
+                if obj is not None and matches(id):
+                    entries.append((id, id))
+        else:
+            index = table.indexes[index_name]
+            spec = index.spec
+            extract = spec.extract
+            for id in table.scan(index_name, condition):
+                if id not in overlay:
+                    keys = extract(rows[id])
+                    # The scan visits ids at their matching keys; recover the smallest.
+                    if spec.multi:
+                        matches = key_matcher(condition) if condition is not None else None
+                        keys = min(k for k in keys if matches is None or matches(k))
+                    entries.append((keys, id))
+            matches = (lambda key: True) if condition is None else key_matcher(condition)
+            for id, obj in overlay.items():
+                if obj is None:
+                    continue
+                if spec.multi:
+                    hits = [k for k in extract(obj) if matches(k)]
+                    if hits:
+                        entries.append((min(hits), id))
+                else:
+                    key = extract(obj)
+                    if key is not None and matches(key):
+                        entries.append((key, id))
+        entries.sort()
+        return [overlay[id] if id in overlay else rows[id] for _, id in entries]
+
+
+class Tx(ReadTx):
+    """A write transaction: a :class:`ReadTx` that also creates, updates and deletes.
+
+    Writes are visible to this transaction's own reads at once. If the function given to
+    ``store.update`` raises, every write is undone and nothing is committed. Objects written
+    get ``meta.version`` of the commit, ``created_at`` when first created and ``updated_at``
+    at every write.
+    """
+
+    __slots__ = ("_meta_create", "_now", "_state", "_undo", "changes")
+
+    def __init__(self, state: StoreState, version: Version) -> None:
+        self._tables = state.tables
+        self.version = version
+        self._state = state
+        self.changes: Changes = {}
+        # Undo list: (table, id, value before this write, whether the write opened the entry)
+        self._undo: list[tuple[TableState, str, Any, bool]] = []
+        self._now = time.time()
+        self._meta_create: Meta | None = None  # shared by every create of this transaction
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _apply(self, table: TableState, id: str, old: Any, new: Any) -> None:
+        table.write(id, old, new)
+        key = (table.name, id)
+        entry = self.changes.get(key)
+        if entry is None:
+            self.changes[key] = [old, new]
+            self._undo.append((table, id, old, True))
+        else:
+            entry[1] = new
+            self._undo.append((table, id, old, False))
+
+    def create(self, obj: T) -> T:
+        """Store a new object; ObjectExists if its id is taken. Returns the stored object."""
+        table = self._table(type(obj))
+        id = table.table.check(obj)
+        current = table.rows.get(id)
+        if current is not None:
+            raise ObjectExists(current)
+        new = table.table.restamp(obj, self._meta_create or self._first_meta())
+        self._apply(table, id, None, new)
+        return new  # type: ignore[no-any-return]
+
+    def _first_meta(self) -> Meta:
+        meta = self._meta_create = new_meta(self.version, self._now, self._now)
+        return meta
+
+    def update(self, obj: T) -> T:
+        """Replace a stored object; ``obj.meta.version`` must be the stored one.
+
+        ObjectNotFound if absent, SequenceConflict (carrying the current object) if ``obj`` was
+        made from an older copy. Returns the stored object.
+        """
+        table = self._table(type(obj))
+        id = table.table.check(obj)
+        current = table.rows.get(id)
+        if current is None:
+            raise ObjectNotFound(table.name, id)
+        if obj.meta.version != current.meta.version:  # type: ignore[attr-defined]
+            raise SequenceConflict(current, obj.meta.version)  # type: ignore[attr-defined]
+        return self._replace(table, id, current, obj)
+
+    def upsert(self, obj: T) -> T:
+        """Create or replace an object regardless of its version (Calico's Apply)."""
+        table = self._table(type(obj))
+        id = table.table.check(obj)
+        current = table.rows.get(id)
+        if current is None:
+            new = table.table.restamp(obj, self._meta_create or self._first_meta())
+            self._apply(table, id, None, new)
+            return new  # type: ignore[no-any-return]
+        return self._replace(table, id, current, obj)
+
+    def _replace(self, table: TableState, id: str, current: Any, obj: Any) -> Any:
+        meta = new_meta(self.version, current.meta.created_at, self._now)
+        new = table.table.restamp(obj, meta)
+        self._apply(table, id, current, new)
+        return new
+
+    def delete(self, obj_or_cls: Any, id: str | None = None) -> Any:
+        """Delete ``delete(Type, id)``, or ``delete(obj)`` checking ``obj.meta.version``.
+
+        ObjectNotFound if absent; SequenceConflict if ``obj`` is stale. Returns the removed
+        object.
+        """
+        if id is None:
+            obj = obj_or_cls
+            table = self._table(type(obj))
+            id = table.table.check(obj)
+        else:
+            obj = None
+            table = self._table(obj_or_cls)
+            if type(id) is not str:
+                raise InvalidObject(f"delete() takes a str id, got {id!r}")
+        current = table.rows.get(id)
+        if current is None:
+            raise ObjectNotFound(table.name, id)
+        if obj is not None and obj.meta.version != current.meta.version:
+            raise SequenceConflict(current, obj.meta.version)
+        self._apply(table, id, current, None)
+        return current
+
+    # -- savepoints and the change set ------------------------------------------------------
+
+    def savepoint(self) -> int:
+        """Return a mark that ``rollback_to`` undoes back to."""
+        return len(self._undo)
+
+    def rollback_to(self, mark: int) -> None:
+        """Undo every write made after ``mark``, newest first."""
+        undo = self._undo
+        changes = self.changes
+        while len(undo) > mark:
+            table, id, before, opened = undo.pop()
+            table.write(id, table.rows.get(id), before)
+            key = (table.name, id)
+            if opened:
+                del changes[key]
+            else:
+                changes[key][1] = before
+
+    def actions(self) -> list[StoreAction]:
+        """The net effect of this transaction, one action per changed object, in order."""
+        out: list[StoreAction] = []
+        for (table, _id), (old, new) in self.changes.items():
+            if old is new:
+                continue
+            if old is None:
+                out.append(new_action(CREATE, table, new, None))
+            elif new is None:
+                out.append(new_action(DELETE, table, old, None))
+            else:
+                out.append(new_action(UPDATE, table, new, old))
+        return out
+
+    @property
+    def change_count(self) -> int:
+        """How many objects this transaction has changed so far."""
+        return len(self.changes)
