@@ -6,10 +6,12 @@ All are frozen, slotted attrs classes: hashable, cheap and impossible to change 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -117,3 +119,6 @@ new_meta: Callable[[Version | None, float, float], Meta] = slot_constructor(Meta
 new_action: Callable[[ActionKind, str, Any, Any], StoreAction] = slot_constructor(StoreAction)
 new_change: Callable[[Version, Sequence[StoreAction]], Change] = slot_constructor(Change)
 new_version: Callable[[int], Version] = slot_constructor(Version)
+
+ORIGIN: Final = Version(0)
+"""The version of an empty store, before any commit."""

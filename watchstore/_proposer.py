@@ -9,11 +9,13 @@ all it arrives again through the replication path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import HistoryCompacted
-from ._model import Change, StoreAction, Version, new_version
+from ._model import ORIGIN, Change, StoreAction, Version, new_version
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 
 class Proposer(Protocol):
@@ -44,7 +46,7 @@ class MemoryProposer:
     so a commit costs no scheduling round trip.
     """
 
-    def __init__(self, start: Version = Version(0)) -> None:
+    def __init__(self, start: Version = ORIGIN) -> None:
         self._version = start
 
     async def propose_value(

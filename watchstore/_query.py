@@ -7,10 +7,12 @@ A condition is given as the keyword value of ``find``/``count``/``first``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @attrs.frozen
@@ -41,8 +43,9 @@ def prefix(value: str | tuple[Any, ...]) -> Prefix:
     return Prefix(value)
 
 
-def between(low: Any = None, high: Any = None, *, inclusive: tuple[bool, bool] = (True, False)
-            ) -> Between:
+def between(
+    low: Any = None, high: Any = None, *, inclusive: tuple[bool, bool] = (True, False)
+) -> Between:
     """Match index keys in ``[low, high)`` by default; None leaves that end open."""
     return Between(low, high, inclusive)
 

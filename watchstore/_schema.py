@@ -53,8 +53,10 @@ def key_family(key: Any) -> Any:
     for base, name in _FAMILY.items():
         if isinstance(key, base):
             return name
-    raise TypeError(f"index keys must be str, int, float, bool, bytes or tuples of them, "
-                    f"not {type(key).__name__}")
+    raise TypeError(
+        f"index keys must be str, int, float, bool, bytes or tuples of them, "
+        f"not {type(key).__name__}"
+    )
 
 
 @attrs.frozen
@@ -133,6 +135,7 @@ def _compile_index(cls: type, index: Index) -> IndexSpec:
         return derive(obj) if derive is not None else getattr(obj, field)  # type: ignore[arg-type]
 
     if index.multi:
+
         def extract_many(obj: Any) -> frozenset[Any]:
             values = raw(obj)
             if values is None:
@@ -159,6 +162,7 @@ def _compile_index(cls: type, index: Index) -> IndexSpec:
 
         extract = extract_field
     else:
+
         def extract_one(obj: Any) -> Any:
             return one(raw(obj))
 
@@ -225,14 +229,13 @@ class Table:
                 )
         for fname, attribute in fields.items():
             annotation = attribute.type
-            text = annotation if isinstance(annotation, str) else getattr(
-                annotation, "__name__", repr(annotation))
+            text = str(getattr(annotation, "__name__", annotation))
             if any(text == m or text.startswith(m + "[") for m in _MUTABLE_ANNOTATIONS):
                 raise InvalidObject(
                     f"{cls.__name__}.{fname} is declared {text}, which is mutable; use tuple, "
                     "frozenset or another frozen type"
                 )
-        self.cls = cls
+        self.cls: type[Any] = cls
         self.name = name if name is not None else cls.__name__
         self.indexes = tuple(indexes)
         specs: dict[str, IndexSpec] = {}
@@ -252,8 +255,7 @@ class Table:
         """Check that ``obj`` can be stored in this table; return its id."""
         if type(obj) is not self.cls:
             raise InvalidObject(
-                f"table {self.name} holds {self.cls.__name__} objects, not "
-                f"{type(obj).__name__}"
+                f"table {self.name} holds {self.cls.__name__} objects, not {type(obj).__name__}"
             )
         id = obj.id
         if type(id) is not str or not id:

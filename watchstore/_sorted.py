@@ -7,10 +7,12 @@ lets a read merge many inserts at once (``SortedList.update``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sortedcontainers import SortedList
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class LazySortedSet:
@@ -19,7 +21,7 @@ class LazySortedSet:
     __slots__ = ("_pending", "_sorted")
 
     def __init__(self, members: Any = ()) -> None:
-        self._sorted: SortedList = SortedList(members)
+        self._sorted: SortedList[Any] = SortedList(members)
         self._pending: set[Any] = set()
 
     def add(self, member: Any) -> None:
@@ -34,7 +36,7 @@ class LazySortedSet:
         else:
             self._sorted.remove(member)
 
-    def ordered(self) -> SortedList:
+    def ordered(self) -> SortedList[Any]:
         """The members as a SortedList (valid until the next add or remove)."""
         pending = self._pending
         if pending:

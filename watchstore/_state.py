@@ -19,13 +19,15 @@ Rules that keep readers consistent while the tables are mutated in place:
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import StoreError
-from ._model import Change, Meta, StoreAction, Version, new_change, new_version
-from ._schema import Schema
+from ._model import ORIGIN, Change, Meta, StoreAction, Version, new_change, new_version
 from ._tables import TableState
 from ._txn import SNAPSHOT_CLOSED, TX_ENDED, OverlayReadTx, ReadTx, Tx
+
+if TYPE_CHECKING:
+    from ._schema import Schema
 
 
 class UndoLayer:
@@ -49,9 +51,12 @@ class Snapshot(OverlayReadTx):
     __slots__ = ("__weakref__", "_release")
 
     def __init__(self, state: StoreState, layer: UndoLayer) -> None:
-        super().__init__(state.tables, layer.base,
-                         lambda t, i: state.overlay_get(layer, t, i),
-                         lambda t: state.overlay_table(layer, t))
+        super().__init__(
+            state.tables,
+            layer.base,
+            lambda t, i: state.overlay_get(layer, t, i),
+            lambda t: state.overlay_table(layer, t),
+        )
         self._release = weakref.finalize(self, state.unpin, layer)
 
     def close(self) -> None:
@@ -59,7 +64,7 @@ class Snapshot(OverlayReadTx):
         self._release()
         self._end(SNAPSHOT_CLOSED)
 
-    def __enter__(self) -> Snapshot:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -69,7 +74,7 @@ class Snapshot(OverlayReadTx):
 class StoreState:
     """Tables, committed version, pending transactions and undo layers of one store."""
 
-    def __init__(self, schema: Schema, version: Version = Version(0)) -> None:
+    def __init__(self, schema: Schema, version: Version = ORIGIN) -> None:
         self.schema = schema
         self.tables: dict[type, TableState] = {t.cls: TableState(t) for t in schema.tables}
         self.by_name: dict[str, TableState] = {t.name: t for t in self.tables.values()}
@@ -83,9 +88,12 @@ class StoreState:
         """A reader of the committed state, valid until the caller next awaits."""
         if not self.pending:
             return ReadTx(self.tables, self.version)
-        return OverlayReadTx(self.tables, self.version,
-                             lambda t, i: self.overlay_get(None, t, i),
-                             lambda t: self.overlay_table(None, t))
+        return OverlayReadTx(
+            self.tables,
+            self.version,
+            lambda t, i: self.overlay_get(None, t, i),
+            lambda t: self.overlay_table(None, t),
+        )
 
     def pin(self) -> Snapshot:
         """Pin the committed version and return a snapshot of it (O(1))."""
@@ -158,8 +166,7 @@ class StoreState:
         self.pending.pop()
         tx._end(TX_ENDED)
 
-    def commit(self, tx: Tx, version: Version, actions: list[StoreAction] | None = None
-               ) -> Change:
+    def commit(self, tx: Tx, version: Version, actions: list[StoreAction] | None = None) -> Change:
         """Mark the oldest pending ``tx`` committed as ``version``; return its Change.
 
         If the proposer chose another version than the one predicted, the written objects
@@ -190,8 +197,7 @@ class StoreState:
             if new is not None:
                 meta = new.meta
                 table = self.by_name[name]
-                stamped = table.table.restamp(
-                    new, Meta(version, meta.created_at, meta.updated_at))
+                stamped = table.table.restamp(new, Meta(version, meta.created_at, meta.updated_at))
                 table.rows[id] = stamped
                 entry[1] = stamped
 

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import heapq
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
 from ._codec import encoded_size
 from ._errors import ProposalFailed, StoreClosed, StoreError
-from ._model import Change, Version
 from ._proposer import MemoryProposer, Proposer
-from ._schema import Schema
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from ._model import Change, Version
+    from ._schema import Schema
 
 R = TypeVar("R")
 
@@ -122,9 +125,13 @@ class Store:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return result
 
-    async def batch(self, fn: Callable[[Batch], Awaitable[R]], *,
-                    max_changes: int = MAX_BATCH_CHANGES,
-                    max_bytes: int = MAX_BATCH_BYTES) -> R:
+    async def batch(
+        self,
+        fn: Callable[[Batch], Awaitable[R]],
+        *,
+        max_changes: int = MAX_BATCH_CHANGES,
+        max_bytes: int = MAX_BATCH_BYTES,
+    ) -> R:
         """Run ``await fn(batch)``, where ``fn`` calls ``await batch.update(fn2)`` many times.
 
         The writes are committed in chunks of at most ``max_changes`` changes or
@@ -190,7 +197,8 @@ class Store:
     def _check_open(self) -> None:
         if self._closed is not None:
             raise StoreClosed("the store is closed; open it again with open_store()") from (
-                self._closed if isinstance(self._closed, StoreError) else None)
+                self._closed if isinstance(self._closed, StoreError) else None
+            )
 
     async def aclose(self) -> None:
         """Close the store: later operations raise StoreClosed; waiters are woken."""
@@ -283,8 +291,7 @@ def _close_awaitable(result: object) -> None:
 
 
 @asynccontextmanager
-async def open_store(schema: Schema, *, proposer: Proposer | None = None
-                     ) -> AsyncIterator[Store]:
+async def open_store(schema: Schema, *, proposer: Proposer | None = None) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
     Without a proposer the store lives in memory only (:class:`MemoryProposer`). The store

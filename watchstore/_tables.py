@@ -14,13 +14,16 @@ so re-stamping an object's metadata never touches them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidObject, InvalidQuery, UniqueConflict
 from ._query import AnyOf, Between, Prefix, starts_with
 from ._schema import IndexSpec, Table, key_family
 from ._sorted import LazySortedSet
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 class IndexState:
     """One secondary index of a live table."""
@@ -45,8 +48,8 @@ class IndexState:
         if family != self.family:
             raise InvalidObject(
                 f"{table} {id!r}: index {self.spec.name!r} holds keys like "
-                f"{next(iter(self.buckets))!r}, which cannot be ordered with {key!r}; keep one key type "
-                "per index"
+                f"{next(iter(self.buckets))!r}, which cannot be ordered with {key!r}; "
+                "keep one key type per index"
             )
 
     def add(self, key: Any, id: str) -> None:
@@ -114,9 +117,11 @@ class TableState:
         }
         # Split once so the write path branches per kind, not per object.
         self.single = tuple(
-            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if not i.spec.multi)
+            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if not i.spec.multi
+        )
         self.multi = tuple(
-            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if i.spec.multi)
+            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if i.spec.multi
+        )
 
     def index(self, name: str) -> IndexState:
         """Return the index called ``name`` or raise InvalidQuery."""
@@ -124,7 +129,7 @@ class TableState:
         if index is None:
             raise InvalidQuery(
                 f"{self.name} has no index {name!r}; its indexes are "
-                f"{', '.join(['id', *self.indexes]) }"
+                f"{', '.join(['id', *self.indexes])}"
             )
         return index
 

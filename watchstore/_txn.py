@@ -11,7 +11,6 @@ state (``view`` and snapshots) look through an *overlay* of the replaced objects
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._errors import (
@@ -23,11 +22,13 @@ from ._errors import (
     StoreError,
 )
 from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta
-from ._query import key_matcher
+from ._query import AnyOf, Between, Prefix, key_matcher
 from ._schema import IndexSpec, key_family
 from ._tables import TableState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from ._state import StoreState
 
 CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
@@ -56,9 +57,11 @@ class _Ended(dict[type, TableState]):
 
 
 VIEW_ENDED: Final = _Ended(
-    "this ReadTx ended when its view() returned; use store.snapshot() to read across awaits")
+    "this ReadTx ended when its view() returned; use store.snapshot() to read across awaits"
+)
 TX_ENDED: Final = _Ended(
-    "this transaction has ended; read the store with store.view() or store.snapshot()")
+    "this transaction has ended; read the store with store.view() or store.snapshot()"
+)
 SNAPSHOT_CLOSED: Final = _Ended("this snapshot was closed; take a new one with store.snapshot()")
 
 
@@ -81,14 +84,14 @@ class ReadTx:
             return self._tables[cls]
         except KeyError:
             raise InvalidQuery(
-                f"no table holds {getattr(cls, '__name__', cls)!r}; the schema has "
+                f"no table holds {getattr(cls, '__name__', cls)}; the schema has "
                 f"{', '.join(t.name for t in self._tables.values())}"
             ) from None
 
     def get(self, cls: type[T], id: str) -> T | None:
         """Return the object of type ``cls`` with ``id``, or None."""
         try:
-            return self._tables[cls].rows.get(id)  # type: ignore[no-any-return]
+            return self._tables[cls].rows.get(id)
         except KeyError:
             self._table(cls)
             raise
@@ -143,33 +146,35 @@ def _parse(table: TableState, condition: dict[str, Any]) -> tuple[str, Any]:
     ((name, value),) = condition.items()
     if name == "id":
         return name, value
-    spec = table.index(name).spec
-    normalized = _normalize_condition(spec, value)
-    family = table.indexes[name].family
-    if family is not None:
-        for key in _condition_keys(normalized):
-            try:
-                ok = key_family(key) == family or (
-                    isinstance(key, str | tuple) and _is_prefix_of(key, family))
-            except TypeError:
-                ok = False
-            if not ok:
+    index = table.index(name)
+    normalized = _normalize_condition(index.spec, value)
+    if index.family is not None:
+        for key, is_prefix in _condition_keys(normalized):
+            if not _comparable(key, index.family, is_prefix):
                 raise InvalidQuery(
-                    f"{table.name}.{name} holds keys like {next(iter(table.indexes[name].buckets))!r}; "
+                    f"{table.name}.{name} holds keys like {next(iter(index.buckets))!r}; "
                     f"{key!r} cannot be compared with them"
                 )
     return name, normalized
 
 
-def _is_prefix_of(key: Any, family: Any) -> bool:
+def _comparable(key: Any, family: Any, is_prefix: bool) -> bool:
+    try:
+        key_fam = key_family(key)
+    except TypeError:
+        return False
+    if key_fam == family:
+        return True
     # A tuple prefix of a compound key has a prefix of its family.
-    return isinstance(family, tuple) and isinstance(key, tuple) and (
-        key_family(key) == family[: len(key)])
+    return (
+        is_prefix
+        and isinstance(key_fam, tuple)
+        and isinstance(family, tuple)
+        and (key_fam == family[: len(key_fam)])
+    )
 
 
 def _normalize_condition(spec: IndexSpec, value: Any) -> Any:
-    from ._query import AnyOf, Between, Prefix
-
     norm = spec.normalize_query
     if isinstance(value, Prefix):
         return Prefix(norm(value.value))
@@ -187,16 +192,15 @@ def _normalize_condition(spec: IndexSpec, value: Any) -> Any:
     return norm(value)
 
 
-def _condition_keys(condition: Any) -> Iterable[Any]:
-    from ._query import AnyOf, Between, Prefix
-
+def _condition_keys(condition: Any) -> Iterable[tuple[Any, bool]]:
+    """The keys a condition compares with, each flagged if it is a prefix."""
     if isinstance(condition, Prefix):
-        return (condition.value,)
+        return ((condition.value, True),)
     if isinstance(condition, Between):
-        return [v for v in (condition.low, condition.high) if v is not None]
+        return [(v, False) for v in (condition.low, condition.high) if v is not None]
     if isinstance(condition, AnyOf):
-        return condition.values
-    return (condition,)
+        return [(v, False) for v in condition.values]
+    return ((condition, False),)
 
 
 class OverlayReadTx(ReadTx):
@@ -208,9 +212,13 @@ class OverlayReadTx(ReadTx):
 
     __slots__ = ("_overlay",)
 
-    def __init__(self, tables: dict[type, TableState], version: Version,
-                 overlay: Callable[[str, str], tuple[bool, Any]],
-                 overlay_table: Callable[[str], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        tables: dict[type, TableState],
+        version: Version,
+        overlay: Callable[[str, str], tuple[bool, Any]],
+        overlay_table: Callable[[str], dict[str, Any]],
+    ) -> None:
         super().__init__(tables, version)
         self._overlay = (overlay, overlay_table)
 
@@ -219,7 +227,7 @@ class OverlayReadTx(ReadTx):
         found, value = self._overlay[0](table.name, id)
         if found:
             return value  # type: ignore[no-any-return]
-        return table.rows.get(id)  # type: ignore[no-any-return]
+        return table.rows.get(id)
 
     def find(self, cls: type[T], **condition: Any) -> list[T]:
         table = self._table(cls)
@@ -237,44 +245,41 @@ class OverlayReadTx(ReadTx):
         return self.find(cls)
 
     def _merge(self, table: TableState, index_name: str, condition: Any) -> list[Any]:
+        """``find`` at this reader's version: live matches not changed since, plus the
+        changed objects' old values that match, merged in index order."""
         overlay = self._overlay[1](table.name)
         rows = table.rows
+        live = [id for id in table.scan(index_name, condition) if id not in overlay]
         if not overlay:
-            return [rows[id] for id in table.scan(index_name, condition)]
-        # Live entries not overridden, plus overridden objects whose old key matches.
-        entries: list[tuple[Any, str]] = []
-        if index_name == "id":
-            entries = [(id, id) for id in table.scan("id", condition) if id not in overlay]
-            matches = (lambda key: True) if condition is None else key_matcher(condition)
-            for id, obj in overlay.items():
-                if obj is not None and matches(id):
-                    entries.append((id, id))
-        else:
-            index = table.indexes[index_name]
-            spec = index.spec
-            extract = spec.extract
-            for id in table.scan(index_name, condition):
-                if id not in overlay:
-                    keys = extract(rows[id])
-                    # The scan visits ids at their matching keys; recover the smallest.
-                    if spec.multi:
-                        matches = key_matcher(condition) if condition is not None else None
-                        keys = min(k for k in keys if matches is None or matches(k))
-                    entries.append((keys, id))
-            matches = (lambda key: True) if condition is None else key_matcher(condition)
-            for id, obj in overlay.items():
-                if obj is None:
-                    continue
-                if spec.multi:
-                    hits = [k for k in extract(obj) if matches(k)]
-                    if hits:
-                        entries.append((min(hits), id))
-                else:
-                    key = extract(obj)
-                    if key is not None and matches(key):
-                        entries.append((key, id))
+            return [rows[id] for id in live]
+        order_key = _order_key(table, index_name, condition)
+        entries = [(order_key(rows[id]), id) for id in live]
+        for id, obj in overlay.items():
+            if obj is not None:
+                key = order_key(obj)
+                if key is not None:
+                    entries.append((key, id))
         entries.sort()
-        return [overlay[id] if id in overlay else rows[id] for _, id in entries]
+        return [overlay[id] if id in overlay else rows[id] for _key, id in entries]
+
+
+def _order_key(table: TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
+    """Return ``f(obj)``: the smallest key of ``obj`` in the index that matches, or None."""
+    matches: Callable[[Any], bool] = (
+        (lambda key: True) if condition is None else key_matcher(condition)
+    )
+    if index_name == "id":
+        return lambda obj: obj.id if matches(obj.id) else None
+    spec = table.indexes[index_name].spec
+    extract = spec.extract
+    if spec.multi:
+        return lambda obj: min((k for k in extract(obj) if matches(k)), default=None)
+
+    def single(obj: Any) -> Any:
+        key = extract(obj)
+        return key if key is not None and matches(key) else None
+
+    return single
 
 
 class Tx(ReadTx):
@@ -300,6 +305,17 @@ class Tx(ReadTx):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def _write_table(self, obj: object) -> TableState:
+        try:
+            return self._tables[type(obj)]
+        except KeyError:
+            if isinstance(self._tables, _Ended):
+                raise
+            raise InvalidObject(
+                f"no table holds {type(obj).__name__} objects; the schema has "
+                f"{', '.join(t.name for t in self._tables.values())}"
+            ) from None
+
     def _apply(self, table: TableState, id: str, old: Any, new: Any) -> None:
         table.write(id, old, new)
         key = (table.name, id)
@@ -313,7 +329,7 @@ class Tx(ReadTx):
 
     def create(self, obj: T) -> T:
         """Store a new object; ObjectExists if its id is taken. Returns the stored object."""
-        table = self._table(type(obj))
+        table = self._write_table(obj)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is not None:
@@ -332,25 +348,26 @@ class Tx(ReadTx):
         ObjectNotFound if absent, SequenceConflict (carrying the current object) if ``obj`` was
         made from an older copy. Returns the stored object.
         """
-        table = self._table(type(obj))
+        table = self._write_table(obj)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is None:
             raise ObjectNotFound(table.name, id)
-        if obj.meta.version != current.meta.version:  # type: ignore[attr-defined]
-            raise SequenceConflict(current, obj.meta.version)  # type: ignore[attr-defined]
-        return self._replace(table, id, current, obj)
+        given = obj.meta.version  # type: ignore[attr-defined]
+        if given != current.meta.version:
+            raise SequenceConflict(current, given)
+        return self._replace(table, id, current, obj)  # type: ignore[no-any-return]
 
     def upsert(self, obj: T) -> T:
         """Create or replace an object regardless of its version (Calico's Apply)."""
-        table = self._table(type(obj))
+        table = self._write_table(obj)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is None:
             new = table.table.restamp(obj, self._meta_create or self._first_meta())
             self._apply(table, id, None, new)
             return new  # type: ignore[no-any-return]
-        return self._replace(table, id, current, obj)
+        return self._replace(table, id, current, obj)  # type: ignore[no-any-return]
 
     def _replace(self, table: TableState, id: str, current: Any, obj: Any) -> Any:
         meta = new_meta(self.version, current.meta.created_at, self._now)
@@ -366,7 +383,7 @@ class Tx(ReadTx):
         """
         if id is None:
             obj = obj_or_cls
-            table = self._table(type(obj))
+            table = self._write_table(obj)
             id = table.table.check(obj)
         else:
             obj = None

@@ -1,0 +1,122 @@
+"""The store service: proposers, failure and cancellation, waiting, closing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio.testing
+
+import watchstore as ws
+from tests.schema import SCHEMA, Task
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+class SlowProposer(ws.MemoryProposer):
+    """Commits after the test lets it, or fails when told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = trio.Event()
+        self.fail: Exception | None = None
+        self.skip_ahead = 0
+
+    async def propose_value(
+        self, actions: Sequence[ws.StoreAction], commit: Callable[[ws.Version], None]
+    ) -> ws.Version:
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        if self.skip_ahead:
+            self._version = ws.Version(self._version.index + self.skip_ahead)
+        return await super().propose_value(actions, commit)
+
+
+async def test_readers_see_the_old_state_while_a_commit_is_proposed() -> None:
+    proposer = SlowProposer()
+    async with ws.open_store(SCHEMA, proposer=proposer) as store, trio.open_nursery() as nursery:
+        nursery.start_soon(store.update, lambda tx: tx.create(Task("t1", "s1", node_id="n1")))
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.view(lambda tx: tx.get(Task, "t1")) is None
+        assert store.view(lambda tx: tx.find(Task, node_id="n1")) == []
+        proposer.release.set()
+        await store.wait_for(ws.Version(1))
+        assert store.view(lambda tx: tx.get(Task, "t1")) is not None
+
+
+async def test_a_failed_proposal_raises_proposal_failed_and_undoes() -> None:
+    proposer = SlowProposer()
+    proposer.fail = OSError("disk gone")
+    proposer.release.set()
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        with pytest.raises(ws.ProposalFailed, match="outcome unknown"):
+            await store.update(lambda tx: tx.create(Task("t1", "s1")))
+        assert store.view(lambda tx: tx.count(Task)) == 0
+        assert store.version == ws.Version(0)
+
+
+async def test_a_cancelled_proposal_is_undone() -> None:
+    proposer = SlowProposer()
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        with trio.move_on_after(0.01):
+            await store.update(lambda tx: tx.create(Task("t1", "s1")))
+        assert store.view(lambda tx: tx.count(Task)) == 0
+        proposer.release.set()
+        await store.update(lambda tx: tx.create(Task("t2", "s1")))
+        assert store.view(lambda tx: [t.id for t in tx.all(Task)]) == ["t2"]
+
+
+async def test_objects_carry_the_version_the_proposer_chose() -> None:
+    proposer = SlowProposer()
+    proposer.release.set()
+    proposer.skip_ahead = 6  # e.g. an etcd revision advanced by other keys
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        created = await store.update(lambda tx: tx.create(Task("t1", "s1")))
+        stored = store.view(lambda tx: tx.get(Task, "t1"))
+        assert stored is not None
+        assert stored.meta.version == ws.Version(7)
+        assert store.version == ws.Version(7)
+        assert created.meta.version == ws.Version(1)  # the object as it was in the tx
+
+
+async def test_wait_for_returns_once_the_version_is_committed() -> None:
+    async with ws.open_store(SCHEMA) as store, trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def waiter() -> None:
+            await store.wait_for(ws.Version(2))
+            done.set()
+
+        nursery.start_soon(waiter)
+        await store.update(lambda tx: tx.create(Task("t1", "s1")))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        await store.update(lambda tx: tx.create(Task("t2", "s1")))
+        await done.wait()
+        await store.wait_for(ws.Version(1))  # already there: returns at once
+
+
+async def test_operations_after_close_raise_store_closed() -> None:
+    async with ws.open_store(SCHEMA) as store:
+        pass
+    assert store.closed
+    with pytest.raises(ws.StoreClosed):
+        await store.update(lambda tx: tx.create(Task("t1", "s1")))
+    with pytest.raises(ws.StoreClosed):
+        store.view(lambda tx: tx.count(Task))
+    with pytest.raises(ws.StoreClosed):
+        store.snapshot()
+
+
+async def test_writers_are_serialised_and_each_gets_its_version() -> None:
+    async with ws.open_store(SCHEMA) as store:
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(store.update, lambda tx: tx.create(Task(f"t{i:02}", "s")))
+        versions = store.view(
+            lambda tx: sorted(t.meta.version.index for t in tx.all(Task))  # type: ignore[union-attr]
+        )
+        assert versions == list(range(1, 21))
