@@ -210,3 +210,24 @@ async def test_keys_of_another_type_are_refused_before_anything_is_written(
 async def test_state_enum_is_stored_as_given(store: ws.Store) -> None:
     t = await store.update(lambda tx: tx.create(Task("a", "s1", state=State.RUNNING)))
     assert t.state is State.RUNNING
+
+
+async def test_compound_keys_must_keep_their_element_types(store: ws.Store) -> None:
+    await store.update(lambda tx: tx.create(Task("a", "s1", slot=1)))
+
+    @attrs.frozen
+    class Pair:
+        id: str
+        left: object
+        right: object
+        meta: ws.Meta = ws.Meta()
+
+    schema = ws.Schema(
+        ws.Table(Pair, indexes=[ws.Index(key=lambda p: (p.left, p.right), name="pair")])
+    )
+    async with ws.open_store(schema) as pairs:
+        await pairs.update(lambda tx: tx.create(Pair("p1", "a", 1)))
+        with pytest.raises(ws.InvalidObject, match="cannot be ordered"):
+            await pairs.update(lambda tx: tx.create(Pair("p2", "a", "b")))
+        found = pairs.view(lambda tx: [p.id for p in tx.find(Pair, pair=ws.prefix(("a",)))])
+        assert found == ["p1"]

@@ -102,6 +102,9 @@ class IndexSpec:
     fold_case: bool
     # Single-valued: object -> key or None. Multi-valued: object -> frozenset of keys.
     extract: Callable[[Any], Any]
+    # The attribute whose value is the key as it is (when it is a str, an int or None), so the
+    # compiled write path can read it directly instead of calling ``extract``.
+    plain_field: str | None = None
 
     def normalize_query(self, value: Any) -> Any:
         """Normalise a value given in a query the way keys of this index are."""
@@ -167,7 +170,10 @@ def _compile_index(cls: type, index: Index) -> IndexSpec:
             return one(raw(obj))
 
         extract = extract_one
-    return IndexSpec(index.index_name, index.unique, index.multi, index.fold_case, extract)
+    plain = field if derive is None and not fold and not index.multi else None
+    if plain is not None and not plain.isidentifier():
+        plain = None
+    return IndexSpec(index.index_name, index.unique, index.multi, index.fold_case, extract, plain)
 
 
 def _is_frozen(cls: type) -> bool:

@@ -187,6 +187,7 @@ class StoreState:
                 newest.setdefault(key, old)
         del self.pending[0]
         self.version = version
+        tx.committed = True
         tx._end(TX_ENDED)
         return new_change(version, actions)
 

@@ -9,7 +9,6 @@ never blocked: ``view`` reads the committed state synchronously and ``snapshot``
 from __future__ import annotations
 
 import heapq
-import inspect
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -43,7 +42,8 @@ class Store:
         self._proposer = proposer
         self._state = StoreState(schema, proposer.get_version())
         self._nursery = nursery
-        self._write_lock = trio.Lock()
+        self._write_lock = WriteLock()
+        self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._closed: BaseException | None = None
         self._commit_hooks: list[Callable[[Change], None]] = []
@@ -97,20 +97,23 @@ class Store:
         ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
         proposing, the change is undone locally unless it had already committed.
         """
-        self._check_open()
+        if self._closed is not None:
+            self._check_open()
         await trio.lowlevel.checkpoint_if_cancelled()
         lock = self._write_lock
+        if lock.held:
+            await lock.wait_turn()
+            if self._closed is not None:
+                lock.release()
+                self._check_open()
+        else:
+            lock.held = True
         try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            self._check_open()
             state = self._state
             tx = state.begin()
             try:
                 result = fn(tx)
-                if inspect.isawaitable(result):
+                if hasattr(type(result), "__await__"):
                     _close_awaitable(result)
                     raise TypeError(
                         "update() runs a synchronous function; for async work use "
@@ -159,31 +162,32 @@ class Store:
     async def _propose(self, tx: Tx) -> int:
         """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
         state = self._state
-        actions = tx.actions()
+        actions = tx.proposed = tx.actions()
         if not actions:
             state.rollback(tx)  # nothing to commit; release its place in the pipeline
             return 0
-        committed = False
-
-        def commit(version: Version) -> None:
-            nonlocal committed
-            change = state.commit(tx, version, actions)
-            committed = True
-            self._committed(change)
-
         try:
-            await self._proposer.propose_value(actions, commit)
+            await self._proposer.propose_value(actions, self._commit_oldest)
         except BaseException as exc:
-            if committed:
+            if tx.committed:
                 raise
             state.rollback(tx)
             if isinstance(exc, Exception) and not isinstance(exc, StoreError):
                 raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
             raise
-        if not committed:
+        if not tx.committed:
             state.rollback(tx)
             raise ProposalFailed("the proposer returned without committing the change")
         return len(actions)
+
+    def _on_commit(self, version: Version) -> None:
+        """The proposer's ``commit`` callback.
+
+        Commits arrive in proposal order, so each one commits the oldest pending transaction.
+        """
+        state = self._state
+        tx = state.pending[0]
+        self._committed(state.commit(tx, version, tx.proposed))
 
     def _committed(self, change: Change) -> None:
         for hook in self._commit_hooks:
@@ -238,13 +242,18 @@ class Batch:
         tx = self._tx
         if tx is None:
             store._check_open()
-            await store._write_lock.acquire()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            lock = store._write_lock
+            if lock.held:
+                await lock.wait_turn()
+            else:
+                lock.held = True
             tx = self._tx = store._state.begin()
             self._bytes = 0
         mark = tx.savepoint()
         try:
             result = fn(tx)
-            if inspect.isawaitable(result):
+            if hasattr(type(result), "__await__"):
                 _close_awaitable(result)
                 raise TypeError("batch.update() runs a synchronous function")
         except BaseException:
@@ -282,6 +291,31 @@ class Batch:
             if state.pending and state.pending[-1] is tx:
                 state.rollback(tx)
             self._store._write_lock.release()
+
+
+class WriteLock:
+    """The writers' lock: FIFO-fair, and taking it uncontended is one attribute test.
+
+    The holder sets ``held``; others ``await wait_turn()``, and ``release`` hands the lock
+    straight to the longest waiter, so nobody can barge in between.
+    """
+
+    __slots__ = ("_lot", "held")
+
+    def __init__(self) -> None:
+        self.held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    async def wait_turn(self) -> None:
+        """Wait until the lock is handed to this task (cancellable while waiting)."""
+        await self._lot.park()
+
+    def release(self) -> None:
+        """Release the lock, handing it to the longest waiter if there is one."""
+        if self._lot:
+            self._lot.unpark()
+        else:
+            self.held = False
 
 
 def _close_awaitable(result: object) -> None:

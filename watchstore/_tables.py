@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidObject, InvalidQuery, UniqueConflict
+from ._errors import InvalidObject, InvalidQuery
 from ._query import AnyOf, Between, Prefix, starts_with
 from ._schema import IndexSpec, Table, key_family
 from ._sorted import LazySortedSet
+from ._writer import compile_write
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 class IndexState:
@@ -58,13 +59,15 @@ class IndexState:
         if bucket is None:
             if self.family is None:
                 self.family = key_family(key)
-                self.key_type = type(key)
+                # The type test is a fast path for scalar keys only: tuples must always be
+                # checked element by element, so they never match it.
+                self.key_type = None if isinstance(key, tuple) else type(key)
             buckets[key] = id
             self.keys.add(key)
         elif type(bucket) is str:
             buckets[key] = LazySortedSet((bucket, id))
         else:
-            bucket.add(id)
+            bucket.add(id)  # O(1): sorted at the next ordered read
 
     def remove(self, key: Any, id: str) -> None:
         buckets = self.buckets
@@ -105,7 +108,7 @@ class IndexState:
 class TableState:
     """The live objects of one table and their indexes."""
 
-    __slots__ = ("ids", "indexes", "multi", "name", "rows", "single", "table")
+    __slots__ = ("ids", "indexes", "name", "rows", "table", "write")
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -115,13 +118,12 @@ class TableState:
         self.indexes: dict[str, IndexState] = {
             name: IndexState(spec) for name, spec in table.index_specs.items()
         }
-        # Split once so the write path branches per kind, not per object.
-        self.single = tuple(
-            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if not i.spec.multi
-        )
-        self.multi = tuple(
-            (i, i.spec.extract, i.spec.unique) for i in self.indexes.values() if i.spec.multi
-        )
+        self.write: Callable[[str, Any, Any], None] = compile_write(self)
+        """``write(id, old, new)``: replace ``old`` (None = absent) by ``new`` (None = delete).
+
+        Every key of ``new`` is checked (orderable, unique) before anything changes, so on an
+        exception the table is exactly as it was. See ``_writer.py``.
+        """
 
     def index(self, name: str) -> IndexState:
         """Return the index called ``name`` or raise InvalidQuery."""
@@ -132,71 +134,6 @@ class TableState:
                 f"{', '.join(['id', *self.indexes])}"
             )
         return index
-
-    def write(self, id: str, old: Any, new: Any) -> None:
-        """Replace ``old`` (None = absent) by ``new`` (None = delete) under ``id``.
-
-        Every key of ``new`` is checked (orderable, unique) before anything changes, so on an
-        exception the table is exactly as it was.
-        """
-        single_keys: list[Any] = []
-        multi_keys: list[frozenset[Any]] = []
-        if new is not None:
-            for index, extract, unique in self.single:
-                key = extract(new)
-                if key is not None:
-                    if type(key) is not index.key_type:
-                        index.check_key(key, self.name, id)
-                    if unique:
-                        holder = index.buckets.get(key)
-                        if holder is not None and holder != id:
-                            raise UniqueConflict(self.name, index.spec.name, key, holder, id)
-                single_keys.append(key)
-            for index, extract, unique in self.multi:
-                keys = extract(new)
-                for key in keys:
-                    if type(key) is not index.key_type:
-                        index.check_key(key, self.name, id)
-                    if unique:
-                        holder = index.buckets.get(key)
-                        if holder is not None and holder != id:
-                            raise UniqueConflict(self.name, index.spec.name, key, holder, id)
-                multi_keys.append(keys)
-        # Nothing below raises: all keys are checked.
-        if new is None:
-            del self.rows[id]
-            self.ids.remove(id)
-            for index, extract, _unique in self.single:
-                key = extract(old)
-                if key is not None:
-                    index.remove(key, id)
-            for index, extract, _unique in self.multi:
-                for key in extract(old):
-                    index.remove(key, id)
-            return
-        self.rows[id] = new
-        if old is None:
-            self.ids.add(id)
-            for (index, _extract, _unique), key in zip(self.single, single_keys, strict=True):
-                if key is not None:
-                    index.add(key, id)
-            for (index, _extract, _unique), keys in zip(self.multi, multi_keys, strict=True):
-                for key in keys:
-                    index.add(key, id)
-            return
-        for (index, extract, _unique), key in zip(self.single, single_keys, strict=True):
-            old_key = extract(old)
-            if old_key != key or type(old_key) is not type(key):
-                if old_key is not None:
-                    index.remove(old_key, id)
-                if key is not None:
-                    index.add(key, id)
-        for (index, extract, _unique), keys in zip(self.multi, multi_keys, strict=True):
-            old_keys = extract(old)
-            for key in old_keys - keys:
-                index.remove(key, id)
-            for key in keys - old_keys:
-                index.add(key, id)
 
     def scan(self, index_name: str, condition: Any) -> Iterator[str]:
         """Yield ids matching a normalised condition on an index, in index order.

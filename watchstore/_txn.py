@@ -291,7 +291,7 @@ class Tx(ReadTx):
     at every write.
     """
 
-    __slots__ = ("_meta_create", "_now", "_state", "_undo", "changes")
+    __slots__ = ("_meta_create", "_now", "_state", "_undo", "changes", "committed", "proposed")
 
     def __init__(self, state: StoreState, version: Version) -> None:
         self._tables = state.tables
@@ -300,7 +300,9 @@ class Tx(ReadTx):
         self.changes: Changes = {}
         # Undo list: (table, id, value before this write, whether the write opened the entry)
         self._undo: list[tuple[TableState, str, Any, bool]] = []
-        self._now = time.time()
+        self._now = 0.0  # read from the clock at the first write; reads need no time
+        self.proposed: list[StoreAction] | None = None  # the actions handed to the proposer
+        self.committed = False
         self._meta_create: Meta | None = None  # shared by every create of this transaction
 
     # -- writes ---------------------------------------------------------------------------
@@ -339,8 +341,13 @@ class Tx(ReadTx):
         return new  # type: ignore[no-any-return]
 
     def _first_meta(self) -> Meta:
-        meta = self._meta_create = new_meta(self.version, self._now, self._now)
+        now = self._now or self._clock()
+        meta = self._meta_create = new_meta(self.version, now, now)
         return meta
+
+    def _clock(self) -> float:
+        self._now = now = time.time()
+        return now
 
     def update(self, obj: T) -> T:
         """Replace a stored object; ``obj.meta.version`` must be the stored one.
@@ -370,7 +377,7 @@ class Tx(ReadTx):
         return self._replace(table, id, current, obj)  # type: ignore[no-any-return]
 
     def _replace(self, table: TableState, id: str, current: Any, obj: Any) -> Any:
-        meta = new_meta(self.version, current.meta.created_at, self._now)
+        meta = new_meta(self.version, current.meta.created_at, self._now or self._clock())
         new = table.table.restamp(obj, meta)
         self._apply(table, id, current, new)
         return new

@@ -1,0 +1,719 @@
+"""Core benchmark: watchstore's write, read, query and snapshot paths next to two peers.
+
+One schema throughout: objects with ``id`` (random hex), ``service_id`` (100 values),
+``node_id`` (1000 values) and ``meta``, with non-unique secondary indexes on service_id and
+node_id; N = 100_000 objects unless ``--n`` says otherwise.
+
+1. create, one transaction each: ``await store.update(lambda tx: tx.create(obj))`` per
+   object, vs sqlite3 ``:memory:`` ``INSERT`` + ``commit()`` per row, vs a pure-Python
+   ceiling (a dict of rows plus one ``SortedList`` of ``(key, id)`` per index; no
+   transactions, no metadata).
+2. create, batched: ``store.batch`` with one ``b.update`` per object (committed in chunks of
+   ``ws.MAX_BATCH_CHANGES``, the default), vs sqlite3 ``executemany`` in ONE transaction, vs
+   the same ceiling loop.
+3. point get: one ``store.view`` doing ``tx.get`` for every id, vs sqlite3 ``SELECT ... WHERE
+   id=?`` + ``fetchone`` per id, vs ``dict.get``.
+4. find by index: all objects of each of the 100 services, one query each (``tx.find`` in its
+   own ``view``; sqlite3 ``SELECT * ... WHERE service_id=?`` + ``fetchall``;
+   ``SortedList.irange`` over ``(key, id)`` + dict lookups). Reported per query.
+5. snapshots at 10k and 1M objects: ``s = store.snapshot(); s.close()`` and the first write
+   while a snapshot is open, next to the naive alternative of copying (``dict.copy()`` of the
+   rows plus ``SortedDict.copy()`` of one index).
+
+Why: these are the targets of the performance issue: (a) single-create transactions at least
+as fast as sqlite's commit-per-insert, (b) gets inside a view at least 3x sqlite point
+selects, (c) snapshots independent of size (1M within 2x of 10k). The dict ceiling shows how
+much of watchstore's time is its own bookkeeping rather than Python itself.
+
+Method: the peers run interleaved inside every repetition, in one process, on the same objects
+built outside the timed regions. sqlite rows carry a JSON ``data`` blob built beforehand and
+reads do not decode it, which favours sqlite. Sections 1-4 report the best of several runs;
+the snapshot section reports medians of many runs (copies: best of a few). The garbage
+collector stays at Python's defaults, as applications run it. All times use
+``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+from sortedcontainers import SortedDict, SortedList
+
+import watchstore as ws
+from watchstore._codec import dumps
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+SERVICES: Final = 100
+NODES: Final = 1000
+SERVICE_IDS: Final = tuple(f"svc-{i:03d}" for i in range(SERVICES))
+NODE_IDS: Final = tuple(f"node-{i:04d}" for i in range(NODES))
+MAX_ID: Final = "\U0010ffff"  # sorts after every id: upper bound of a (key, id) range
+
+WS: Final = "watchstore"
+SQL: Final = "sqlite3"
+DICT: Final = "dict+SortedDict"
+PEERS: Final = (WS, SQL, DICT)
+
+
+@attrs.frozen
+class Obj:
+    """The benchmark's stored object."""
+
+    id: str
+    service_id: str
+    node_id: str
+    meta: ws.Meta = ws.Meta()
+
+
+SCHEMA: Final = ws.Schema(ws.Table(Obj, indexes=[ws.Index("service_id"), ws.Index("node_id")]))
+
+SQL_CREATE: Final = (
+    "CREATE TABLE objs (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, "
+    "node_id TEXT NOT NULL, data TEXT NOT NULL)",
+    "CREATE INDEX objs_service ON objs (service_id)",
+    "CREATE INDEX objs_node ON objs (node_id)",
+)
+SQL_INSERT: Final = "INSERT INTO objs (id, service_id, node_id, data) VALUES (?, ?, ?, ?)"
+SQL_BY_ID: Final = "SELECT id, service_id, node_id, data FROM objs WHERE id = ?"
+SQL_BY_SERVICE: Final = "SELECT id, service_id, node_id, data FROM objs WHERE service_id = ?"
+
+SqlRow = tuple[str, str, str, str]
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+@attrs.define
+class Measure:
+    """Repeated timings of one peer on one workload: each run times ``ops`` operations."""
+
+    ops: int
+    stat: str = "best"  # "best" (min of runs) or "median"
+    times: list[float] = attrs.Factory(list)
+
+    def seconds(self) -> float:
+        """Seconds per operation by ``stat``."""
+        total = min(self.times) if self.stat == "best" else statistics.median(self.times)
+        return total / self.ops
+
+    def to_json(self) -> dict[str, Any]:
+        per_op = self.seconds()
+        return {
+            "ops_per_run": self.ops,
+            "stat": self.stat,
+            "run_seconds": self.times,
+            "seconds_per_op": per_op,
+            "ops_per_second": 1.0 / per_op,
+        }
+
+
+@attrs.define
+class Row:
+    """One line of the result table: a workload and what each peer measured."""
+
+    label: str
+    is_rate: bool  # True: shown as ops/s (higher is better); False: time per op (lower)
+    peers: dict[str, Measure]
+
+    def ratio(self, peer: str) -> float | None:
+        """How many times faster watchstore is than ``peer`` (None if either is missing)."""
+        if WS not in self.peers or peer not in self.peers:
+            return None
+        return self.peers[peer].seconds() / self.peers[WS].seconds()
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_value(row: Row, peer: str) -> str:
+    measure = row.peers.get(peer)
+    if measure is None:
+        return "-"
+    if row.is_rate:
+        return f"{1.0 / measure.seconds():,.0f}/s"
+    return fmt_seconds(measure.seconds())
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
+def progress(message: str) -> None:
+    print(f"[core] {message}", file=sys.stderr, flush=True)
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+
+def make_objects(n: int, seed: int) -> Iterator[Obj]:
+    """Yield ``n`` objects with random 96-bit hex ids (collisions are negligible)."""
+    rng = random.Random(seed)
+    bits = rng.getrandbits
+    choice = rng.choice
+    for _ in range(n):
+        yield Obj(f"{bits(96):024x}", choice(SERVICE_IDS), choice(NODE_IDS))
+
+
+def sql_rows(objs: Sequence[Obj]) -> list[SqlRow]:
+    return [(o.id, o.service_id, o.node_id, dumps(o)) for o in objs]
+
+
+def open_sqlite() -> sqlite3.Connection:
+    """An empty ``:memory:`` database; Python's default isolation opens a transaction per DML."""
+    conn = sqlite3.connect(":memory:")
+    for statement in SQL_CREATE:
+        conn.execute(statement)
+    conn.commit()
+    return conn
+
+
+class Ceiling:
+    """The pure-Python ceiling: rows by id and one SortedList of ``(key, id)`` per index."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Obj] = {}
+        self.by_service: SortedList[tuple[str, str]] = SortedList()
+        self.by_node: SortedList[tuple[str, str]] = SortedList()
+
+    def insert_all(self, objs: Sequence[Obj]) -> None:
+        rows = self.rows
+        add_service = self.by_service.add
+        add_node = self.by_node.add
+        for obj in objs:
+            id = obj.id
+            if id in rows:
+                raise KeyError(id)
+            rows[id] = obj
+            add_service((obj.service_id, id))
+            add_node((obj.node_id, id))
+
+
+async def ws_load(
+    store: ws.Store,
+    objs: Iterator[Obj] | Sequence[Obj],
+    *,
+    total: int = 0,
+    sample: list[Obj] | None = None,
+    sample_size: int = 0,
+) -> None:
+    """Create ``objs`` through ``store.batch``; report progress if ``total`` is given."""
+
+    async def load(b: ws.Batch) -> None:
+        step = max(total // 10, 1)
+        for i, obj in enumerate(objs, 1):
+            await b.update(lambda tx: tx.create(obj))
+            if sample is not None and len(sample) < sample_size:
+                sample.append(obj)
+            if total and i % step == 0:
+                progress(f"  loaded {i:,}/{total:,}")
+
+    await store.batch(load)
+
+
+# -- sections 1-4 ----------------------------------------------------------------------------
+
+
+async def create_per_tx(objs: Sequence[Obj], rows: Sequence[SqlRow], reps: int) -> Row:
+    peers = {p: Measure(len(objs)) for p in PEERS}
+    perf = time.perf_counter
+    for rep in range(reps):
+        progress(f"1. create, one transaction each: run {rep + 1}/{reps}")
+        async with ws.open_store(SCHEMA) as store:
+            start = perf()
+            for obj in objs:
+                await store.update(lambda tx: tx.create(obj))
+            peers[WS].times.append(perf() - start)
+            assert store.view(lambda tx: tx.count(Obj)) == len(objs)
+        del store
+
+        conn = open_sqlite()
+        cursor = conn.cursor()
+        execute, commit = cursor.execute, conn.commit
+        start = perf()
+        for row in rows:
+            execute(SQL_INSERT, row)
+            commit()
+        peers[SQL].times.append(perf() - start)
+        assert conn.execute("SELECT count(*) FROM objs").fetchone() == (len(rows),)
+        conn.close()
+
+        ceiling = Ceiling()
+        start = perf()
+        ceiling.insert_all(objs)
+        peers[DICT].times.append(perf() - start)
+        del ceiling
+    return Row("1. create, 1 tx each (sqlite: INSERT+commit)", True, peers)
+
+
+async def create_batch(objs: Sequence[Obj], rows: Sequence[SqlRow], reps: int) -> Row:
+    peers = {p: Measure(len(objs)) for p in PEERS}
+    perf = time.perf_counter
+    for rep in range(reps):
+        progress(f"2. create, batched: run {rep + 1}/{reps}")
+        async with ws.open_store(SCHEMA) as store:
+            start = perf()
+            await ws_load(store, objs)
+            peers[WS].times.append(perf() - start)
+            assert store.view(lambda tx: tx.count(Obj)) == len(objs)
+        del store
+
+        conn = open_sqlite()
+        start = perf()
+        conn.executemany(SQL_INSERT, rows)
+        conn.commit()
+        peers[SQL].times.append(perf() - start)
+        assert conn.execute("SELECT count(*) FROM objs").fetchone() == (len(rows),)
+        conn.close()
+
+        ceiling = Ceiling()
+        start = perf()
+        ceiling.insert_all(objs)
+        peers[DICT].times.append(perf() - start)
+        del ceiling
+    return Row("2. create, batched (sqlite: executemany, 1 tx)", True, peers)
+
+
+def point_gets(
+    store: ws.Store, conn: sqlite3.Connection, ceiling: Ceiling, ids: Sequence[str], reps: int
+) -> Row:
+    peers = {p: Measure(len(ids)) for p in PEERS}
+    perf = time.perf_counter
+    n = len(ids)
+
+    def ws_get_all(tx: ws.ReadTx) -> int:
+        get = tx.get
+        found = 0
+        for id in ids:
+            if get(Obj, id) is not None:
+                found += 1
+        return found
+
+    for rep in range(reps):
+        progress(f"3. point get: run {rep + 1}/{reps}")
+        start = perf()
+        found = store.view(ws_get_all)
+        peers[WS].times.append(perf() - start)
+        assert found == n
+
+        execute = conn.cursor().execute
+        start = perf()
+        found = 0
+        for id in ids:
+            if execute(SQL_BY_ID, (id,)).fetchone() is not None:
+                found += 1
+        peers[SQL].times.append(perf() - start)
+        assert found == n
+
+        get = ceiling.rows.get
+        start = perf()
+        found = 0
+        for id in ids:
+            if get(id) is not None:
+                found += 1
+        peers[DICT].times.append(perf() - start)
+        assert found == n
+    return Row("3. point get (ws: all gets in one view)", True, peers)
+
+
+def find_by_index(
+    store: ws.Store, conn: sqlite3.Connection, ceiling: Ceiling, n: int, reps: int
+) -> tuple[Row, float]:
+    """Per-query time; also returns watchstore's first run (it pays the deferred index sort)."""
+    peers = {p: Measure(SERVICES) for p in PEERS}
+    perf = time.perf_counter
+    for rep in range(reps):
+        progress(f"4. find by index: run {rep + 1}/{reps}")
+        start = perf()
+        total = 0
+        for sid in SERVICE_IDS:
+            total += len(store.view(lambda tx: tx.find(Obj, service_id=sid)))
+        peers[WS].times.append(perf() - start)
+        assert total == n
+
+        execute = conn.cursor().execute
+        start = perf()
+        total = 0
+        for sid in SERVICE_IDS:
+            total += len(execute(SQL_BY_SERVICE, (sid,)).fetchall())
+        peers[SQL].times.append(perf() - start)
+        assert total == n
+
+        rows = ceiling.rows
+        irange = ceiling.by_service.irange
+        start = perf()
+        total = 0
+        for sid in SERVICE_IDS:
+            total += len([rows[id] for _key, id in irange((sid, ""), (sid, MAX_ID))])
+        peers[DICT].times.append(perf() - start)
+        assert total == n
+    first = peers[WS].times[0] / SERVICES
+    return Row("4. find by service_id (time per query)", False, peers), first
+
+
+# -- section 5: snapshots --------------------------------------------------------------------
+
+
+@attrs.define
+class SnapshotResult:
+    """Section 5 at one store size."""
+
+    size: int
+    snapshot: Measure  # snapshot() + close(), no writes in between
+    write_open: Measure  # one update while a snapshot is open
+    write_plain: Measure  # the same kind of update with no snapshot open
+    close_after_write: Measure  # close() of a snapshot that one write went past
+    dict_copy: Measure  # rows.copy()
+    sorted_copy: Measure  # SortedDict.copy() of one index
+    naive: Measure  # both copies, summed per run
+
+    def to_json(self) -> dict[str, Any]:
+        fields = (
+            "snapshot",
+            "write_open",
+            "write_plain",
+            "close_after_write",
+            "dict_copy",
+            "sorted_copy",
+            "naive",
+        )
+        out: dict[str, Any] = {"size": self.size}
+        for name in fields:
+            measure: Measure = getattr(self, name)
+            out[name] = measure.to_json()
+        return out
+
+
+async def snapshot_costs(size: int, seed: int, quick: bool) -> SnapshotResult:
+    perf = time.perf_counter
+    rounds, per_round = (11, 50) if quick else (31, 200)
+    writes = 51 if quick else 201
+    copy_reps = 5 if size <= 100_000 else 2
+    snapshot = Measure(per_round, "median")
+    write_open = Measure(1, "median")
+    write_plain = Measure(1, "median")
+    close_after_write = Measure(1, "median")
+    dict_copy, sorted_copy, naive = Measure(1), Measure(1), Measure(1)
+    sample: list[Obj] = []
+    async with ws.open_store(SCHEMA) as store:
+        progress(f"5. snapshots: loading {size:,} objects with store.batch")
+        start = perf()
+        await ws_load(
+            store,
+            make_objects(size, seed),
+            total=size if size >= 500_000 else 0,
+            sample=sample,
+            sample_size=writes,
+        )
+        progress(f"  loaded {size:,} in {perf() - start:.1f} s")
+
+        progress(f"  snapshot()+close(): {rounds} rounds of {per_round}")
+        for _ in range(rounds):
+            start = perf()
+            for _ in range(per_round):
+                s = store.snapshot()
+                s.close()
+            snapshot.times.append(perf() - start)
+
+        # Each object moves to another node and back: the store keeps its size and shape.
+        moved = [
+            attrs.evolve(o, node_id=NODE_IDS[(NODE_IDS.index(o.node_id) + 1) % NODES])
+            for o in sample
+        ]
+        progress(f"  first write with a snapshot open vs none: {len(sample)} each")
+        for there, back in zip(moved, sample, strict=True):
+            s = store.snapshot()
+            start = perf()
+            await store.update(lambda tx: tx.upsert(there))
+            write_open.times.append(perf() - start)
+            start = perf()
+            s.close()
+            close_after_write.times.append(perf() - start)
+            start = perf()
+            await store.update(lambda tx: tx.upsert(back))
+            write_plain.times.append(perf() - start)
+
+        progress(f"  naive copies of {size:,}: best of {copy_reps}")
+        rows: dict[str, Obj] = store.view(lambda tx: {o.id: o for o in tx.all(Obj)})
+    del store
+    index: SortedDict[tuple[str, str], str] = SortedDict(
+        ((o.service_id, id), id) for id, o in rows.items()
+    )
+    for _ in range(copy_reps):
+        start = perf()
+        rows_copy = rows.copy()
+        mid = perf()
+        index_copy = index.copy()
+        end = perf()
+        assert len(rows_copy) == len(index_copy) == size
+        del rows_copy, index_copy
+        dict_copy.times.append(mid - start)
+        sorted_copy.times.append(end - mid)
+        naive.times.append(end - start)
+    return SnapshotResult(
+        size, snapshot, write_open, write_plain, close_after_write, dict_copy, sorted_copy, naive
+    )
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+@attrs.define
+class Config:
+    n: int
+    quick: bool
+    reps: int
+    snapshot_sizes: tuple[int, int]
+    json_path: str | None
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size % 1_000_000 == 0 else f"{size // 1000}k"
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(config: Config) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "trio": trio.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "sortedcontainers": version_of("sortedcontainers"),
+        "attrs": version_of("attrs"),
+        "watchstore": version_of("watchstore"),
+        "n": config.n,
+        "quick": config.quick,
+        "reps": config.reps,
+        "snapshot_sizes": list(config.snapshot_sizes),
+        "gc_enabled": gc.isenabled(),
+        "gc_threshold": list(gc.get_threshold()),
+        "batch_max_changes": ws.MAX_BATCH_CHANGES,
+    }
+
+
+async def run(config: Config) -> dict[str, Any]:
+    objs = list(make_objects(config.n, seed=1))
+    rows = sql_rows(objs)
+    gc.collect()  # start the timed sections from a clean heap; gc itself stays enabled
+    table = [
+        await create_per_tx(objs, rows, config.reps),
+        await create_batch(objs, rows, config.reps),
+    ]
+
+    progress("3-4. loading the read fixtures (untimed)")
+    ids = [o.id for o in objs]
+    random.Random(2).shuffle(ids)
+    conn = open_sqlite()
+    conn.executemany(SQL_INSERT, rows)
+    conn.commit()
+    ceiling = Ceiling()
+    ceiling.insert_all(objs)
+    async with ws.open_store(SCHEMA) as store:
+        await ws_load(store, objs)
+        table.append(point_gets(store, conn, ceiling, ids, config.reps))
+        find_row, find_first = find_by_index(store, conn, ceiling, config.n, config.reps)
+        table.append(find_row)
+    conn.close()
+    del store, conn, ceiling, rows, objs, ids
+    gc.collect()
+
+    small_size, big_size = config.snapshot_sizes
+    small = await snapshot_costs(small_size, 3, config.quick)
+    gc.collect()
+    big = await snapshot_costs(big_size, 4, config.quick)
+    for result in (small, big):
+        label = size_label(result.size)
+        table.append(
+            Row(
+                f"5. snapshot+close @{label} (dict: copy rows+index)",
+                False,
+                {WS: result.snapshot, DICT: result.naive},
+            )
+        )
+    for result in (small, big):
+        label = size_label(result.size)
+        table.append(Row(f"5. 1st write, snapshot open @{label}", False, {WS: result.write_open}))
+
+    env = environment(config)
+    report = render(env, table, find_first, small, big)
+    print(report)
+    return {
+        "environment": env,
+        "table": {row.label: {p: m.to_json() for p, m in row.peers.items()} for row in table},
+        "find_first_run_seconds_per_query": find_first,
+        "snapshots": [small.to_json(), big.to_json()],
+        "targets": targets(table, small, big),
+    }
+
+
+def targets(
+    table: Sequence[Row], small: SnapshotResult, big: SnapshotResult
+) -> dict[str, dict[str, Any]]:
+    create = table[0].ratio(SQL)
+    get = table[2].ratio(SQL)
+    growth = big.snapshot.seconds() / small.snapshot.seconds()
+    return {
+        "a_create_vs_sqlite": {
+            "value": create,
+            "target": ">= 1.0",
+            "pass": create is not None and create >= 1.0,
+        },
+        "b_get_vs_sqlite": {
+            "value": get,
+            "target": ">= 3.0",
+            "pass": get is not None and get >= 3.0,
+        },
+        "c_snapshot_growth": {
+            "value": growth,
+            "target": "<= 2.0",
+            "pass": growth <= 2.0,
+            "sizes": [small.size, big.size],
+        },
+    }
+
+
+def render(
+    env: dict[str, Any],
+    table: Sequence[Row],
+    find_first: float,
+    small: SnapshotResult,
+    big: SnapshotResult,
+) -> str:
+    headers = ("workload", WS, SQL, DICT, "ws vs sqlite", "ws vs dict")
+    cells = [
+        (
+            row.label,
+            fmt_value(row, WS),
+            fmt_value(row, SQL),
+            fmt_value(row, DICT),
+            fmt_ratio(row.ratio(SQL)),
+            fmt_ratio(row.ratio(DICT)),
+        )
+        for row in table
+    ]
+    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        first = values[0].ljust(widths[0])
+        rest = (v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True))
+        return " | ".join([first, *rest])
+
+    sl, bl = size_label(small.size), size_label(big.size)
+    out = [
+        f"watchstore core benchmark: N = {env['n']:,}"
+        f"{' (quick)' if env['quick'] else ''}; snapshot sizes {sl} and {bl}",
+        f"python {env['python']} ({env['implementation']}), trio {env['trio']}, "
+        f"sqlite {env['sqlite']}, sortedcontainers {env['sortedcontainers']}, "
+        f"attrs {env['attrs']}, watchstore {env['watchstore']}",
+        f"{env['platform']}; gc enabled at Python defaults (threshold {env['gc_threshold']})",
+        f"Rows 1-4: best of {env['reps']} interleaved runs; ops/s = higher is better, times "
+        "= lower is better. Snapshot rows: median of many; copies: best of a few.",
+        "Ratios are speed ratios: >1.00x means watchstore is faster.",
+        "",
+        line(headers),
+        "-+-".join("-" * w for w in widths),
+        *(line(c) for c in cells),
+        "",
+        "Notes:",
+        f"- 2: watchstore commits every {env['batch_max_changes']} changes (batch default);"
+        " sqlite uses one executemany in a single transaction.",
+        f"- 3: sqlite rows' JSON is not decoded (favours sqlite). 4: watchstore's first run, which"
+        f" pays the deferred index sort after the load: {fmt_seconds(find_first)} per query.",
+    ]
+    for result in (small, big):
+        label = size_label(result.size)
+        out.append(
+            f"- 5 @{label}: snapshot+close {fmt_seconds(result.snapshot.seconds())}; "
+            f"write with a snapshot open {fmt_seconds(result.write_open.seconds())} vs "
+            f"none {fmt_seconds(result.write_plain.seconds())}; close after that write "
+            f"{fmt_seconds(result.close_after_write.seconds())}; naive: dict.copy() "
+            f"{fmt_seconds(result.dict_copy.seconds())} + SortedDict.copy() of the "
+            f"service index {fmt_seconds(result.sorted_copy.seconds())}"
+        )
+    snap_growth = big.snapshot.seconds() / small.snapshot.seconds()
+    write_growth = big.write_open.seconds() / small.write_open.seconds()
+    out.append(
+        f"- snapshot({bl})/snapshot({sl}) = {snap_growth:.2f}; "
+        f"first write({bl})/first write({sl}) = {write_growth:.2f}"
+    )
+    out += ["", "Targets:"]
+    results = targets(table, small, big)
+    texts = {
+        "a_create_vs_sqlite": "(a) single-create transactions >= 1.0x sqlite commit-per-insert",
+        "b_get_vs_sqlite": "(b) get inside a view >= 3x sqlite point select",
+        "c_snapshot_growth": f"(c) snapshot at {bl} <= 2x snapshot at {sl}",
+    }
+    for key, text in texts.items():
+        target = results[key]
+        value = target["value"]
+        shown = "n/a" if value is None else f"{value:.2f}x"
+        verdict = "PASS" if target["pass"] else "MISS"
+        out.append(f"  {verdict}  {text}: {shown}")
+    return "\n".join(out)
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks core",
+        description="watchstore vs sqlite3 vs dict+SortedDict: creates, gets, finds, snapshots.",
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="objects for workloads 1-4 (default 100000; 10000 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes for a smoke test: N=10k, snapshots at 10k and 100k",
+    )
+    parser.add_argument("--json", metavar="PATH", default=None, help="write raw numbers here")
+    args = parser.parse_args(list(argv))
+    quick: bool = args.quick
+    n: int = args.n if args.n is not None else (10_000 if quick else 100_000)
+    if n < 1:
+        parser.error("--n must be positive")
+    sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
+    return Config(n=n, quick=quick, reps=3, snapshot_sizes=sizes, json_path=args.json)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the core benchmark; print the table; optionally write the raw numbers as JSON."""
+    config = parse_args(argv)
+    data = trio.run(run, config)
+    if config.json_path is not None:
+        with open(config.json_path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        progress(f"wrote {config.json_path}")
+    return 0

@@ -1,0 +1,22 @@
+"""Every Python code block in README.md runs as written (in order, in one namespace)."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_readme_has_python_examples() -> None:
+    assert len(python_blocks()) >= 3
+
+
+def test_readme_python_blocks_run() -> None:
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for block in python_blocks():
+        exec(compile(block, str(README), "exec"), namespace)
