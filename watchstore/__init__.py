@@ -37,6 +37,17 @@ from ._errors import TransactionTooLarge as TransactionTooLarge
 from ._errors import UniqueConflict as UniqueConflict
 from ._errors import UnsupportedFormat as UnsupportedFormat
 from ._errors import WatchOverflow as WatchOverflow
+from ._events import Committed as Committed
+from ._events import Created as Created
+from ._events import Deleted as Deleted
+from ._events import Event as Event
+from ._events import Spec as Spec
+from ._events import Updated as Updated
+from ._events import on as on
+from ._events import on_commit as on_commit
+from ._events import on_create as on_create
+from ._events import on_delete as on_delete
+from ._events import on_update as on_update
 from ._model import ActionKind as ActionKind
 from ._model import Change as Change
 from ._model import Meta as Meta
@@ -61,6 +72,7 @@ from ._store import Store as Store
 from ._store import open_store as open_store
 from ._txn import ReadTx as ReadTx
 from ._txn import Tx as Tx
+from ._watch import Watch as Watch
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -70,6 +82,10 @@ __all__ = [
     "Batch",
     "Between",
     "Change",
+    "Committed",
+    "Created",
+    "Deleted",
+    "Event",
     "HistoryCompacted",
     "Index",
     "InvalidObject",
@@ -86,6 +102,7 @@ __all__ = [
     "Schema",
     "SequenceConflict",
     "Snapshot",
+    "Spec",
     "Store",
     "StoreAction",
     "StoreClosed",
@@ -96,10 +113,17 @@ __all__ = [
     "Tx",
     "UniqueConflict",
     "UnsupportedFormat",
+    "Updated",
     "Version",
+    "Watch",
     "WatchOverflow",
     "any_of",
     "between",
+    "on",
+    "on_commit",
+    "on_create",
+    "on_delete",
+    "on_update",
     "open_store",
     "prefix",
 ]

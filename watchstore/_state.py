@@ -22,9 +22,11 @@ import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import StoreError
-from ._model import ORIGIN, Change, Meta, StoreAction, Version, new_change, new_version
+from ._model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
 from ._tables import TableState
 from ._txn import SNAPSHOT_CLOSED, TX_ENDED, OverlayReadTx, ReadTx, Tx
+
+DELETE = ActionKind.DELETE
 
 if TYPE_CHECKING:
     from ._schema import Schema
@@ -166,17 +168,43 @@ class StoreState:
         self.pending.pop()
         tx._end(TX_ENDED)
 
-    def commit(self, tx: Tx, version: Version, actions: list[StoreAction] | None = None) -> Change:
+    def apply(self, change: Change) -> Change:
+        """Apply a change committed elsewhere (replication, replay): objects kept as given.
+
+        All or nothing: if an object cannot be applied (the replica has diverged), nothing
+        is and the error propagates.
+        """
+        tx = self.begin()
+        try:
+            for action in change.actions:
+                table = self.by_name[action.table]
+                id = action.obj.id
+                current = table.rows.get(id)
+                tx._apply(table, id, current, None if action.kind is DELETE else action.obj)
+        except BaseException:
+            self.rollback(tx)
+            raise
+        return self.commit(tx, change.version, list(change.actions), restamp=False)
+
+    def commit(
+        self,
+        tx: Tx,
+        version: Version,
+        actions: list[StoreAction] | None = None,
+        *,
+        restamp: bool = True,
+    ) -> Change:
         """Mark the oldest pending ``tx`` committed as ``version``; return its Change.
 
         If the proposer chose another version than the one predicted, the written objects
-        are re-stamped (indexes hold ids, so only rows change).
+        are re-stamped (indexes hold ids, so only rows change), unless ``restamp`` is False
+        (replicated objects keep the metadata they were committed with).
         """
         if not self.pending or self.pending[0] is not tx:
             raise StoreError("commits must arrive in the order the transactions were begun")
         if version.index <= self.version.index:
             raise StoreError(f"commit version {version!r} is not after {self.version!r}")
-        if version.index != tx.version.index:
+        if restamp and version.index != tx.version.index:
             self._restamp(tx, version)
             actions = None
         if actions is None:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import heapq
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
 from ._codec import encoded_size
-from ._errors import ProposalFailed, StoreClosed, StoreError
+from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
+from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+    from ._events import Event, Spec
     from ._model import Change, Version
     from ._schema import Schema
 
@@ -37,16 +39,23 @@ MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 class Store:
     """An open store. Get one from :func:`open_store`."""
 
-    def __init__(self, schema: Schema, proposer: Proposer, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        proposer: Proposer,
+        nursery: trio.Nursery,
+        *,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
         self.schema = schema
         self._proposer = proposer
         self._state = StoreState(schema, proposer.get_version())
+        self._hub = Hub(self._state.version, history)
         self._nursery = nursery
         self._write_lock = WriteLock()
         self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._closed: BaseException | None = None
-        self._commit_hooks: list[Callable[[Change], None]] = []
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -190,8 +199,7 @@ class Store:
         self._committed(state.commit(tx, version, tx.proposed))
 
     def _committed(self, change: Change) -> None:
-        for hook in self._commit_hooks:
-            hook(change)
+        self._hub.publish(change)
         waiters = self._waiters
         while waiters and waiters[0][0] <= change.version.index:
             heapq.heappop(waiters)[2].set()
@@ -204,10 +212,93 @@ class Store:
                 self._closed if isinstance(self._closed, StoreError) else None
             )
 
+    def _apply_replicated(self, change: Change) -> None:
+        """Apply a change committed elsewhere (the replication path) and publish it."""
+        self._committed(self._state.apply(change))
+
+    # -- watches -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(self, *specs: Spec, queue: int = DEFAULT_QUEUE) -> AsyncIterator[Watch[Event]]:
+        """Watch the events of every commit from now on that ``specs`` select.
+
+        ``async with store.watch(ws.on(Task, node_id="n1")) as events: async for ev in
+        events: ...``. No specifier selects every object event and every ``Committed``.
+        At most ``queue`` events wait; beyond that the watch raises WatchOverflow.
+        """
+        self._check_open()
+        watch: Watch[Event] = Watch(self._hub, queue)
+        self._hub.subscribe(watch, specs, changes=False)
+        try:
+            await trio.lowlevel.checkpoint()
+            yield watch
+        finally:
+            self._hub.unsubscribe(watch)
+
+    @asynccontextmanager
+    async def view_and_watch(
+        self, fn: Callable[[ReadTx], R], *specs: Spec, queue: int = DEFAULT_QUEUE
+    ) -> AsyncIterator[tuple[R, Watch[Event]]]:
+        """Run ``fn`` on the committed state and watch every commit after it, atomically.
+
+        The watch yields exactly the events of the commits after the state ``fn`` saw: none
+        missing, none twice. ``fn`` runs synchronously, like ``view``.
+        """
+        self._check_open()
+        result = self.view(fn)
+        watch: Watch[Event] = Watch(self._hub, queue)
+        self._hub.subscribe(watch, specs, changes=False)  # no await since the view
+        try:
+            await trio.lowlevel.checkpoint()
+            yield result, watch
+        finally:
+            self._hub.unsubscribe(watch)
+
+    @asynccontextmanager
+    async def watch_from(
+        self, version: Version, *specs: Spec, queue: int = DEFAULT_QUEUE
+    ) -> AsyncIterator[Watch[Event]]:
+        """Replay the selected events of every commit after ``version``, then go live.
+
+        Recent history comes from memory, older from the proposer's ``changes_between``;
+        raises HistoryCompacted(oldest, current) when it is gone.
+        """
+        async with self._watch_from(version, specs, queue, as_changes=False) as watch:
+            yield watch
+
+    @asynccontextmanager
+    async def _watch_from(
+        self, version: Version, specs: Sequence[Spec], queue: int, *, as_changes: bool
+    ) -> AsyncIterator[Watch[Any]]:
+        self._check_open()
+        hub = self._hub
+        watch: Watch[Any] = Watch(hub, queue)
+        hub.subscribe(watch, specs, changes=as_changes)
+        try:
+            current = self.version
+            replay = hub.replay_from(version)  # no await since subscribing: nothing missed
+            if replay is None:
+                floor = hub.floor
+                replay = hub.replay_from(floor) or []
+                try:
+                    older = await self._proposer.changes_between(version, floor)
+                except HistoryCompacted:
+                    raise HistoryCompacted(floor, current) from None
+                replay = [*older, *replay]
+            else:
+                await trio.lowlevel.checkpoint()
+            watch._replay.extend(replay_items(replay, specs, as_changes=as_changes))
+            yield watch
+        finally:
+            hub.unsubscribe(watch)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
     async def aclose(self) -> None:
         """Close the store: later operations raise StoreClosed; waiters are woken."""
         if self._closed is None:
             self._closed = StoreClosed("closed")
+            self._hub.close(StoreClosed("the store was closed while watching"))
         for _index, _id, event in self._waiters:
             event.set()
         self._waiters.clear()
@@ -325,14 +416,19 @@ def _close_awaitable(result: object) -> None:
 
 
 @asynccontextmanager
-async def open_store(schema: Schema, *, proposer: Proposer | None = None) -> AsyncIterator[Store]:
+async def open_store(
+    schema: Schema, *, proposer: Proposer | None = None, history: int = DEFAULT_HISTORY
+) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
-    Without a proposer the store lives in memory only (:class:`MemoryProposer`). The store
-    owns a nursery for its background work; leaving the block closes it.
+    Without a proposer the store lives in memory only (:class:`MemoryProposer`). ``history``
+    recent commits are kept in memory for ``watch_from``. The store owns a nursery for its
+    background work; leaving the block closes it.
     """
     async with trio.open_nursery() as nursery:
-        store = Store(schema, proposer if proposer is not None else MemoryProposer(), nursery)
+        store = Store(
+            schema, proposer if proposer is not None else MemoryProposer(), nursery, history=history
+        )
         try:
             yield store
         finally:

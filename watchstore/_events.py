@@ -1,0 +1,303 @@
+"""Events of committed changes, the specifiers that select them, and indexed routing (sans-I/O).
+
+A commit produces, in transaction order, one ``Created``/``Updated``/``Deleted`` per changed
+object and then one ``Committed``. A watcher gives specifiers (``on_create(Task,
+node_id="n1")``, ``on(Node, where=...)``, ``on_commit()``...); it receives an event if any
+specifier matches. An update matches when the old *or* the new object matches, so a watcher of
+``node_id="n1"`` sees a task move away from n1.
+
+Routing rule: a specifier with field equalities is filed under one of them, (table, field,
+value); a commit looks up only the buckets of the values its objects have, so its cost grows
+with the watchers that can match, not with all watchers. Specifiers without equalities are
+filed per table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ._model import ActionKind, Change, StoreAction, Version
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Created:
+    """``obj`` was created by the commit ``version``."""
+
+    obj: Any
+    version: Version
+
+
+@attrs.frozen
+class Updated:
+    """``old`` was replaced by ``obj`` in the commit ``version``."""
+
+    obj: Any
+    old: Any
+    version: Version
+
+
+@attrs.frozen
+class Deleted:
+    """``obj`` was deleted by the commit ``version``."""
+
+    obj: Any
+    version: Version
+
+
+@attrs.frozen
+class Committed:
+    """The commit ``version`` is complete; ``changes`` is how many objects it changed."""
+
+    version: Version
+    changes: int
+
+
+Event = Created | Updated | Deleted | Committed
+"""Any event a watch yields."""
+
+KINDS: Final = {ActionKind.CREATE: Created, ActionKind.UPDATE: Updated, ActionKind.DELETE: Deleted}
+
+
+def events_of(change: Change) -> list[Event]:
+    """The events of one commit, in transaction order, ending with its ``Committed``."""
+    version = change.version
+    out: list[Event] = []
+    for action in change.actions:
+        kind = action.kind
+        if kind is ActionKind.UPDATE:
+            out.append(Updated(action.obj, action.old, version))
+        elif kind is ActionKind.CREATE:
+            out.append(Created(action.obj, version))
+        else:
+            out.append(Deleted(action.obj, version))
+    out.append(Committed(version, len(change.actions)))
+    return out
+
+
+# -- specifiers --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Spec:
+    """Selects events: of ``cls`` (None = any table), of ``kinds``, whose object has every
+    ``fields`` value and passes every ``where`` predicate. ``commit`` selects Committed."""
+
+    cls: type | None
+    kinds: frozenset[ActionKind]
+    fields: tuple[tuple[str, Any], ...] = ()
+    where: tuple[Callable[[Any], bool], ...] = ()
+    commit: bool = False
+
+    def matches_object(self, obj: Any) -> bool:
+        """True if ``obj`` has every field value and passes every predicate."""
+        for name, value in self.fields:
+            if getattr(obj, name, _MISSING) != value:
+                return False
+        return all(predicate(obj) for predicate in self.where)
+
+    def matches(self, action: StoreAction) -> bool:
+        """True if this specifier selects ``action`` (old or new object, for updates)."""
+        if action.kind not in self.kinds:
+            return False
+        if self.cls is not None and type(action.obj) is not self.cls:
+            return False
+        if self.matches_object(action.obj):
+            return True
+        return action.old is not None and self.matches_object(action.old)
+
+
+_MISSING: Final = object()
+_ALL_KINDS: Final = frozenset(ActionKind)
+
+
+def _spec(
+    cls: type | None, kinds: Iterable[ActionKind], where: Any, fields: dict[str, Any]
+) -> Spec:
+    if where is None:
+        predicates: tuple[Callable[[Any], bool], ...] = ()
+    elif callable(where):
+        predicates = (where,)
+    else:
+        predicates = tuple(where)
+    return Spec(cls, frozenset(kinds), tuple(fields.items()), predicates)
+
+
+def on_create(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+    """Select creations of ``cls`` objects with these field values (and ``where``)."""
+    return _spec(cls, (ActionKind.CREATE,), where, fields)
+
+
+def on_update(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+    """Select updates where the old or the new object matches."""
+    return _spec(cls, (ActionKind.UPDATE,), where, fields)
+
+
+def on_delete(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+    """Select deletions of matching objects."""
+    return _spec(cls, (ActionKind.DELETE,), where, fields)
+
+
+def on(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+    """Select creations, updates and deletions of matching objects."""
+    return _spec(cls, _ALL_KINDS, where, fields)
+
+
+def on_commit() -> Spec:
+    """Select the ``Committed`` event that ends every transaction."""
+    return Spec(None, frozenset(), commit=True)
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+
+class Router:
+    """Finds, for a commit, the subscribers whose specifiers select each event.
+
+    ``subscribe(key, specs)`` files each specifier; ``route(change)`` returns, per subscriber
+    key, the events it selected in order (Committed last, if it asked for it).
+    """
+
+    def __init__(self) -> None:
+        # (cls, field) -> value -> [(key, spec)]
+        self._buckets: dict[tuple[type | None, str], dict[Any, list[tuple[Any, Spec]]]] = {}
+        # cls -> [(key, spec)] for specifiers without field equalities (cls None = any table)
+        self._broad: dict[type | None, list[tuple[Any, Spec]]] = {}
+        self._commit: dict[Any, None] = {}  # keys that asked for Committed
+        self._fields_by_cls: dict[type | None, dict[str, int]] = {}
+        self._specs: dict[Any, tuple[Spec, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._specs
+
+    def keys(self) -> list[Any]:
+        """The subscriber keys."""
+        return list(self._specs)
+
+    def subscribe(self, key: Any, specs: Sequence[Spec]) -> None:
+        """File ``specs`` for subscriber ``key`` (no specs = every object event and commit)."""
+        if key in self._specs:
+            raise ValueError(f"{key!r} is already subscribed")
+        if not specs:
+            specs = (on(), on_commit())
+        self._specs[key] = tuple(specs)
+        for spec in specs:
+            if spec.commit:
+                self._commit[key] = None
+            elif spec.fields:
+                field, value = spec.fields[0]
+                self._buckets.setdefault((spec.cls, field), {}).setdefault(value, []).append(
+                    (key, spec)
+                )
+                counts = self._fields_by_cls.setdefault(spec.cls, {})
+                counts[field] = counts.get(field, 0) + 1
+            else:
+                self._broad.setdefault(spec.cls, []).append((key, spec))
+
+    def unsubscribe(self, key: Any) -> None:
+        """Remove every specifier of ``key``."""
+        specs = self._specs.pop(key, ())
+        self._commit.pop(key, None)
+        for spec in specs:
+            if spec.commit:
+                continue
+            if spec.fields:
+                field, value = spec.fields[0]
+                bucket_map = self._buckets[(spec.cls, field)]
+                bucket = bucket_map[value]
+                bucket.remove((key, spec))
+                if not bucket:
+                    del bucket_map[value]
+                    if not bucket_map:
+                        del self._buckets[(spec.cls, field)]
+                counts = self._fields_by_cls[spec.cls]
+                counts[field] -= 1
+                if not counts[field]:
+                    del counts[field]
+                    if not counts:
+                        del self._fields_by_cls[spec.cls]
+            else:
+                broad = self._broad[spec.cls]
+                broad.remove((key, spec))
+                if not broad:
+                    del self._broad[spec.cls]
+
+    def route(self, change: Change) -> dict[Any, list[Event]]:
+        """Return {subscriber key: its events of ``change``, in order}."""
+        out: dict[Any, list[Event]] = {}
+        if not self._specs:
+            return out
+        version = change.version
+        for action in change.actions:
+            event: Event | None = None
+            for key, spec in self._candidates(action):
+                matched = out.get(key)
+                if matched and matched[-1] is event:
+                    continue  # already selected by another of its specifiers
+                if spec.matches(action):
+                    if event is None:
+                        event = _event(action, version)
+                    if matched is None:
+                        out[key] = [event]
+                    else:
+                        matched.append(event)
+        if self._commit:
+            committed = Committed(version, len(change.actions))
+            for key in self._commit:
+                matched = out.get(key)
+                if matched is None:
+                    out[key] = [committed]
+                else:
+                    matched.append(committed)
+        return out
+
+    def _candidates(self, action: StoreAction) -> list[tuple[Any, Spec]]:
+        cls = type(action.obj)
+        found: list[tuple[Any, Spec]] = []
+        for table in (cls, None):
+            broad = self._broad.get(table)
+            if broad:
+                found.extend(broad)
+            fields = self._fields_by_cls.get(table)
+            if not fields:
+                continue
+            for field in fields:
+                bucket_map = self._buckets[(table, field)]
+                value = getattr(action.obj, field, _MISSING)
+                hits = _lookup(bucket_map, value)
+                if hits:
+                    found.extend(hits)
+                if action.old is not None:
+                    old_value = getattr(action.old, field, _MISSING)
+                    if old_value != value:
+                        hits = _lookup(bucket_map, old_value)
+                        if hits:
+                            found.extend(hits)
+        return found
+
+
+def _event(action: StoreAction, version: Version) -> Event:
+    kind = action.kind
+    if kind is ActionKind.UPDATE:
+        return Updated(action.obj, action.old, version)
+    if kind is ActionKind.CREATE:
+        return Created(action.obj, version)
+    return Deleted(action.obj, version)
+
+
+def _lookup(
+    buckets: dict[Any, list[tuple[Any, Spec]]], value: Any
+) -> list[tuple[Any, Spec]] | None:
+    try:
+        return buckets.get(value)
+    except TypeError:  # an unhashable field value cannot equal a filed (hashable) one
+        return None

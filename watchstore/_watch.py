@@ -1,0 +1,175 @@
+"""Watches on trio: bounded per-watcher queues fed by the commit path, and the commit history.
+
+The commit callback calls ``Hub.publish(change)`` synchronously: it records the change in the
+history ring, routes its events (``_events.Router``) and appends each watcher's share to that
+watcher's queue, a whole transaction at a time. Nothing there waits, so a watcher that does not
+read never slows a writer or another watcher: when a transaction would not fit in its queue, the
+watcher is dropped and, after the events it already has, raises ``WatchOverflow(last_version)``
+naming the last commit it saw in full; ``watch_from(last_version)`` resumes exactly there.
+
+History replayed by ``watch_from`` is kept apart from the live queue, so a resume is never
+refused for being long: only the live backlog is bounded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import trio
+
+from ._errors import WatchOverflow
+from ._events import Router, Spec
+from ._model import Change, Version
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+T = TypeVar("T")
+
+DEFAULT_QUEUE: Final = 10_000
+"""Default most events (or changes) a watcher may have waiting before it overflows."""
+DEFAULT_HISTORY: Final = 10_000
+"""Default number of recent commits kept in memory for ``watch_from``."""
+
+
+class Watch(Generic[T]):
+    """The events of a watch, in commit order: ``async for event in watch``.
+
+    Iteration ends only by leaving the ``async with`` block. If the watcher fell behind, it
+    yields what it has and then raises :class:`WatchOverflow`; if the store closes, it raises
+    :class:`StoreClosed`.
+    """
+
+    __slots__ = ("__weakref__", "_error", "_hub", "_limit", "_lot", "_queue", "_replay")
+
+    def __init__(self, hub: Hub, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a watch queue needs room for at least one item")
+        self._hub = hub
+        self._replay: deque[T] = deque()
+        self._queue: deque[T] = deque()
+        self._limit = limit
+        self._lot = trio.lowlevel.ParkingLot()
+        self._error: BaseException | None = None
+
+    def __aiter__(self) -> Watch[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self.receive()
+
+    async def receive(self) -> T:
+        """Wait for and return the next item."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not (self._replay or self._queue):
+            if self._error is not None:
+                raise self._error
+            await self._lot.park()
+        item = self._replay.popleft() if self._replay else self._queue.popleft()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    def receive_nowait(self) -> T:
+        """Return the next item if one is waiting, else raise ``trio.WouldBlock``."""
+        if self._replay:
+            return self._replay.popleft()
+        if self._queue:
+            return self._queue.popleft()
+        if self._error is not None:
+            raise self._error
+        raise trio.WouldBlock
+
+    def pending(self) -> int:
+        """How many items are waiting to be received."""
+        return len(self._replay) + len(self._queue)
+
+    # -- fed by the hub, synchronously, from the commit path --------------------------------
+
+    def _deliver(self, items: Sequence[T], version: Version) -> None:
+        queue = self._queue
+        if len(queue) + len(items) > self._limit:
+            # Drop the whole transaction: everything before it was delivered in full.
+            self._fail(WatchOverflow(Version(version.index - 1)))
+            return
+        queue.extend(items)
+        if self._lot:
+            self._lot.unpark_all()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+            self._hub.unsubscribe(self)
+        self._lot.unpark_all()
+
+
+class Hub:
+    """Routes every commit to the watchers that selected it, and keeps recent history.
+
+    ``floor`` is the newest version *not* in the history: every commit after it is there.
+    """
+
+    def __init__(self, start: Version, history: int = DEFAULT_HISTORY) -> None:
+        self.router = Router()
+        self.change_watchers: dict[Watch[Change], None] = {}
+        self.history: deque[Change] = deque(maxlen=max(history, 0))
+        self.floor = start
+
+    def subscribe(self, watch: Watch[Any], specs: Sequence[Spec], *, changes: bool) -> None:
+        """Start delivering to ``watch``: whole Changes if ``changes``, else routed events."""
+        if changes:
+            self.change_watchers[watch] = None
+        else:
+            self.router.subscribe(watch, specs)
+
+    def unsubscribe(self, watch: Watch[Any]) -> None:
+        """Stop delivering to ``watch`` (idempotent)."""
+        if watch in self.change_watchers:
+            del self.change_watchers[watch]
+        elif watch in self.router:
+            self.router.unsubscribe(watch)
+
+    def publish(self, change: Change) -> None:
+        """Deliver one committed change. Runs in the commit path: never waits."""
+        history = self.history
+        if len(history) == history.maxlen:
+            self.floor = history[0].version if history else change.version
+        history.append(change)
+        version = change.version
+        if self.router:
+            for watch, events in self.router.route(change).items():
+                watch._deliver(events, version)
+        if self.change_watchers:
+            for watch in list(self.change_watchers):
+                watch._deliver((change,), version)
+
+    def close(self, error: BaseException) -> None:
+        """Fail every watcher with ``error`` (the store closed)."""
+        for watch in [*self.router.keys(), *self.change_watchers]:
+            watch._fail(error)
+
+    def replay_from(self, version: Version) -> list[Change] | None:
+        """The commits after ``version`` (in order), or None if some are not in memory."""
+        if version < self.floor:
+            return None
+        out: list[Change] = []
+        for change in reversed(self.history):
+            if change.version <= version:
+                break
+            out.append(change)
+        out.reverse()
+        return out
+
+
+def replay_items(
+    changes: Iterable[Change], specs: Sequence[Spec], *, as_changes: bool
+) -> list[Any]:
+    """What a watcher with ``specs`` would have received for ``changes``."""
+    if as_changes:
+        return list(changes)
+    router = Router()
+    router.subscribe("replay", specs)
+    out: list[Any] = []
+    for change in changes:
+        out.extend(router.route(change).get("replay", ()))
+    return out
