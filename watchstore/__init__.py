@@ -61,6 +61,7 @@ from ._query import Prefix as Prefix
 from ._query import any_of as any_of
 from ._query import between as between
 from ._query import prefix as prefix
+from ._replica import Replica as Replica
 from ._schema import Index as Index
 from ._schema import Schema as Schema
 from ._schema import Table as Table
@@ -70,6 +71,10 @@ from ._store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
 from ._store import Batch as Batch
 from ._store import Store as Store
 from ._store import open_store as open_store
+from ._syncer import Syncer as Syncer
+from ._syncer import SyncStatus as SyncStatus
+from ._syncer import SyncUpdate as SyncUpdate
+from ._syncer import UpdateKind as UpdateKind
 from ._txn import ReadTx as ReadTx
 from ._txn import Tx as Tx
 from ._watch import Watch as Watch
@@ -99,6 +104,7 @@ __all__ = [
     "ProposalFailed",
     "Proposer",
     "ReadTx",
+    "Replica",
     "Schema",
     "SequenceConflict",
     "Snapshot",
@@ -108,11 +114,15 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreLocked",
+    "SyncStatus",
+    "SyncUpdate",
+    "Syncer",
     "Table",
     "TransactionTooLarge",
     "Tx",
     "UniqueConflict",
     "UnsupportedFormat",
+    "UpdateKind",
     "Updated",
     "Version",
     "Watch",

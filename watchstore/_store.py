@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ._events import Event, Spec
     from ._model import Change, Version
+    from ._replica import Replica
     from ._schema import Schema
 
 R = TypeVar("R")
@@ -291,6 +292,32 @@ class Store:
             yield watch
         finally:
             hub.unsubscribe(watch)
+
+    @asynccontextmanager
+    async def fork(
+        self, *, queue: int = DEFAULT_QUEUE, history: int = DEFAULT_HISTORY
+    ) -> AsyncIterator[Replica]:
+        """Start an in-process read-only replica of this store, kept in sync until exit.
+
+        The replica starts at the current version without copying objects (they are frozen
+        and shared) and follows every commit; if it falls more than ``queue`` commits behind
+        it catches up from a fresh snapshot (``replica.resyncs`` counts that).
+        """
+        from ._replica import Replica, _NoProposer
+
+        self._check_open()
+        async with trio.open_nursery() as nursery:
+            replica = Replica(self.schema, _NoProposer(), nursery, history=history)
+            watch: Watch[Change] = Watch(self._hub, queue)
+            snapshot = self._state.pin()
+            self._hub.subscribe(watch, (), changes=True)  # same step as the pin
+            try:
+                await replica._load(snapshot)
+                nursery.start_soon(replica._follow, self, watch, queue)
+                yield replica
+            finally:
+                self._hub.unsubscribe(watch)
+                await replica.aclose()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
