@@ -61,17 +61,20 @@ async def test_a_fork_can_be_watched_like_the_store(store: ws.Store) -> None:
         assert event.obj.id == "new"
 
 
-def commit_in_one_step(store: ws.Store, obj: Task) -> None:
-    """Commit through the replication path, which does not yield: followers cannot run."""
-    action = ws.StoreAction(ws.ActionKind.CREATE, "Task", obj)
+def commit_in_one_step(store: ws.Store, action: ws.StoreAction) -> None:
+    """Commit through the replication path (as changes made elsewhere arrive), which does
+    not yield: followers cannot run in between."""
     store._apply_replicated(ws.Change(ws.Version(store.version.index + 1), [action]))
 
 
 async def test_a_fork_that_falls_behind_catches_up_from_a_snapshot(store: ws.Store) -> None:
     async with store.fork(queue=2) as replica:
         for i in range(5):  # five commits before the replica runs: its queue of 2 overflows
-            commit_in_one_step(store, Task(f"x{i}", "s1"))
-        await store.update(lambda tx: tx.delete(Task, "t05"))
+            commit_in_one_step(
+                store, ws.StoreAction(ws.ActionKind.CREATE, "Task", Task(f"x{i}", "s1"))
+            )
+        gone = store.view(lambda tx: tx.get(Task, "t05"))
+        commit_in_one_step(store, ws.StoreAction(ws.ActionKind.DELETE, "Task", gone))
         await replica.wait_for(store.version)
         assert replica.resyncs == 1
         assert state_of(replica) == state_of(store)

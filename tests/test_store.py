@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING
 
 import pytest
@@ -115,7 +117,8 @@ async def test_writers_are_serialised_and_each_gets_its_version() -> None:
     async with ws.open_store(SCHEMA) as store:
         async with trio.open_nursery() as nursery:
             for i in range(20):
-                nursery.start_soon(store.update, lambda tx: tx.create(Task(f"t{i:02}", "s")))
+                task = Task(f"t{i:02}", "s")
+                nursery.start_soon(store.update, functools.partial(ws.Tx.create, obj=task))
         versions = store.view(
             lambda tx: sorted(t.meta.version.index for t in tx.all(Task))  # type: ignore[union-attr]
         )

@@ -19,6 +19,7 @@ Rules that keep readers consistent while the tables are mutated in place:
 from __future__ import annotations
 
 import weakref
+from builtins import id as id_of
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import StoreError
@@ -220,15 +221,29 @@ class StoreState:
         return new_change(version, actions)
 
     def _restamp(self, tx: Tx, version: Version) -> None:
+        """Re-stamp the objects ``tx`` wrote with ``version``, wherever they are referenced:
+        the live rows (unless a later pending transaction replaced them since) and the
+        before-values and undo lists of later pending transactions."""
         tx.version = version
+        stamped_for: dict[int, Any] = {}
         for (name, id), entry in tx.changes.items():
             new = entry[1]
-            if new is not None:
-                meta = new.meta
-                table = self.by_name[name]
-                stamped = table.table.restamp(new, Meta(version, meta.created_at, meta.updated_at))
+            if new is None:
+                continue
+            meta = new.meta
+            table = self.by_name[name]
+            stamped = table.table.restamp(new, Meta(version, meta.created_at, meta.updated_at))
+            stamped_for[id_of(new)] = stamped
+            if table.rows.get(id) is new:
                 table.rows[id] = stamped
-                entry[1] = stamped
+            entry[1] = stamped
+        for later in self.pending[1:]:
+            for entry in later.changes.values():
+                entry[0] = stamped_for.get(id_of(entry[0]), entry[0])
+            later._undo = [
+                (table, id, stamped_for.get(id_of(before), before), opened)
+                for table, id, before, opened in later._undo
+            ]
 
     def __repr__(self) -> str:
         rows = sum(len(t.rows) for t in self.tables.values())

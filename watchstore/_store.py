@@ -9,7 +9,7 @@ never blocked: ``view`` reads the committed state synchronously and ``snapshot``
 from __future__ import annotations
 
 import heapq
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
@@ -22,7 +22,7 @@ from ._txn import VIEW_ENDED, ReadTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from ._events import Event, Spec
     from ._model import Change, Version
@@ -53,6 +53,7 @@ class Store:
         self._state = StoreState(schema, proposer.get_version())
         self._hub = Hub(self._state.version, history)
         self._nursery = nursery
+        self._task_scopes: set[trio.CancelScope] = set()
         self._write_lock = WriteLock()
         self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         self._waiters: list[tuple[int, int, trio.Event]] = []
@@ -306,30 +307,55 @@ class Store:
         from ._replica import Replica, _NoProposer
 
         self._check_open()
-        async with trio.open_nursery() as nursery:
-            replica = Replica(self.schema, _NoProposer(), nursery, history=history)
-            watch: Watch[Change] = Watch(self._hub, queue)
-            snapshot = self._state.pin()
-            self._hub.subscribe(watch, (), changes=True)  # same step as the pin
-            try:
-                await replica._load(snapshot)
-                nursery.start_soon(replica._follow, self, watch, queue)
-                yield replica
-            finally:
-                self._hub.unsubscribe(watch)
-                await replica.aclose()
+        with lone_errors_unwrapped():
+            async with trio.open_nursery() as nursery:
+                replica = Replica(self.schema, _NoProposer(), nursery, history=history)
+                watch: Watch[Change] = Watch(self._hub, queue)
+                snapshot = self._state.pin()
+                self._hub.subscribe(watch, (), changes=True)  # same step as the pin
+                try:
+                    await replica._load(snapshot)
+                    replica._spawn(replica._follow, self, watch, queue)
+                    yield replica
+                finally:
+                    self._hub.unsubscribe(watch)
+                    replica._close()  # no await here: an error of the block must not be masked
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Close the store: later operations raise StoreClosed; waiters are woken."""
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the store's nursery until it returns or the store closes.
+
+        Each task gets a cancel scope of its own: cancelling the nursery's scope would also
+        cancel the body of the ``async with`` that opened the store.
+        """
+        scope = trio.CancelScope()
+        self._task_scopes.add(scope)
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await fn(*args)
+            finally:
+                self._task_scopes.discard(scope)
+
+        self._nursery.start_soon(run)
+
+    def _close(self) -> None:
+        """Close without waiting: fail watchers, wake waiters, cancel background tasks."""
         if self._closed is None:
             self._closed = StoreClosed("closed")
             self._hub.close(StoreClosed("the store was closed while watching"))
         for _index, _id, event in self._waiters:
             event.set()
         self._waiters.clear()
-        self._nursery.cancel_scope.cancel()
+        for scope in list(self._task_scopes):
+            scope.cancel()
+
+    async def aclose(self) -> None:
+        """Close the store: later operations raise StoreClosed; waiters and watchers are
+        woken (watchers raise StoreClosed); background tasks are cancelled."""
+        self._close()
         await trio.lowlevel.checkpoint()
 
     @property
@@ -452,11 +478,32 @@ async def open_store(
     recent commits are kept in memory for ``watch_from``. The store owns a nursery for its
     background work; leaving the block closes it.
     """
-    async with trio.open_nursery() as nursery:
-        store = Store(
-            schema, proposer if proposer is not None else MemoryProposer(), nursery, history=history
-        )
-        try:
-            yield store
-        finally:
-            await store.aclose()
+    with lone_errors_unwrapped():
+        async with trio.open_nursery() as nursery:
+            store = Store(
+                schema,
+                proposer if proposer is not None else MemoryProposer(),
+                nursery,
+                history=history,
+            )
+            try:
+                yield store
+            finally:
+                store._close()  # no await here: an error of the block must not be masked
+
+
+@contextmanager
+def lone_errors_unwrapped() -> Iterator[None]:
+    """Re-raise a lone error of the store's task group as itself, not as a group of one.
+
+    The body of ``async with open_store(...)`` runs inside the store's nursery, so trio wraps
+    whatever it raises in an ExceptionGroup; callers should get their own exception back.
+    Several errors at once stay a group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            inner = group.exceptions[0]
+            raise inner from inner.__cause__
+        raise
