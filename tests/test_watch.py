@@ -211,3 +211,8 @@ def test_routing_visits_only_watchers_that_can_match() -> None:
     assert [key for key, _ in router._candidates(action)] == ["mine"]
     routed = router.route(ws.Change(ws.Version(1), [action]))
     assert list(routed) == ["mine"]
+
+
+def test_a_specifier_with_an_unhashable_value_is_refused_when_made() -> None:
+    with pytest.raises(ws.InvalidQuery, match="frozenset"):
+        ws.on(Node, labels={"gpu"})

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._model import ActionKind, Change, StoreAction, Version
+from ._errors import InvalidQuery
+from ._model import ActionKind, Change, StoreAction, Version, slot_constructor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -62,23 +63,9 @@ class Committed:
 Event = Created | Updated | Deleted | Committed
 """Any event a watch yields."""
 
-KINDS: Final = {ActionKind.CREATE: Created, ActionKind.UPDATE: Updated, ActionKind.DELETE: Deleted}
-
-
-def events_of(change: Change) -> list[Event]:
-    """The events of one commit, in transaction order, ending with its ``Committed``."""
-    version = change.version
-    out: list[Event] = []
-    for action in change.actions:
-        kind = action.kind
-        if kind is ActionKind.UPDATE:
-            out.append(Updated(action.obj, action.old, version))
-        elif kind is ActionKind.CREATE:
-            out.append(Created(action.obj, version))
-        else:
-            out.append(Deleted(action.obj, version))
-    out.append(Committed(version, len(change.actions)))
-    return out
+new_created: Final[Callable[[Any, Version], Created]] = slot_constructor(Created)
+new_updated: Final[Callable[[Any, Any, Version], Updated]] = slot_constructor(Updated)
+new_deleted: Final[Callable[[Any, Version], Deleted]] = slot_constructor(Deleted)
 
 
 # -- specifiers --------------------------------------------------------------------------------
@@ -106,8 +93,11 @@ class Spec:
         """True if this specifier selects ``action`` (old or new object, for updates)."""
         if action.kind not in self.kinds:
             return False
-        if self.cls is not None and type(action.obj) is not self.cls:
+        cls = self.cls
+        if cls is not None and type(action.obj) is not cls:
             return False
+        if not self.fields and not self.where:
+            return True
         if self.matches_object(action.obj):
             return True
         return action.old is not None and self.matches_object(action.old)
@@ -120,6 +110,14 @@ _ALL_KINDS: Final = frozenset(ActionKind)
 def _spec(
     cls: type | None, kinds: Iterable[ActionKind], where: Any, fields: dict[str, Any]
 ) -> Spec:
+    for name, value in fields.items():
+        try:
+            hash(value)
+        except TypeError:
+            raise InvalidQuery(
+                f"{name}={value!r}: a watch compares fields with hashable values; use a "
+                "frozenset or tuple, or where= for anything else"
+            ) from None
     if where is None:
         predicates: tuple[Callable[[Any], bool], ...] = ()
     elif callable(where):
@@ -172,6 +170,9 @@ class Router:
         self._commit: dict[Any, None] = {}  # keys that asked for Committed
         self._fields_by_cls: dict[type | None, dict[str, int]] = {}
         self._specs: dict[Any, tuple[Spec, ...]] = {}
+        # Per object class: its broad specifiers and its (field, buckets) pairs, rebuilt after
+        # any (un)subscription, so routing an object is a few dict lookups.
+        self._plans: dict[type, tuple[list[tuple[Any, Spec]], list[tuple[str, Any]]]] = {}
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -189,6 +190,12 @@ class Router:
             raise ValueError(f"{key!r} is already subscribed")
         if not specs:
             specs = (on(), on_commit())
+        for spec in specs:  # check everything first: a failed subscribe files nothing
+            if not isinstance(spec, Spec):
+                raise InvalidQuery(f"watch takes specifiers (ws.on(...), ...), not {spec!r}")
+            for _name, value in spec.fields:
+                hash(value)
+        self._plans.clear()
         self._specs[key] = tuple(specs)
         for spec in specs:
             if spec.commit:
@@ -207,6 +214,7 @@ class Router:
         """Remove every specifier of ``key``."""
         specs = self._specs.pop(key, ())
         self._commit.pop(key, None)
+        self._plans.clear()
         for spec in specs:
             if spec.commit:
                 continue
@@ -261,37 +269,46 @@ class Router:
         return out
 
     def _candidates(self, action: StoreAction) -> list[tuple[Any, Spec]]:
-        cls = type(action.obj)
-        found: list[tuple[Any, Spec]] = []
-        for table in (cls, None):
-            broad = self._broad.get(table)
-            if broad:
-                found.extend(broad)
-            fields = self._fields_by_cls.get(table)
-            if not fields:
-                continue
-            for field in fields:
-                bucket_map = self._buckets[(table, field)]
-                value = getattr(action.obj, field, _MISSING)
-                hits = _lookup(bucket_map, value)
-                if hits:
-                    found.extend(hits)
-                if action.old is not None:
-                    old_value = getattr(action.old, field, _MISSING)
-                    if old_value != value:
-                        hits = _lookup(bucket_map, old_value)
-                        if hits:
-                            found.extend(hits)
+        obj = action.obj
+        plan = self._plans.get(type(obj))
+        if plan is None:
+            plan = self._plan(type(obj))
+        broad, routed = plan
+        if not routed:
+            return broad
+        found = list(broad)
+        old = action.old
+        for field, bucket_map in routed:
+            value = getattr(obj, field, _MISSING)
+            hits = _lookup(bucket_map, value)
+            if hits:
+                found.extend(hits)
+            if old is not None:
+                old_value = getattr(old, field, _MISSING)
+                if old_value != value:
+                    hits = _lookup(bucket_map, old_value)
+                    if hits:
+                        found.extend(hits)
         return found
+
+    def _plan(self, cls: type) -> tuple[list[tuple[Any, Spec]], list[tuple[str, Any]]]:
+        broad = [*self._broad.get(cls, ()), *self._broad.get(None, ())]
+        routed = [
+            (field, self._buckets[(table, field)])
+            for table in (cls, None)
+            for field in self._fields_by_cls.get(table, ())
+        ]
+        plan = self._plans[cls] = (broad, routed)
+        return plan
 
 
 def _event(action: StoreAction, version: Version) -> Event:
     kind = action.kind
     if kind is ActionKind.UPDATE:
-        return Updated(action.obj, action.old, version)
+        return new_updated(action.obj, action.old, version)
     if kind is ActionKind.CREATE:
-        return Created(action.obj, version)
-    return Deleted(action.obj, version)
+        return new_created(action.obj, version)
+    return new_deleted(action.obj, version)
 
 
 def _lookup(

@@ -111,6 +111,7 @@ class Hub:
 
     def __init__(self, start: Version, history: int = DEFAULT_HISTORY) -> None:
         self.router = Router()
+        self._routed = self.router._specs  # a plain dict: testing it costs no Python call
         self.change_watchers: dict[Watch[Change], None] = {}
         self.history: deque[Change] = deque(maxlen=max(history, 0))
         self.floor = start
@@ -136,7 +137,7 @@ class Hub:
             self.floor = history[0].version if history else change.version
         history.append(change)
         version = change.version
-        if self.router:
+        if self._routed:
             for watch, events in self.router.route(change).items():
                 watch._deliver(events, version)
         if self.change_watchers:
