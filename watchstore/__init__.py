@@ -48,6 +48,8 @@ from ._events import on_commit as on_commit
 from ._events import on_create as on_create
 from ._events import on_delete as on_delete
 from ._events import on_update as on_update
+from ._log import Durability as Durability
+from ._log import LogProposer as LogProposer
 from ._model import ActionKind as ActionKind
 from ._model import Change as Change
 from ._model import Meta as Meta
@@ -90,12 +92,14 @@ __all__ = [
     "Committed",
     "Created",
     "Deleted",
+    "Durability",
     "Event",
     "HistoryCompacted",
     "Index",
     "InvalidObject",
     "InvalidQuery",
     "LogCorrupt",
+    "LogProposer",
     "MemoryProposer",
     "Meta",
     "ObjectExists",

@@ -9,8 +9,12 @@ of that JSON is what transaction limits are measured in.
 from __future__ import annotations
 
 import base64
+import collections.abc
 import enum
 import json
+import types
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -50,3 +54,158 @@ def dumps(value: Any) -> str:
 def encoded_size(obj: Any) -> int:
     """Encoded size in bytes of one stored object."""
     return len(dumps(obj).encode())
+
+
+class DecodeError(ValueError):
+    """Stored data does not fit the type the schema declares for it."""
+
+
+Decoder = Callable[[Any], Any]
+
+
+def decoder_for(annotation: Any, *, where: str = "value") -> Decoder:
+    """Build a function turning ``encode``'s output back into a value of ``annotation``.
+
+    Supports the types ``encode`` writes: scalars, None/optional unions, enums, tuples
+    (``tuple[X, ...]`` and fixed), frozensets, bytes, ``Meta``, ``Version``, nested attrs
+    classes (rebuilt through ``__init__``, so their validators run) and ``Any``.
+    """
+    if annotation is Any or annotation is object:
+        return lambda data: data
+    if annotation is type(None) or annotation is None:
+        return _expect_none(where)
+    if annotation in (str, int, bool, float):
+        return _scalar(annotation, where)
+    if annotation is bytes:
+        return _bytes(where)
+    if annotation is Version:
+        return lambda data: None if data is None else Version(_checked(data, int, where))
+    if annotation is Meta:
+        return _meta(where)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _enum(annotation, where)
+    if isinstance(annotation, type) and attrs.has(annotation):
+        return _attrs_class(annotation)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _union([decoder_for(a, where=where) for a in args], args, where)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = decoder_for(args[0], where=where)
+            return lambda data: tuple(item(x) for x in _checked(data, list, where))
+        items = [decoder_for(a, where=where) for a in args]
+        return lambda data: tuple(
+            f(x) for f, x in zip(items, _checked(data, list, where), strict=True)
+        )
+    if origin in (frozenset, collections.abc.Set, typing.AbstractSet):
+        item = decoder_for(args[0] if args else Any, where=where)
+        return lambda data: frozenset(item(x) for x in _checked(data, list, where))
+    if origin is typing.Literal:
+        return lambda data: data
+    raise TypeError(
+        f"{where}: cannot decode values of type {annotation!r}; store JSON-like "
+        "values (str, int, float, bool, None, enums, tuples, frozensets, bytes, "
+        "frozen attrs classes)"
+    )
+
+
+def _checked(data: Any, kind: type, where: str) -> Any:
+    if not isinstance(data, kind) or (kind is int and isinstance(data, bool)):
+        raise DecodeError(f"{where}: expected {kind.__name__}, got {data!r}")
+    return data
+
+
+def _expect_none(where: str) -> Decoder:
+    def decode(data: Any) -> None:
+        if data is not None:
+            raise DecodeError(f"{where}: expected null, got {data!r}")
+
+    return decode
+
+
+def _scalar(kind: type, where: str) -> Decoder:
+    if kind is float:
+        return lambda data: float(_checked(data, (int, float), where))  # type: ignore[arg-type]
+    return lambda data: _checked(data, kind, where)
+
+
+def _bytes(where: str) -> Decoder:
+    def decode(data: Any) -> bytes:
+        if not isinstance(data, dict) or set(data) != {"$b64"}:
+            raise DecodeError(f"{where}: expected {{'$b64': ...}}, got {data!r}")
+        return base64.b64decode(data["$b64"], validate=True)
+
+    return decode
+
+
+def _meta(where: str) -> Decoder:
+    def decode(data: Any) -> Meta:
+        version, created, updated = _checked(data, list, where)
+        return Meta(None if version is None else Version(version), created, updated)
+
+    return decode
+
+
+def _enum(cls: type[enum.Enum], where: str) -> Decoder:
+    def decode(data: Any) -> enum.Enum:
+        try:
+            return cls(data)
+        except ValueError:
+            raise DecodeError(f"{where}: {data!r} is not a {cls.__name__}") from None
+
+    return decode
+
+
+def _union(decoders: list[Decoder], args: tuple[Any, ...], where: str) -> Decoder:
+    if len(args) == 2 and type(None) in args:
+        inner = decoders[0] if args[1] is type(None) else decoders[1]
+        return lambda data: None if data is None else inner(data)
+
+    def decode(data: Any) -> Any:
+        for decoder in decoders:
+            try:
+                return decoder(data)
+            except (DecodeError, TypeError, ValueError):
+                continue
+        raise DecodeError(f"{where}: {data!r} fits none of {args!r}")
+
+    return decode
+
+
+_CLASS_DECODERS: dict[type, Decoder] = {}
+
+
+def _attrs_class(cls: type) -> Decoder:
+    cached = _CLASS_DECODERS.get(cls)
+    if cached is not None:
+        return cached
+    fields: dict[str, Decoder] = {}
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise DecodeError(f"{cls.__name__}: expected an object, got {data!r}")
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise DecodeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        try:
+            return cls(**{name: fields[name](value) for name, value in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"{cls.__name__}: {exc}") from exc
+
+    _CLASS_DECODERS[cls] = decode  # before recursing: classes may nest themselves
+    hints = typing.get_type_hints(cls)
+    for attribute in attrs.fields(cls):
+        annotation = hints.get(attribute.name, Any)
+        fields[attribute.name] = decoder_for(annotation, where=f"{cls.__name__}.{attribute.name}")
+    return decode
+
+
+def dump_data(data: Any) -> bytes:
+    """Compact UTF-8 JSON of data that is already JSON-ready (``encode``'s output)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON text written by ``dumps`` (no type decoding)."""
+    return json.loads(text)

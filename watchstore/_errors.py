@@ -132,8 +132,8 @@ class StoreLocked(StoreError):
         self.path = path
         self.holder = holder
         super().__init__(
-            f"store {path!r} is locked by {holder!r}; stop that process, or if it is dead run "
-            "'watchstore unlock PATH --force'"
+            f"store {path!r} is locked by {holder!r}; close the store in that process first "
+            "(the lock of a process that died is released by the system)"
         )
 
 

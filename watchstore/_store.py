@@ -16,12 +16,14 @@ import trio
 
 from ._codec import encoded_size
 from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
+from ._log import Durability, EpochLog, LogProposer, Restored
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from ._events import Event, Spec
@@ -213,6 +215,19 @@ class Store:
             raise StoreClosed("the store is closed; open it again with open_store()") from (
                 self._closed if isinstance(self._closed, StoreError) else None
             )
+
+    def _restore(self, restored: Restored) -> None:
+        """Load what a log held: its snapshot, then its changes (each one a commit again,
+        so they are in the history for ``watch_from``)."""
+        state = self._state
+        for name, objects in restored.objects.items():
+            table = state.by_name[name]
+            for obj in objects:
+                table.write(obj.id, None, obj)
+        state.version = restored.snapshot_version
+        self._hub.floor = restored.snapshot_version
+        for change in restored.changes:
+            self._apply_replicated(change)
 
     def _apply_replicated(self, change: Change) -> None:
         """Apply a change committed elsewhere (the replication path) and publish it."""
@@ -470,26 +485,50 @@ def _close_awaitable(result: object) -> None:
 
 @asynccontextmanager
 async def open_store(
-    schema: Schema, *, proposer: Proposer | None = None, history: int = DEFAULT_HISTORY
+    schema: Schema,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    proposer: Proposer | None = None,
+    durability: Durability = "always",
+    history: int = DEFAULT_HISTORY,
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
-    Without a proposer the store lives in memory only (:class:`MemoryProposer`). ``history``
-    recent commits are kept in memory for ``watch_from``. The store owns a nursery for its
-    background work; leaving the block closes it.
+    With ``path``, the store is durable: an epoch log in that directory (created if needed)
+    is restored on open and every commit is appended to it (``durability`` says when appends
+    are fsynced; see :data:`Durability`). Without one, the store lives in memory
+    (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
+    commits are kept in memory for ``watch_from``. The store owns a nursery for its
+    background work; leaving the block closes it (and the log).
     """
-    with lone_errors_unwrapped():
-        async with trio.open_nursery() as nursery:
-            store = Store(
-                schema,
-                proposer if proposer is not None else MemoryProposer(),
-                nursery,
-                history=history,
-            )
-            try:
-                yield store
-            finally:
-                store._close()  # no await here: an error of the block must not be masked
+    if path is not None and proposer is not None:
+        raise ValueError("open_store takes path= or proposer=, not both")
+    log: EpochLog | None = None
+    restored: Restored | None = None
+    if path is not None:
+        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema)
+        log, restored = opened
+        proposer = LogProposer(log, opened[1].version, durability=durability)
+    try:
+        with lone_errors_unwrapped():
+            async with trio.open_nursery() as nursery:
+                store = Store(
+                    schema,
+                    proposer if proposer is not None else MemoryProposer(),
+                    nursery,
+                    history=history,
+                )
+                if restored is not None:
+                    store._restore(restored)
+                if isinstance(proposer, LogProposer) and durability == "interval":
+                    store._spawn(proposer.run_syncer)
+                try:
+                    yield store
+                finally:
+                    store._close()  # no await here: an error of the block must not be masked
+    finally:
+        if log is not None:
+            log.close()
 
 
 @contextmanager

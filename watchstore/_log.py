@@ -1,0 +1,406 @@
+"""The epoch log: a store's directory on disk, and the LogProposer that commits through it.
+
+Directory layout: ``LOCK`` (held with flock while open) and ``LOCK.json`` (who holds it);
+segment files ``00000001.wslog``...; each segment starts with a SNAPSHOT record (an epoch:
+the full state at a version) followed by CHANGE records (one per committed transaction).
+
+Opening takes the lock, verifies every record of the newest segment, truncates a torn tail
+(an append that was never acknowledged) before anything is appended, and gives back the
+snapshot and the changes after it. Damage anywhere else raises LogCorrupt naming the file, the
+offset and the last good version. Appends are written and (by default) fsynced in a worker
+thread before the commit is acknowledged; a failed write or fsync fails the log for good.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import attrs
+import trio
+
+from ._codec import DecodeError, decoder_for, dump_data, encode, loads
+from ._errors import (
+    HistoryCompacted,
+    LogCorrupt,
+    ProposalFailed,
+    StoreError,
+    StoreLocked,
+    UnsupportedFormat,
+)
+from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ._records import (
+    CHANGE,
+    HEADER_SIZE,
+    SNAPSHOT,
+    HeaderError,
+    SegmentHeader,
+    pack_record,
+    parse_header,
+    scan,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._schema import Schema
+
+FORMAT: Final = 1
+"""The format version this library writes (and the newest it reads)."""
+
+Durability = Literal["always", "interval", "none"]
+"""When appends reach the disk: ``always`` fsyncs each commit before acknowledging it (the
+default; nothing acknowledged is lost); ``interval`` fsyncs at most every ``sync_interval``
+seconds (a crash loses at most that window of acknowledged commits); ``none`` leaves it to
+the operating system (a crash of the machine can lose anything not yet written back)."""
+
+
+@attrs.frozen
+class Restored:
+    """What opening a log found: the snapshot's objects and version, then the changes."""
+
+    snapshot_version: Version
+    objects: dict[str, list[Any]]
+    changes: list[Change]
+    repaired_tail: int
+    """Bytes of torn tail truncated (0 when the log ended cleanly)."""
+
+    @property
+    def version(self) -> Version:
+        """The last version in the log."""
+        return self.changes[-1].version if self.changes else self.snapshot_version
+
+
+class DirectoryLock:
+    """flock on ``LOCK`` plus ``LOCK.json`` naming the holder (pid, host, start time).
+
+    flock is released by the kernel when the holder dies, so a dead holder never blocks; its
+    ``LOCK.json`` is simply replaced.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreLocked(str(path), self.holder(path)) from None
+            raise
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": time.time(),
+            "token": uuid.uuid4().hex,
+        }
+        self.token = info["token"]
+        _write_atomically(path / "LOCK.json", json.dumps(info).encode())
+
+    @staticmethod
+    def holder(path: Path) -> dict[str, Any]:
+        """The holder recorded in ``LOCK.json`` (empty if unreadable)."""
+        try:
+            info = json.loads((path / "LOCK.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def release(self) -> None:
+        """Remove our ``LOCK.json`` (if still ours) and release the flock."""
+        if self.holder(self.path).get("token") == self.token:
+            (self.path / "LOCK.json").unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """The file of segment ``number``."""
+    return directory / f"{number:08d}.wslog"
+
+
+class EpochLog:
+    """An open store directory: the lock, the current segment, appends (sync, for threads)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        lock: DirectoryLock,
+        header: SegmentHeader,
+        fd: int,
+        size: int,
+        schema: Schema,
+    ) -> None:
+        self.directory = directory
+        self.decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        self.lock = lock
+        self.header = header
+        self.file = segment_path(directory, header.segment)
+        self._fd = fd
+        self.size = size
+        self.failed: BaseException | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], schema: Schema) -> tuple[EpochLog, Restored]:
+        """Open (creating if needed) the log in ``directory``; return it and what it holds."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(path)
+        try:
+            segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
+            if not segments:
+                return cls._create(path, lock, schema)
+            return cls._restore(path, lock, segments[-1], schema)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _create(cls, path: Path, lock: DirectoryLock, schema: Schema) -> tuple[EpochLog, Restored]:
+        header = SegmentHeader(FORMAT, 0, 1, uuid.uuid4().bytes, time.time_ns())
+        body = _snapshot_body(ORIGIN, {t.name: [] for t in schema.tables})
+        data = header.pack() + pack_record(header, HEADER_SIZE, SNAPSHOT, body)
+        file = segment_path(path, 1)
+        tmp = file.with_name(f".{file.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+        _fsync_dir(path)
+        fd = os.open(file, os.O_WRONLY | os.O_APPEND)
+        restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0)
+        return cls(path, lock, header, fd, len(data), schema), restored
+
+    @classmethod
+    def _restore(
+        cls, path: Path, lock: DirectoryLock, file: Path, schema: Schema
+    ) -> tuple[EpochLog, Restored]:
+        data = file.read_bytes()
+        try:
+            header = parse_header(data)
+        except HeaderError as exc:
+            raise LogCorrupt(str(file), 0, exc.reason) from None
+        if header.format > FORMAT:
+            raise UnsupportedFormat(
+                f"{file} is in log format {header.format}, newer than this watchstore reads "
+                f"({FORMAT}); upgrade watchstore to open it"
+            )
+        result = scan(data, header)
+        records = result.records
+        if not records or records[0].kind != SNAPSHOT:
+            raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
+        decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        version, objects = _decode_snapshot(records[0].body, decoders, str(file), records[0].offset)
+        snapshot_version = version
+        changes: list[Change] = []
+        for record in records[1:]:
+            if record.kind != CHANGE:
+                raise LogCorrupt(
+                    str(file), record.offset, "a snapshot in the middle of a segment", version
+                )
+            change = _decode_change(record.body, decoders, str(file), record.offset)
+            if change.version.index != version.index + 1:
+                raise LogCorrupt(
+                    str(file),
+                    record.offset,
+                    f"version {change.version.index} follows {version.index}",
+                    version,
+                )
+            version = change.version
+            changes.append(change)
+        if result.corrupt is not None:
+            raise LogCorrupt(str(file), result.end, result.corrupt, version)
+        repaired = 0
+        if result.torn:
+            repaired = len(data) - result.end
+            with open(file, "r+b") as f:  # repair before anything is appended
+                f.truncate(result.end)
+                f.flush()
+                os.fsync(f.fileno())
+        fd = os.open(file, os.O_WRONLY | os.O_APPEND)
+        restored = Restored(snapshot_version, objects, changes, repaired)
+        return cls(path, lock, header, fd, result.end, schema), restored
+
+    # -- appending (called in a worker thread) ---------------------------------------------
+
+    def append(self, kind: int, body: bytes, sync: bool) -> None:
+        """Write one record at the end of the segment and fsync it if ``sync``."""
+        if self.failed is not None:
+            raise ProposalFailed(f"the log failed earlier ({self.failed!r}); reopen the store")
+        record = pack_record(self.header, self.size, kind, body)
+        try:
+            written = os.write(self._fd, record)
+            if written != len(record):
+                raise OSError(errno.EIO, f"short write: {written} of {len(record)} bytes")
+            if sync:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self.failed = exc
+            raise ProposalFailed(
+                f"writing {self.file} at offset {self.size} failed: {exc}; the store accepts "
+                "no more writes (reads go on); reopen it once the disk is fixed"
+            ) from exc
+        self.size += len(record)
+
+    def read_changes(self, start: Version, end: Version) -> list[Change]:
+        """The changes with ``start < version <= end`` in the current segment, or
+        HistoryCompacted if ``start`` is older than its snapshot."""
+        data = self.file.read_bytes()[: self.size]
+        records = scan(data, self.header).records
+        snapshot_version = Version(loads(records[0].body)["version"])
+        if start < snapshot_version:
+            raise HistoryCompacted(snapshot_version, end)
+        changes = []
+        for record in records[1:]:
+            change = _decode_change(record.body, self.decoders, str(self.file), record.offset)
+            if start < change.version <= end:
+                changes.append(change)
+        return changes
+
+    def sync(self) -> None:
+        """fsync the segment (for the interval durability mode)."""
+        if self.failed is None:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.failed = exc
+
+    def close(self) -> None:
+        """Close the segment and release the lock."""
+        try:
+            os.close(self._fd)
+        finally:
+            self.lock.release()
+
+
+def _snapshot_body(version: Version, tables: dict[str, list[Any]]) -> bytes:
+    return dump_data(
+        {
+            "version": version.index,
+            "tables": {name: [encode(o) for o in objs] for name, objs in tables.items()},
+        }
+    )
+
+
+def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
+    """The CHANGE record body of one commit."""
+    return dump_data(
+        {
+            "version": version.index,
+            "actions": [[int(a.kind), a.table, encode(a.obj)] for a in actions],
+        }
+    )
+
+
+def _decode_snapshot(
+    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
+) -> tuple[Version, dict[str, list[Any]]]:
+    try:
+        data = loads(body)
+        version = Version(data["version"])
+        objects = {}
+        for name, items in data["tables"].items():
+            decode = decoders.get(name)
+            if decode is None:
+                raise StoreError(
+                    f"{file}: the log has a table {name!r} the schema does not; "
+                    "open it with a schema that declares it"
+                )
+            objects[name] = [decode(item) for item in items]
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise LogCorrupt(file, offset, f"snapshot does not decode: {exc}") from exc
+    return version, objects
+
+
+def _decode_change(
+    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
+) -> Change:
+    try:
+        data = loads(body)
+        actions = []
+        for kind, table, obj in data["actions"]:
+            decode = decoders.get(table)
+            if decode is None:
+                raise StoreError(
+                    f"{file}: the log has a table {table!r} the schema does not; "
+                    "open it with a schema that declares it"
+                )
+            actions.append(StoreAction(ActionKind(kind), table, decode(obj)))
+        return Change(Version(data["version"]), actions)
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
+
+
+class LogProposer:
+    """Commits through an :class:`EpochLog`: a commit is acknowledged once its record is
+    written and, with ``durability="always"``, fsynced."""
+
+    def __init__(
+        self,
+        log: EpochLog,
+        version: Version,
+        *,
+        durability: Durability = "always",
+        sync_interval: float = 0.05,
+    ) -> None:
+        self.log = log
+        self._version = version
+        self.durability = durability
+        self.sync_interval = sync_interval
+        self._dirty = False
+
+    async def propose_value(
+        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
+    ) -> Version:
+        version = Version(self._version.index + 1)
+        body = change_body(version, actions)
+        sync = self.durability == "always"
+        await trio.to_thread.run_sync(self.log.append, CHANGE, body, sync)
+        self._version = version
+        self._dirty = not sync
+        commit(version)
+        return version
+
+    def get_version(self) -> Version:
+        return self._version
+
+    async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
+        if start >= end:
+            return ()
+        return await trio.to_thread.run_sync(self.log.read_changes, start, end)
+
+    async def run_syncer(self) -> None:
+        """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""
+        while True:
+            await trio.sleep(self.sync_interval)
+            if self._dirty:
+                self._dirty = False
+                await trio.to_thread.run_sync(self.log.sync)
