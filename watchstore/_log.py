@@ -251,15 +251,22 @@ class EpochLog:
 
     # -- appending (called in a worker thread) ---------------------------------------------
 
-    def append(self, kind: int, body: bytes, sync: bool) -> None:
-        """Write one record at the end of the segment and fsync it if ``sync``."""
+    def append(self, bodies: Sequence[bytes], sync: bool) -> None:
+        """Write CHANGE records at the end of the segment in one write, then fsync if
+        ``sync``. Any failure fails the log for good (ProposalFailed)."""
         if self.failed is not None:
             raise ProposalFailed(f"the log failed earlier ({self.failed!r}); reopen the store")
-        record = pack_record(self.header, self.size, kind, body)
+        records = []
+        offset = self.size
+        for body in bodies:
+            record = pack_record(self.header, offset, CHANGE, body)
+            records.append(record)
+            offset += len(record)
+        data = b"".join(records)
         try:
-            written = os.write(self._fd, record)
-            if written != len(record):
-                raise OSError(errno.EIO, f"short write: {written} of {len(record)} bytes")
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.EIO, f"short write: {written} of {len(data)} bytes")
             if sync:
                 os.fdatasync(self._fd)
         except OSError as exc:
@@ -268,7 +275,7 @@ class EpochLog:
                 f"writing {self.file} at offset {self.size} failed: {exc}; the store accepts "
                 "no more writes (reads go on); reopen it once the disk is fixed"
             ) from exc
-        self.size += len(record)
+        self.size = offset
 
     def read_changes(self, start: Version, end: Version) -> list[Change]:
         """The changes with ``start < version <= end`` in the current segment, or
@@ -359,9 +366,29 @@ def _decode_change(
         raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
 
 
+class Submission:
+    """A commit waiting for the group committer: ``done`` is set once it is durable (and
+    committed) or failed (``error``)."""
+
+    __slots__ = ("body", "commit", "done", "error", "version")
+
+    def __init__(self, version: Version, body: bytes, commit: Callable[[Version], None]) -> None:
+        self.version = version
+        self.body = body
+        self.commit = commit
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
 class LogProposer:
-    """Commits through an :class:`EpochLog`: a commit is acknowledged once its record is
-    written and, with ``durability="always"``, fsynced."""
+    """Commits through an :class:`EpochLog` with group commit.
+
+    ``submit`` queues a commit and returns at once; the ``run`` task (started by
+    ``open_store``) writes everything queued with one write and one fsync, then commits the
+    batch in order. So concurrent writers share fsyncs: while one batch is on its way to the
+    disk, the next writers' commits queue behind it. With ``durability="always"`` a commit
+    is acknowledged only once fsynced.
+    """
 
     def __init__(
         self,
@@ -376,18 +403,32 @@ class LogProposer:
         self.durability = durability
         self.sync_interval = sync_interval
         self._dirty = False
+        self._queue: list[Submission] = []
+        self._wakeup = trio.Event()
+
+    def submit(
+        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
+    ) -> Submission:
+        """Queue the next commit; its ``commit`` callback runs once it is durable."""
+        if self.log.failed is not None:
+            raise ProposalFailed(f"the log failed earlier ({self.log.failed!r}); reopen the store")
+        version = self._version = Version(self._version.index + 1)
+        submission = Submission(version, change_body(version, actions), commit)
+        self._queue.append(submission)
+        self._wakeup.set()
+        return submission
 
     async def propose_value(
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Version:
-        version = Version(self._version.index + 1)
-        body = change_body(version, actions)
-        sync = self.durability == "always"
-        await trio.to_thread.run_sync(self.log.append, CHANGE, body, sync)
-        self._version = version
-        self._dirty = not sync
-        commit(version)
-        return version
+        submission = self.submit(actions, commit)
+        # Once queued it will be written: waiting is shielded so a cancelled caller cannot
+        # undo locally a change that is about to commit (fsync waits are short).
+        with trio.CancelScope(shield=True):
+            await submission.done.wait()
+        if submission.error is not None:
+            raise submission.error
+        return submission.version
 
     def get_version(self) -> Version:
         return self._version
@@ -396,6 +437,28 @@ class LogProposer:
         if start >= end:
             return ()
         return await trio.to_thread.run_sync(self.log.read_changes, start, end)
+
+    async def run(self) -> None:
+        """The group committer: runs until cancelled (started by ``open_store``)."""
+        sync = self.durability == "always"
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                await trio.to_thread.run_sync(self.log.append, [s.body for s in batch], sync)
+            except ProposalFailed as exc:
+                failed, self._queue = [*batch, *self._queue], []
+                for submission in failed:
+                    submission.error = exc
+                    submission.done.set()
+                continue
+            self._dirty = not sync
+            for submission in batch:
+                submission.commit(submission.version)
+                submission.done.set()
 
     async def run_syncer(self) -> None:
         """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""

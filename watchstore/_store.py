@@ -16,7 +16,7 @@ import trio
 
 from ._codec import encoded_size
 from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
-from ._log import Durability, EpochLog, LogProposer, Restored
+from ._log import Durability, EpochLog, LogProposer, Restored, Submission
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
@@ -58,6 +58,9 @@ class Store:
         self._task_scopes: set[trio.CancelScope] = set()
         self._write_lock = WriteLock()
         self._commit_oldest = self._on_commit  # bound once: no allocation per commit
+        # A proposer that can pipeline (queue a commit synchronously, then make it durable
+        # in the background) lets the next writer begin while this one waits.
+        self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._closed: BaseException | None = None
 
@@ -121,6 +124,7 @@ class Store:
                 self._check_open()
         else:
             lock.held = True
+        submission = None
         try:
             state = self._state
             tx = state.begin()
@@ -135,11 +139,45 @@ class Store:
             except BaseException:
                 state.rollback(tx)
                 raise
-            await self._propose(tx)
+            if self._submit is None:
+                await self._propose(tx)
+            else:
+                submission = self._submit_pipelined(tx)
         finally:
             lock.release()
+        if submission is not None:
+            # The next writers may begin while this commit is on its way to the disk. Once
+            # submitted it will be written, so the wait is shielded (it is short).
+            with trio.CancelScope(shield=True):
+                await submission.done.wait()
+            if submission.error is not None:
+                self._undo_uncommitted()
+                raise submission.error
         await trio.lowlevel.cancel_shielded_checkpoint()
         return result
+
+    def _submit_pipelined(self, tx: Tx) -> Submission | None:
+        """Queue ``tx`` with a pipelining proposer; None if it changed nothing."""
+        state = self._state
+        actions = tx.proposed = tx.actions()
+        if not actions:
+            state.rollback(tx)
+            return None
+        assert self._submit is not None
+        try:
+            return self._submit(actions, self._commit_oldest)
+        except BaseException as exc:
+            state.rollback(tx)
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+                raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
+            raise
+
+    def _undo_uncommitted(self) -> None:
+        """After the proposer failed: undo every transaction it did not commit, newest
+        first (later ones were built on the earlier ones)."""
+        state = self._state
+        while state.pending and not state.pending[-1].committed:
+            state.rollback(state.pending[-1])
 
     async def batch(
         self,
@@ -184,12 +222,12 @@ class Store:
         except BaseException as exc:
             if tx.committed:
                 raise
-            state.rollback(tx)
+            self._undo_uncommitted()
             if isinstance(exc, Exception) and not isinstance(exc, StoreError):
                 raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
             raise
         if not tx.committed:
-            state.rollback(tx)
+            self._undo_uncommitted()
             raise ProposalFailed("the proposer returned without committing the change")
         return len(actions)
 
@@ -520,8 +558,10 @@ async def open_store(
                 )
                 if restored is not None:
                     store._restore(restored)
-                if isinstance(proposer, LogProposer) and durability == "interval":
-                    store._spawn(proposer.run_syncer)
+                if isinstance(proposer, LogProposer):
+                    store._spawn(proposer.run)
+                    if durability == "interval":
+                        store._spawn(proposer.run_syncer)
                 try:
                     yield store
                 finally:
