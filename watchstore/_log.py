@@ -163,6 +163,7 @@ class EpochLog:
         self.file = segment_path(directory, header.segment)
         self._fd = fd
         self.size = size
+        self.snapshot_end = size  # set by _restore/switch: where the epoch's changes start
         self.failed: BaseException | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -174,6 +175,8 @@ class EpochLog:
         path.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(path)
         try:
+            for leftover in path.glob(".*.wslog.tmp"):  # a compaction that never switched
+                leftover.unlink()
             segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
             if not segments:
                 return cls._create(path, lock, schema)
@@ -247,7 +250,9 @@ class EpochLog:
                 os.fsync(f.fileno())
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
         restored = Restored(snapshot_version, objects, changes, repaired)
-        return cls(path, lock, header, fd, result.end, schema), restored
+        log = cls(path, lock, header, fd, result.end, schema)
+        log.snapshot_end = records[1].offset if len(records) > 1 else result.end
+        return log, restored
 
     # -- appending (called in a worker thread) ---------------------------------------------
 
@@ -300,12 +305,125 @@ class EpochLog:
             except OSError as exc:
                 self.failed = exc
 
+    # -- compaction (write_epoch in a worker thread; switch in the group committer) --------
+
+    def write_epoch(self, version: Version, tables: dict[str, list[Any]]) -> PreparedEpoch:
+        """Write a new segment holding a snapshot of ``tables`` at ``version``, under a
+        temporary name (invisible to opening until ``switch``)."""
+        number = self.header.segment + 1
+        header = SegmentHeader(FORMAT, 0, number, self.header.lineage, time.time_ns())
+        data = header.pack() + pack_record(
+            header, HEADER_SIZE, SNAPSHOT, _snapshot_body(version, tables)
+        )
+        final = segment_path(self.directory, number)
+        tmp = final.with_name(f".{final.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return PreparedEpoch(version, header, tmp, final, fd, len(data))
+
+    def switch(self, epoch: PreparedEpoch, tail: Sequence[bytes], keep: int) -> None:
+        """Make ``epoch`` the current segment: append ``tail`` (the changes committed since
+        its snapshot), fsync, rename it into place, then retire segments beyond ``keep``
+        epochs. Until the rename, opening still finds the old segment, complete."""
+        offset = epoch.size
+        records = []
+        for body in tail:
+            record = pack_record(epoch.header, offset, CHANGE, body)
+            records.append(record)
+            offset += len(record)
+        try:
+            if records:
+                os.write(epoch.fd, b"".join(records))
+            os.fsync(epoch.fd)
+            os.close(epoch.fd)
+            os.replace(epoch.tmp, epoch.final)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self.failed = exc
+            raise ProposalFailed(f"switching to {epoch.final} failed: {exc}") from exc
+        old_fd = self._fd
+        self._fd = os.open(epoch.final, os.O_WRONLY | os.O_APPEND)
+        os.close(old_fd)
+        self.header = epoch.header
+        self.file = epoch.final
+        self.size = offset
+        self.snapshot_end = epoch.size
+        for path in sorted(self.directory.glob("*.wslog")):
+            if path.stem.isdigit() and int(path.stem) <= epoch.header.segment - keep:
+                path.unlink()
+        _fsync_dir(self.directory)
+
     def close(self) -> None:
         """Close the segment and release the lock."""
         try:
             os.close(self._fd)
         finally:
             self.lock.release()
+
+
+@attrs.frozen
+class EpochInfo:
+    """One kept epoch of a log: its segment, the version and time of its snapshot, and size."""
+
+    segment: int
+    version: Version
+    created_at: float
+    size: int
+    file: Path
+
+
+def list_epochs(directory: str | os.PathLike[str]) -> list[EpochInfo]:
+    """The epochs kept in a store directory, oldest first (reads only; takes no lock)."""
+    out = []
+    for file in sorted(Path(directory).glob("*.wslog")):
+        if not file.stem.isdigit():
+            continue
+        data = file.read_bytes()
+        try:
+            header = parse_header(data)
+        except HeaderError as exc:
+            raise LogCorrupt(str(file), 0, exc.reason) from None
+        records = scan(data, header).records
+        if not records or records[0].kind != SNAPSHOT:
+            raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
+        version = Version(loads(records[0].body)["version"])
+        out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
+    return out
+
+
+def rollback(directory: str | os.PathLike[str], version: Version) -> EpochInfo:
+    """Make the kept snapshot at ``version`` the store's state (unobin's SetCurrent).
+
+    Writes a new newest segment holding that snapshot; newer segments stay on disk until
+    compaction retires them. Takes the lock: the store must not be open.
+    """
+    path = Path(directory)
+    lock = DirectoryLock(path)
+    try:
+        epochs = list_epochs(path)
+        chosen = next((e for e in epochs if e.version == version), None)
+        if chosen is None:
+            kept = ", ".join(str(e.version.index) for e in epochs) or "none"
+            raise StoreError(
+                f"no kept snapshot at version {version.index} (kept: {kept}); "
+                "list them with watchstore.list_epochs(path)"
+            )
+        data = chosen.file.read_bytes()
+        record = scan(data, parse_header(data)).records[0]
+        number = epochs[-1].segment + 1
+        header = SegmentHeader(FORMAT, 0, number, parse_header(data).lineage, time.time_ns())
+        new = header.pack() + pack_record(header, HEADER_SIZE, SNAPSHOT, record.body)
+        final = segment_path(path, number)
+        _write_atomically(final, new)
+        return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)
+    finally:
+        lock.release()
 
 
 def _snapshot_body(version: Version, tables: dict[str, list[Any]]) -> bytes:
@@ -366,6 +484,18 @@ def _decode_change(
         raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
 
 
+@attrs.frozen
+class PreparedEpoch:
+    """A new segment written up to its snapshot, waiting to be switched to."""
+
+    version: Version
+    header: SegmentHeader
+    tmp: Path
+    final: Path
+    fd: int
+    size: int
+
+
 class Submission:
     """A commit waiting for the group committer: ``done`` is set once it is durable (and
     committed) or failed (``error``)."""
@@ -405,6 +535,14 @@ class LogProposer:
         self._dirty = False
         self._queue: list[Submission] = []
         self._wakeup = trio.Event()
+        # While compacting: the snapshot's version, and the bodies of later commits (copied
+        # into the new segment at the switch); and the switch the committer must make.
+        self._compacting: Version | None = None
+        self._tail: list[tuple[Version, bytes]] = []
+        self._switch: tuple[PreparedEpoch, int, trio.Event] | None = None
+        self.compact_bytes = 64 << 20
+        """Start a new epoch once the current one holds this many bytes of changes."""
+        self.compaction_due = trio.Event()
 
     def submit(
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
@@ -445,9 +583,11 @@ class LogProposer:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             batch, self._queue = self._queue, []
-            if not batch:
-                continue
             try:
+                if self._switch is not None:
+                    await self._make_switch()
+                if not batch:
+                    continue
                 await trio.to_thread.run_sync(self.log.append, [s.body for s in batch], sync)
             except ProposalFailed as exc:
                 failed, self._queue = [*batch, *self._queue], []
@@ -455,10 +595,47 @@ class LogProposer:
                     submission.error = exc
                     submission.done.set()
                 continue
+            if self._compacting is not None:
+                self._tail.extend((s.version, s.body) for s in batch)
+            elif self.log.size - self.log.snapshot_end > self.compact_bytes:
+                self.compaction_due.set()
             self._dirty = not sync
             for submission in batch:
                 submission.commit(submission.version)
                 submission.done.set()
+
+    async def compact(
+        self, version: Version, tables: dict[str, list[Any]], *, keep: int = 2
+    ) -> None:
+        """Start a new epoch from a snapshot of the store at ``version`` (a committed
+        version: the caller pins it), keeping ``keep`` epochs. Commits go on meanwhile."""
+        if self._compacting is not None:
+            raise StoreError("a compaction is already running")
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._compacting = version
+        self._tail = []
+        try:
+            epoch = await trio.to_thread.run_sync(self.log.write_epoch, version, tables)
+            done = trio.Event()
+            self._switch = (epoch, keep, done)
+            self._wakeup.set()
+            await done.wait()
+        finally:
+            self._compacting = None
+            self._tail = []
+            self._switch = None
+            self.compaction_due = trio.Event()
+
+    async def _make_switch(self) -> None:
+        assert self._switch is not None
+        epoch, keep, done = self._switch
+        tail = [body for version, body in self._tail if version > epoch.version]
+        try:
+            await trio.to_thread.run_sync(self.log.switch, epoch, tail, keep)
+        finally:
+            self._switch = None
+            done.set()
 
     async def run_syncer(self) -> None:
         """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""

@@ -56,6 +56,7 @@ class Store:
         self._hub = Hub(self._state.version, history)
         self._nursery = nursery
         self._task_scopes: set[trio.CancelScope] = set()
+        self._keep_epochs = 2
         self._write_lock = WriteLock()
         self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
@@ -253,6 +254,27 @@ class Store:
             raise StoreClosed("the store is closed; open it again with open_store()") from (
                 self._closed if isinstance(self._closed, StoreError) else None
             )
+
+    async def compact(self, *, keep: int | None = None) -> Version:
+        """Write the current state as a new epoch of the log and retire older segments,
+        keeping ``keep`` epochs (default: ``keep_epochs`` of ``open_store``); returns the
+        snapshot's version. Writers go on meanwhile:
+        the snapshot is pinned in O(1) and written in a worker thread."""
+        self._check_open()
+        proposer = self._proposer
+        if not isinstance(proposer, LogProposer):
+            raise StoreError("only a store opened with path= has a log to compact")
+        with self._state.pin() as snapshot:
+            tables = {t.name: snapshot.all(t.cls) for t in self.schema.tables}
+            version = snapshot.version
+        await proposer.compact(version, tables, keep=keep or self._keep_epochs)
+        return version
+
+    async def _compact_when_due(self, proposer: LogProposer, keep: int) -> None:
+        while True:
+            await proposer.compaction_due.wait()
+            await self.compact(keep=keep)
+            await trio.lowlevel.checkpoint()
 
     def _restore(self, restored: Restored) -> None:
         """Load what a log held: its snapshot, then its changes (each one a commit again,
@@ -528,13 +550,17 @@ async def open_store(
     path: str | os.PathLike[str] | None = None,
     proposer: Proposer | None = None,
     durability: Durability = "always",
+    compact_bytes: int = 64 << 20,
+    keep_epochs: int = 2,
     history: int = DEFAULT_HISTORY,
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
     With ``path``, the store is durable: an epoch log in that directory (created if needed)
     is restored on open and every commit is appended to it (``durability`` says when appends
-    are fsynced; see :data:`Durability`). Without one, the store lives in memory
+    are fsynced; see :data:`Durability`); once the current epoch holds ``compact_bytes`` of
+    changes, the store compacts in the background, keeping ``keep_epochs`` epochs. Without
+    one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``. The store owns a nursery for its
     background work; leaving the block closes it (and the log).
@@ -559,7 +585,10 @@ async def open_store(
                 if restored is not None:
                     store._restore(restored)
                 if isinstance(proposer, LogProposer):
+                    proposer.compact_bytes = compact_bytes
+                    store._keep_epochs = keep_epochs
                     store._spawn(proposer.run)
+                    store._spawn(store._compact_when_due, proposer, keep_epochs)
                     if durability == "interval":
                         store._spawn(proposer.run_syncer)
                 try:

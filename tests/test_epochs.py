@@ -1,0 +1,91 @@
+"""Compaction into epochs, listing kept epochs, and rolling back to one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+import watchstore as ws
+from tests.schema import SCHEMA, Task
+
+if TYPE_CHECKING:
+    import pathlib
+
+
+async def fill(store: ws.Store, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        await store.update(lambda tx: tx.create(Task(f"t{i:04}", "s1", node_id=f"n{i % 3}")))
+
+
+async def test_compaction_keeps_every_commit_made_while_it_runs(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        await fill(store, 0, 50)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fill, store, 50, 150)
+            snapshot_version = await store.compact()
+        assert snapshot_version >= ws.Version(50)
+        before = store.view(lambda tx: tx.all(Task))
+        version = store.version
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        assert store.version == version
+        assert store.view(lambda tx: tx.all(Task)) == before
+        assert len(store.view(lambda tx: tx.find(Task, node_id="n1"))) == 50
+
+
+async def test_old_epochs_are_retired_beyond_keep(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, keep_epochs=2) as store:
+        for round in range(4):
+            await fill(store, round * 10, round * 10 + 10)
+            await store.compact()
+    epochs = ws.list_epochs(tmp_path)
+    assert [e.segment for e in epochs] == [4, 5]
+    assert [e.version for e in epochs] == [ws.Version(30), ws.Version(40)]
+    assert epochs[0].created_at <= epochs[1].created_at
+
+
+async def test_the_store_compacts_by_itself_past_compact_bytes(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, compact_bytes=4096) as store:
+        await fill(store, 0, 200)
+        version = store.version
+    epochs = ws.list_epochs(tmp_path)
+    assert len(epochs) == 2  # compacted at least twice; two epochs kept
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        assert store.version == version
+        assert store.view(lambda tx: tx.count(Task)) == 200
+
+
+async def test_rollback_to_a_kept_snapshot(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, keep_epochs=3) as store:
+        await fill(store, 0, 10)
+        kept = await store.compact()
+        at_kept = store.view(lambda tx: tx.all(Task))
+        await fill(store, 10, 20)
+        await store.compact()
+    ws.rollback(tmp_path, kept)
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        assert store.version == kept
+        assert store.view(lambda tx: tx.all(Task)) == at_kept
+        await fill(store, 100, 101)  # and it goes on from there
+        assert store.version == ws.Version(kept.index + 1)
+
+
+async def test_rollback_to_an_unknown_version_names_the_kept_ones(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        await fill(store, 0, 3)
+        await store.compact()
+    with pytest.raises(ws.StoreError, match=r"kept: 0, 3"):
+        ws.rollback(tmp_path, ws.Version(2))
+
+
+async def test_rollback_refuses_an_open_store(tmp_path: pathlib.Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path):
+        with pytest.raises(ws.StoreLocked):
+            ws.rollback(tmp_path, ws.Version(0))
+
+
+async def test_compact_needs_a_log() -> None:
+    async with ws.open_store(SCHEMA) as store:
+        with pytest.raises(ws.StoreError, match="path="):
+            await store.compact()
