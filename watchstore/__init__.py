@@ -51,6 +51,8 @@ from ._events import on_update as on_update
 from ._log import Durability as Durability
 from ._log import EpochInfo as EpochInfo
 from ._log import LogProposer as LogProposer
+from ._log import Restored as Restored
+from ._log import Salvage as Salvage
 from ._log import list_epochs as list_epochs
 from ._log import rollback as rollback
 from ._model import ActionKind as ActionKind

@@ -39,6 +39,7 @@ from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
     HEADER_SIZE,
+    RECORD_HEAD_SIZE,
     SNAPSHOT,
     HeaderError,
     SegmentHeader,
@@ -70,12 +71,55 @@ class Restored:
     objects: dict[str, list[Any]]
     changes: list[Change]
     repaired_tail: int
-    """Bytes of torn tail truncated (0 when the log ended cleanly)."""
+    """Bytes truncated from the end: a torn tail, or what salvage discarded (0: clean)."""
+    salvage: Salvage | None = None
+    """What salvage found and dropped, when the log was damaged and opened with salvage."""
 
     @property
     def version(self) -> Version:
         """The last version in the log."""
         return self.changes[-1].version if self.changes else self.snapshot_version
+
+
+@attrs.frozen
+class Salvage:
+    """The result of opening a damaged log with ``salvage=True``.
+
+    ``kept`` is the last version kept; ``lost`` the versions found after the damage that
+    could not be applied (they follow a gap), so every version after ``kept`` up to
+    ``max(lost)`` is gone. ``copy`` is the damaged file as it was before the repair.
+    """
+
+    file: str
+    offset: int
+    reason: str
+    kept: Version
+    lost: tuple[int, ...]
+    copy: str
+
+
+def _salvage(
+    file: Path, data: bytes, header: SegmentHeader, end: int, kept: Version, damage: LogCorrupt
+) -> Salvage:
+    """Copy the damaged file aside, and find the versions of records after the damage
+    (checksums are seeded by offset, so a record verifies only where it was written)."""
+    copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
+    _write_atomically(copy, data)
+    lost = set()
+    offset = end + 1
+    while offset < len(data):
+        found = scan(data, header, start=offset).records
+        if not found:
+            offset += 1
+            continue
+        for record in found:
+            try:
+                lost.add(int(loads(record.body)["version"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        last = found[-1]
+        offset = last.offset + RECORD_HEAD_SIZE + len(last.body)
+    return Salvage(str(file), damage.offset, damage.reason, kept, tuple(sorted(lost)), str(copy))
 
 
 class DirectoryLock:
@@ -169,8 +213,13 @@ class EpochLog:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], schema: Schema) -> tuple[EpochLog, Restored]:
-        """Open (creating if needed) the log in ``directory``; return it and what it holds."""
+    def open(
+        cls, directory: str | os.PathLike[str], schema: Schema, salvage: bool = False
+    ) -> tuple[EpochLog, Restored]:
+        """Open (creating if needed) the log in ``directory``; return it and what it holds.
+
+        Damage raises LogCorrupt unless ``salvage``: then the valid prefix is kept, the
+        damaged file is copied aside first, and ``Restored.salvage`` says what was lost."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(path)
@@ -180,7 +229,7 @@ class EpochLog:
             segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
             if not segments:
                 return cls._create(path, lock, schema)
-            return cls._restore(path, lock, segments[-1], schema)
+            return cls._restore(path, lock, segments[-1], schema, salvage)
         except BaseException:
             lock.release()
             raise
@@ -199,12 +248,12 @@ class EpochLog:
         os.replace(tmp, file)
         _fsync_dir(path)
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
-        restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0)
+        restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
         return cls(path, lock, header, fd, len(data), schema), restored
 
     @classmethod
     def _restore(
-        cls, path: Path, lock: DirectoryLock, file: Path, schema: Schema
+        cls, path: Path, lock: DirectoryLock, file: Path, schema: Schema, salvage: bool
     ) -> tuple[EpochLog, Restored]:
         data = file.read_bytes()
         try:
@@ -224,34 +273,42 @@ class EpochLog:
         version, objects = _decode_snapshot(records[0].body, decoders, str(file), records[0].offset)
         snapshot_version = version
         changes: list[Change] = []
+        end = result.end
+        damage: LogCorrupt | None = None
+        if result.corrupt is not None:
+            damage = LogCorrupt(str(file), result.end, result.corrupt)
         for record in records[1:]:
-            if record.kind != CHANGE:
-                raise LogCorrupt(
-                    str(file), record.offset, "a snapshot in the middle of a segment", version
-                )
-            change = _decode_change(record.body, decoders, str(file), record.offset)
-            if change.version.index != version.index + 1:
-                raise LogCorrupt(
-                    str(file),
-                    record.offset,
-                    f"version {change.version.index} follows {version.index}",
-                    version,
-                )
+            try:
+                if record.kind != CHANGE:
+                    raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment")
+                change = _decode_change(record.body, decoders, str(file), record.offset)
+                if change.version.index != version.index + 1:
+                    raise LogCorrupt(
+                        str(file),
+                        record.offset,
+                        f"version {change.version.index} follows {version.index}",
+                    )
+            except LogCorrupt as exc:
+                damage, end = exc, record.offset
+                break
             version = change.version
             changes.append(change)
-        if result.corrupt is not None:
-            raise LogCorrupt(str(file), result.end, result.corrupt, version)
+        salvaged: Salvage | None = None
+        if damage is not None:
+            if not salvage:
+                raise LogCorrupt(damage.file, damage.offset, damage.reason, version)
+            salvaged = _salvage(file, data, header, end, version, damage)
         repaired = 0
-        if result.torn:
-            repaired = len(data) - result.end
+        if result.torn or salvaged is not None:
+            repaired = len(data) - end
             with open(file, "r+b") as f:  # repair before anything is appended
-                f.truncate(result.end)
+                f.truncate(end)
                 f.flush()
                 os.fsync(f.fileno())
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
-        restored = Restored(snapshot_version, objects, changes, repaired)
-        log = cls(path, lock, header, fd, result.end, schema)
-        log.snapshot_end = records[1].offset if len(records) > 1 else result.end
+        restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
+        log = cls(path, lock, header, fd, end, schema)
+        log.snapshot_end = records[1].offset if len(records) > 1 else end
         return log, restored
 
     # -- appending (called in a worker thread) ---------------------------------------------

@@ -57,6 +57,9 @@ class Store:
         self._nursery = nursery
         self._task_scopes: set[trio.CancelScope] = set()
         self._keep_epochs = 2
+        self.recovery: Restored | None = None
+        """For a store opened from a log: what opening found (``repaired_tail`` bytes,
+        and ``salvage`` when it was opened with ``salvage=True`` and had damage)."""
         self._write_lock = WriteLock()
         self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
@@ -552,6 +555,7 @@ async def open_store(
     durability: Durability = "always",
     compact_bytes: int = 64 << 20,
     keep_epochs: int = 2,
+    salvage: bool = False,
     history: int = DEFAULT_HISTORY,
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
@@ -559,7 +563,9 @@ async def open_store(
     With ``path``, the store is durable: an epoch log in that directory (created if needed)
     is restored on open and every commit is appended to it (``durability`` says when appends
     are fsynced; see :data:`Durability`); once the current epoch holds ``compact_bytes`` of
-    changes, the store compacts in the background, keeping ``keep_epochs`` epochs. Without
+    changes, the store compacts in the background, keeping ``keep_epochs`` epochs. A damaged
+    log raises LogCorrupt; with ``salvage=True`` it opens with the valid prefix instead and
+    ``store.recovery.salvage`` reports exactly which versions were lost. Without
     one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``. The store owns a nursery for its
@@ -570,7 +576,7 @@ async def open_store(
     log: EpochLog | None = None
     restored: Restored | None = None
     if path is not None:
-        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema)
+        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage)
         log, restored = opened
         proposer = LogProposer(log, opened[1].version, durability=durability)
     try:
@@ -584,6 +590,7 @@ async def open_store(
                 )
                 if restored is not None:
                     store._restore(restored)
+                    store.recovery = restored
                 if isinstance(proposer, LogProposer):
                     proposer.compact_bytes = compact_bytes
                     store._keep_epochs = keep_epochs
