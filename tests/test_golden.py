@@ -1,0 +1,52 @@
+"""Golden files: logs written by each released format version keep opening, exactly.
+
+``tests/golden/v1/store`` was written by format 1 (see docs/format.md). When a new format
+version lands, its golden store is added beside it and older ones load through the
+migration chain; none of these files is ever regenerated.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import watchstore as ws
+from tests.schema import SCHEMA, Node, State, Task
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+CREATED_NODES = 1795366913.7324903
+CREATED_TASKS = 1795366913.7385638
+
+
+def expected_v1() -> tuple[list[Node], list[Task]]:
+    nodes_meta = ws.Meta(ws.Version(1), CREATED_NODES, CREATED_NODES)
+    tasks_meta = ws.Meta(ws.Version(2), CREATED_TASKS, CREATED_TASKS)
+    nodes = [
+        Node("n1", "Web-1", frozenset({"ssd", "gpu"}), nodes_meta),
+        Node("n2", "db-1", frozenset(), nodes_meta),
+    ]
+    tasks = [
+        Task(
+            "t0",
+            "svc",
+            "n2",
+            State.ASSIGNED,
+            0,
+            ws.Meta(ws.Version(3), CREATED_TASKS, 1795366913.7408788),
+        ),
+        Task("t1", "svc", "n1", State.RUNNING, 1, tasks_meta),
+        Task("t2", "svc", None, State.NEW, 2, tasks_meta),
+    ]
+    return nodes, tasks
+
+
+async def test_a_format_1_log_opens_with_exactly_what_it_held(tmp_path: pathlib.Path) -> None:
+    store_dir = tmp_path / "store"
+    shutil.copytree(GOLDEN / "v1" / "store", store_dir)
+    async with ws.open_store(SCHEMA, path=store_dir) as store:
+        assert store.version == ws.Version(4)
+        assert store.view(lambda tx: (tx.all(Node), tx.all(Task))) == expected_v1()
+        assert [n.id for n in store.view(lambda tx: tx.find(Node, labels="gpu"))] == ["n1"]
+        assert [t.id for t in store.view(lambda tx: tx.find(Task, node_id="n1"))] == ["t1"]
+        assert store.recovery is not None
+        assert store.recovery.repaired_tail == 0
