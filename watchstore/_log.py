@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from ._codec import DecodeError, decoder_for, dump_data, encode, loads
+from ._crypto import Sealer, SealError
 from ._errors import (
     HistoryCompacted,
     LogCorrupt,
@@ -38,10 +39,12 @@ from ._errors import (
 from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
+    FLAG_ENCRYPTED,
     HEADER_SIZE,
     RECORD_HEAD_SIZE,
     SNAPSHOT,
     HeaderError,
+    Record,
     SegmentHeader,
     pack_record,
     parse_header,
@@ -99,7 +102,13 @@ class Salvage:
 
 
 def _salvage(
-    file: Path, data: bytes, header: SegmentHeader, end: int, kept: Version, damage: LogCorrupt
+    file: Path,
+    data: bytes,
+    header: SegmentHeader,
+    end: int,
+    kept: Version,
+    damage: LogCorrupt,
+    sealer: Sealer | None,
 ) -> Salvage:
     """Copy the damaged file aside, and find the versions of records after the damage
     (checksums are seeded by offset, so a record verifies only where it was written)."""
@@ -114,8 +123,9 @@ def _salvage(
             continue
         for record in found:
             try:
-                lost.add(int(loads(record.body)["version"]))
-            except (ValueError, KeyError, TypeError):
+                body = body_of(header, record, sealer, str(file))
+                lost.add(int(loads(body)["version"]))
+            except (ValueError, KeyError, TypeError, LogCorrupt):
                 continue
         last = found[-1]
         offset = last.offset + RECORD_HEAD_SIZE + len(last.body)
@@ -183,6 +193,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def frame(
+    header: SegmentHeader, offset: int, kind: int, body: bytes, sealer: Sealer | None
+) -> bytes:
+    """The bytes of a record of ``kind`` at ``offset``: sealed first if encrypting."""
+    if sealer is not None:
+        body = sealer.seal(header, offset, kind, body)
+    return pack_record(header, offset, kind, body)
+
+
+def body_of(header: SegmentHeader, record: Record, sealer: Sealer | None, file: str) -> bytes:
+    """The plain body of a verified record (opened if the segment is encrypted)."""
+    if sealer is None:
+        return record.body
+    try:
+        return sealer.open(header, record.offset, record.kind, record.body)
+    except SealError:
+        raise LogCorrupt(file, record.offset, "record does not decrypt at its place") from None
+
+
+def _sealer_for(file: Path, header: SegmentHeader, key: bytes | None) -> Sealer | None:
+    encrypted = bool(header.flags & FLAG_ENCRYPTED)
+    if encrypted and key is None:
+        raise StoreError(f"{file} is encrypted: open it with key=")
+    if not encrypted and key is not None:
+        raise StoreError(f"{file} is not encrypted: open it without key=")
+    return Sealer(key) if key is not None else None
+
+
 def segment_path(directory: Path, number: int) -> Path:
     """The file of segment ``number``."""
     return directory / f"{number:08d}.wslog"
@@ -199,8 +237,10 @@ class EpochLog:
         fd: int,
         size: int,
         schema: Schema,
+        sealer: Sealer | None,
     ) -> None:
         self.directory = directory
+        self.sealer = sealer
         self.decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
         self.lock = lock
         self.header = header
@@ -214,12 +254,17 @@ class EpochLog:
 
     @classmethod
     def open(
-        cls, directory: str | os.PathLike[str], schema: Schema, salvage: bool = False
+        cls,
+        directory: str | os.PathLike[str],
+        schema: Schema,
+        salvage: bool = False,
+        key: bytes | None = None,
     ) -> tuple[EpochLog, Restored]:
         """Open (creating if needed) the log in ``directory``; return it and what it holds.
 
         Damage raises LogCorrupt unless ``salvage``: then the valid prefix is kept, the
-        damaged file is copied aside first, and ``Restored.salvage`` says what was lost."""
+        damaged file is copied aside first, and ``Restored.salvage`` says what was lost.
+        With ``key``, a new log is encrypted and an existing one must be."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(path)
@@ -228,17 +273,21 @@ class EpochLog:
                 leftover.unlink()
             segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
             if not segments:
-                return cls._create(path, lock, schema)
-            return cls._restore(path, lock, segments[-1], schema, salvage)
+                return cls._create(path, lock, schema, key)
+            return cls._restore(path, lock, segments[-1], schema, salvage, key)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _create(cls, path: Path, lock: DirectoryLock, schema: Schema) -> tuple[EpochLog, Restored]:
-        header = SegmentHeader(FORMAT, 0, 1, uuid.uuid4().bytes, time.time_ns())
+    def _create(
+        cls, path: Path, lock: DirectoryLock, schema: Schema, key: bytes | None
+    ) -> tuple[EpochLog, Restored]:
+        sealer = Sealer(key) if key is not None else None
+        flags = FLAG_ENCRYPTED if key is not None else 0
+        header = SegmentHeader(FORMAT, flags, 1, uuid.uuid4().bytes, time.time_ns())
         body = _snapshot_body(ORIGIN, {t.name: [] for t in schema.tables})
-        data = header.pack() + pack_record(header, HEADER_SIZE, SNAPSHOT, body)
+        data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         file = segment_path(path, 1)
         tmp = file.with_name(f".{file.name}.tmp")
         with open(tmp, "wb") as f:
@@ -249,11 +298,17 @@ class EpochLog:
         _fsync_dir(path)
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
         restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
-        return cls(path, lock, header, fd, len(data), schema), restored
+        return cls(path, lock, header, fd, len(data), schema, sealer), restored
 
     @classmethod
     def _restore(
-        cls, path: Path, lock: DirectoryLock, file: Path, schema: Schema, salvage: bool
+        cls,
+        path: Path,
+        lock: DirectoryLock,
+        file: Path,
+        schema: Schema,
+        salvage: bool,
+        key: bytes | None,
     ) -> tuple[EpochLog, Restored]:
         data = file.read_bytes()
         try:
@@ -265,12 +320,23 @@ class EpochLog:
                 f"{file} is in log format {header.format}, newer than this watchstore reads "
                 f"({FORMAT}); upgrade watchstore to open it"
             )
+        sealer = _sealer_for(file, header, key)
         result = scan(data, header)
         records = result.records
         if not records or records[0].kind != SNAPSHOT:
             raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
         decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
-        version, objects = _decode_snapshot(records[0].body, decoders, str(file), records[0].offset)
+        if sealer is not None:
+            try:
+                snapshot_body = sealer.open(header, records[0].offset, SNAPSHOT, records[0].body)
+            except SealError:
+                raise StoreError(
+                    f"{file}: wrong encryption key (the snapshot, whose checksum "
+                    "is correct, does not decrypt with it)"
+                ) from None
+        else:
+            snapshot_body = records[0].body
+        version, objects = _decode_snapshot(snapshot_body, decoders, str(file), records[0].offset)
         snapshot_version = version
         changes: list[Change] = []
         end = result.end
@@ -281,7 +347,8 @@ class EpochLog:
             try:
                 if record.kind != CHANGE:
                     raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment")
-                change = _decode_change(record.body, decoders, str(file), record.offset)
+                body = body_of(header, record, sealer, str(file))
+                change = _decode_change(body, decoders, str(file), record.offset)
                 if change.version.index != version.index + 1:
                     raise LogCorrupt(
                         str(file),
@@ -297,7 +364,7 @@ class EpochLog:
         if damage is not None:
             if not salvage:
                 raise LogCorrupt(damage.file, damage.offset, damage.reason, version)
-            salvaged = _salvage(file, data, header, end, version, damage)
+            salvaged = _salvage(file, data, header, end, version, damage, sealer)
         repaired = 0
         if result.torn or salvaged is not None:
             repaired = len(data) - end
@@ -307,7 +374,7 @@ class EpochLog:
                 os.fsync(f.fileno())
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
         restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
-        log = cls(path, lock, header, fd, end, schema)
+        log = cls(path, lock, header, fd, end, schema, sealer)
         log.snapshot_end = records[1].offset if len(records) > 1 else end
         return log, restored
 
@@ -321,7 +388,7 @@ class EpochLog:
         records = []
         offset = self.size
         for body in bodies:
-            record = pack_record(self.header, offset, CHANGE, body)
+            record = frame(self.header, offset, CHANGE, body, self.sealer)
             records.append(record)
             offset += len(record)
         data = b"".join(records)
@@ -344,12 +411,15 @@ class EpochLog:
         HistoryCompacted if ``start`` is older than its snapshot."""
         data = self.file.read_bytes()[: self.size]
         records = scan(data, self.header).records
-        snapshot_version = Version(loads(records[0].body)["version"])
+        file = str(self.file)
+        snapshot_body = body_of(self.header, records[0], self.sealer, file)
+        snapshot_version = Version(loads(snapshot_body)["version"])
         if start < snapshot_version:
             raise HistoryCompacted(snapshot_version, end)
         changes = []
         for record in records[1:]:
-            change = _decode_change(record.body, self.decoders, str(self.file), record.offset)
+            body = body_of(self.header, record, self.sealer, file)
+            change = _decode_change(body, self.decoders, file, record.offset)
             if start < change.version <= end:
                 changes.append(change)
         return changes
@@ -368,10 +438,11 @@ class EpochLog:
         """Write a new segment holding a snapshot of ``tables`` at ``version``, under a
         temporary name (invisible to opening until ``switch``)."""
         number = self.header.segment + 1
-        header = SegmentHeader(FORMAT, 0, number, self.header.lineage, time.time_ns())
-        data = header.pack() + pack_record(
-            header, HEADER_SIZE, SNAPSHOT, _snapshot_body(version, tables)
+        header = SegmentHeader(
+            FORMAT, self.header.flags, number, self.header.lineage, time.time_ns()
         )
+        body = _snapshot_body(version, tables)
+        data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, self.sealer)
         final = segment_path(self.directory, number)
         tmp = final.with_name(f".{final.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -391,7 +462,7 @@ class EpochLog:
         offset = epoch.size
         records = []
         for body in tail:
-            record = pack_record(epoch.header, offset, CHANGE, body)
+            record = frame(epoch.header, offset, CHANGE, body, self.sealer)
             records.append(record)
             offset += len(record)
         try:
@@ -435,8 +506,9 @@ class EpochInfo:
     file: Path
 
 
-def list_epochs(directory: str | os.PathLike[str]) -> list[EpochInfo]:
-    """The epochs kept in a store directory, oldest first (reads only; takes no lock)."""
+def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) -> list[EpochInfo]:
+    """The epochs kept in a store directory, oldest first (reads only; takes no lock).
+    An encrypted store needs its ``key``."""
     out = []
     for file in sorted(Path(directory).glob("*.wslog")):
         if not file.stem.isdigit():
@@ -449,12 +521,15 @@ def list_epochs(directory: str | os.PathLike[str]) -> list[EpochInfo]:
         records = scan(data, header).records
         if not records or records[0].kind != SNAPSHOT:
             raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
-        version = Version(loads(records[0].body)["version"])
+        body = body_of(header, records[0], _sealer_for(file, header, key), str(file))
+        version = Version(loads(body)["version"])
         out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
     return out
 
 
-def rollback(directory: str | os.PathLike[str], version: Version) -> EpochInfo:
+def rollback(
+    directory: str | os.PathLike[str], version: Version, *, key: bytes | None = None
+) -> EpochInfo:
     """Make the kept snapshot at ``version`` the store's state (unobin's SetCurrent).
 
     Writes a new newest segment holding that snapshot; newer segments stay on disk until
@@ -463,7 +538,7 @@ def rollback(directory: str | os.PathLike[str], version: Version) -> EpochInfo:
     path = Path(directory)
     lock = DirectoryLock(path)
     try:
-        epochs = list_epochs(path)
+        epochs = list_epochs(path, key=key)
         chosen = next((e for e in epochs if e.version == version), None)
         if chosen is None:
             kept = ", ".join(str(e.version.index) for e in epochs) or "none"
@@ -472,10 +547,12 @@ def rollback(directory: str | os.PathLike[str], version: Version) -> EpochInfo:
                 "list them with watchstore.list_epochs(path)"
             )
         data = chosen.file.read_bytes()
-        record = scan(data, parse_header(data)).records[0]
+        old = parse_header(data)
+        sealer = _sealer_for(chosen.file, old, key)
+        body = body_of(old, scan(data, old).records[0], sealer, str(chosen.file))
         number = epochs[-1].segment + 1
-        header = SegmentHeader(FORMAT, 0, number, parse_header(data).lineage, time.time_ns())
-        new = header.pack() + pack_record(header, HEADER_SIZE, SNAPSHOT, record.body)
+        header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())
+        new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         final = segment_path(path, number)
         _write_atomically(final, new)
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)

@@ -556,6 +556,7 @@ async def open_store(
     compact_bytes: int = 64 << 20,
     keep_epochs: int = 2,
     salvage: bool = False,
+    key: bytes | None = None,
     history: int = DEFAULT_HISTORY,
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
@@ -565,7 +566,9 @@ async def open_store(
     are fsynced; see :data:`Durability`); once the current epoch holds ``compact_bytes`` of
     changes, the store compacts in the background, keeping ``keep_epochs`` epochs. A damaged
     log raises LogCorrupt; with ``salvage=True`` it opens with the valid prefix instead and
-    ``store.recovery.salvage`` reports exactly which versions were lost. Without
+    ``store.recovery.salvage`` reports exactly which versions were lost. With ``key`` (16,
+    24 or 32 bytes) a new log is encrypted at rest (AES-GCM) and an existing one must be
+    opened with its key. Without
     one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``. The store owns a nursery for its
@@ -576,7 +579,7 @@ async def open_store(
     log: EpochLog | None = None
     restored: Restored | None = None
     if path is not None:
-        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage)
+        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage, key)
         log, restored = opened
         proposer = LogProposer(log, opened[1].version, durability=durability)
     try:
