@@ -19,4 +19,4 @@ def test_readme_has_python_examples() -> None:
 def test_readme_python_blocks_run() -> None:
     namespace: dict[str, object] = {"__name__": "readme"}
     for block in python_blocks():
-        exec(compile(block, str(README), "exec"), namespace)
+        exec(compile(block, str(README), "exec", dont_inherit=True), namespace)
