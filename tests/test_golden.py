@@ -14,8 +14,8 @@ import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
-CREATED_NODES = 1795366913.7324903
-CREATED_TASKS = 1795366913.7385638
+CREATED_NODES = 1795367199.5152502
+CREATED_TASKS = 1795367199.5159738
 
 
 def expected_v1() -> tuple[list[Node], list[Task]]:
@@ -32,7 +32,7 @@ def expected_v1() -> tuple[list[Node], list[Task]]:
             "n2",
             State.ASSIGNED,
             0,
-            ws.Meta(ws.Version(3), CREATED_TASKS, 1795366913.7408788),
+            ws.Meta(ws.Version(3), CREATED_TASKS, 1795367199.5164738),
         ),
         Task("t1", "svc", "n1", State.RUNNING, 1, tasks_meta),
         Task("t2", "svc", None, State.NEW, 2, tasks_meta),

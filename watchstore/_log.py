@@ -41,13 +41,13 @@ from ._records import (
     CHANGE,
     FLAG_ENCRYPTED,
     HEADER_SIZE,
-    RECORD_HEAD_SIZE,
     SNAPSHOT,
     HeaderError,
     Record,
     SegmentHeader,
     pack_record,
     parse_header,
+    record_size,
     scan,
 )
 
@@ -128,7 +128,7 @@ def _salvage(
             except (ValueError, KeyError, TypeError, LogCorrupt):
                 continue
         last = found[-1]
-        offset = last.offset + RECORD_HEAD_SIZE + len(last.body)
+        offset = last.offset + record_size(len(last.body))
     return Salvage(str(file), damage.offset, damage.reason, kept, tuple(sorted(lost)), str(copy))
 
 
@@ -400,11 +400,22 @@ class EpochLog:
                 os.fdatasync(self._fd)
         except OSError as exc:
             self.failed = exc
+            self._unwrite()
             raise ProposalFailed(
                 f"writing {self.file} at offset {self.size} failed: {exc}; the store accepts "
                 "no more writes (reads go on); reopen it once the disk is fixed"
             ) from exc
         self.size = offset
+
+    def _unwrite(self) -> None:
+        """After a failed write or fsync, cut the file back to its last durable size, so
+        the unacknowledged records do not come back on the next open (best effort: the
+        log is failed either way)."""
+        try:
+            os.ftruncate(self._fd, self.size)
+            os.fdatasync(self._fd)
+        except OSError:
+            pass
 
     def read_changes(self, start: Version, end: Version) -> list[Change]:
         """The changes with ``start < version <= end`` in the current segment, or
@@ -416,12 +427,33 @@ class EpochLog:
         snapshot_version = Version(loads(snapshot_body)["version"])
         if start < snapshot_version:
             raise HistoryCompacted(snapshot_version, end)
+        # CHANGE records hold new objects only: replay from the snapshot to know each
+        # update's old object.
+        current: dict[tuple[str, str], Any] = {}
+        snapshot = loads(snapshot_body)["tables"]
+        for name, items in snapshot.items():
+            decode = self.decoders[name]
+            for item in items:
+                obj = decode(item)
+                current[name, obj.id] = obj
         changes = []
         for record in records[1:]:
             body = body_of(self.header, record, self.sealer, file)
             change = _decode_change(body, self.decoders, file, record.offset)
-            if start < change.version <= end:
-                changes.append(change)
+            actions = []
+            for action in change.actions:
+                key = (action.table, action.obj.id)
+                if action.kind is ActionKind.UPDATE:
+                    action = StoreAction(action.kind, action.table, action.obj, current.get(key))
+                if action.kind is ActionKind.DELETE:
+                    current.pop(key, None)
+                else:
+                    current[key] = action.obj
+                actions.append(action)
+            if change.version > end:
+                break
+            if change.version > start:
+                changes.append(Change(change.version, actions))
         return changes
 
     def sync(self) -> None:

@@ -6,15 +6,16 @@ place, segment or store does not verify (see ``docs/format.md``):
 
     header := magic "wslog\\0\\r\\n" | format u16 | flags u16 | segment u32 | lineage 16B
               | created_ns u64 | header_crc u32             (little-endian, 44 bytes)
-    record := length u32 | kind u8 | head_crc u32 | body_crc u32 | body[length]
+    record := length u32 | kind u8 | head_crc u32 | body_crc u32 | body[length] | 0xA5
 
 ``scan`` reads records until the data ends and says how it ended. The rule that tells a torn
 tail (an append cut short by a crash: safe to truncate, since it was never acknowledged) from
 corruption (which must stop the open): an append is one write, fsynced before it is
-acknowledged, so a crash can only leave a *prefix* of it, or a zero-filled extension of the
-file. A record that is cut off by the end of the data, or whose remaining bytes are all
-zeros, is a torn tail; a complete record that does not verify, or anything wrong that is
-followed by more data, is corruption.
+acknowledged, so a crash can only leave a *prefix* of it, possibly followed by zeros where the
+file was extended but never written. Every record ends with the byte 0xA5, so a complete
+record never ends in zero. Hence: a failing record that reaches into the trailing zeros of the
+data (or past its end) was never fully written, a torn tail; a failing record that ends before
+them is damage.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ HEADER: Final = struct.Struct("<8sHHI16sQI")
 HEADER_SIZE: Final = HEADER.size  # 44
 RECORD_HEAD: Final = struct.Struct("<IBII")
 RECORD_HEAD_SIZE: Final = RECORD_HEAD.size  # 13
+RECORD_END: Final = 0xA5
+"""The last byte of every record: non-zero, so a zero-filled tail is never a whole record."""
 MAX_BODY: Final = 1 << 30
 """Largest record body accepted when reading (1 GiB): a bigger length is damage."""
 
@@ -89,12 +92,15 @@ def _seed(lineage: bytes, segment: int, offset: int) -> int:
     return crc32c(lineage + segment.to_bytes(4, "little") + offset.to_bytes(8, "little"))
 
 
+_END: Final = bytes((RECORD_END,))
+
+
 def pack_record(header: SegmentHeader, offset: int, kind: int, body: bytes) -> bytes:
     """Frame ``body`` as a record of ``kind`` at ``offset`` of the segment."""
     seed = _seed(header.lineage, header.segment, offset)
     length = len(body)
     head_crc = crc32c(length.to_bytes(4, "little") + bytes((kind,)), seed)
-    return RECORD_HEAD.pack(length, kind, head_crc, crc32c(body, seed)) + body
+    return RECORD_HEAD.pack(length, kind, head_crc, crc32c(body, seed)) + body + _END
 
 
 @attrs.frozen
@@ -121,6 +127,11 @@ class Scan:
     corrupt: str | None = None
 
 
+def record_size(body_length: int) -> int:
+    """Bytes a record with a body of ``body_length`` takes in the file."""
+    return RECORD_HEAD_SIZE + body_length + 1
+
+
 def scan(data: bytes | memoryview, header: SegmentHeader, start: int = HEADER_SIZE) -> Scan:
     """Verify the records of segment ``data`` from ``start``; see the module docstring."""
     view = memoryview(data)
@@ -128,32 +139,53 @@ def scan(data: bytes | memoryview, header: SegmentHeader, start: int = HEADER_SI
     records: list[Record] = []
     offset = start
     lineage, segment = header.lineage, header.segment
+    zeros_from: int | None = None  # where the trailing zeros start (computed on failure)
     while offset < size:
-        remaining = size - offset
-        if remaining < RECORD_HEAD_SIZE:
-            return _ended(records, offset, view, "record header cut short")
+        if size - offset < RECORD_HEAD_SIZE:
+            return _ended(
+                records,
+                offset,
+                offset + RECORD_HEAD_SIZE,
+                view,
+                zeros_from,
+                "record header cut short",
+            )
         length, kind, head_crc, body_crc = RECORD_HEAD.unpack_from(view, offset)
         seed = _seed(lineage, segment, offset)
         if crc32c(bytes(view[offset : offset + 5]), seed) != head_crc:
-            return _ended(records, offset, view, "record header checksum mismatch", complete=True)
+            # The extent is unknown: torn only if the zeros start inside the header.
+            return _ended(
+                records,
+                offset,
+                offset + RECORD_HEAD_SIZE,
+                view,
+                zeros_from,
+                "record header checksum mismatch",
+            )
         if kind not in KINDS or length > MAX_BODY:
             return Scan(records, offset, corrupt=f"invalid record (kind {kind}, {length} B)")
-        body_end = offset + RECORD_HEAD_SIZE + length
-        if body_end > size:
+        end = offset + record_size(length)
+        if end > size:
             return Scan(records, offset, torn=True)
-        body = bytes(view[offset + RECORD_HEAD_SIZE : body_end])
-        if crc32c(body, seed) != body_crc:
-            return _ended(records, offset, view, "record body checksum mismatch", complete=True)
+        body = bytes(view[offset + RECORD_HEAD_SIZE : end - 1])
+        if crc32c(body, seed) != body_crc or view[end - 1] != RECORD_END:
+            return _ended(records, offset, end, view, zeros_from, "record checksum mismatch")
         records.append(Record(offset, kind, body))
-        offset = body_end
+        offset = end
     return Scan(records, offset)
 
 
 def _ended(
-    records: list[Record], offset: int, view: memoryview, reason: str, *, complete: bool = False
+    records: list[Record],
+    offset: int,
+    end: int,
+    view: memoryview,
+    zeros_from: int | None,
+    reason: str,
 ) -> Scan:
-    # A crash leaves a prefix of one append, or zeros where the file was extended.
-    rest = bytes(view[offset:])
-    if not rest.strip(b"\0") or not complete:
+    """Classify the failing record at ``offset`` (ending at ``end``): torn or damaged."""
+    if zeros_from is None:
+        zeros_from = len(bytes(view).rstrip(b"\0"))
+    if end > zeros_from:
         return Scan(records, offset, torn=True)
     return Scan(records, offset, corrupt=reason)

@@ -185,7 +185,8 @@ class StoreState:
         except BaseException:
             self.rollback(tx)
             raise
-        return self.commit(tx, change.version, list(change.actions), restamp=False)
+        # The transaction's own actions: they carry each update's old object.
+        return self.commit(tx, change.version, restamp=False)
 
     def commit(
         self,
