@@ -15,11 +15,11 @@ import json
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
-from ._model import Meta, Version
+from ._model import Meta, Version, new_meta, new_version
 
 
 def encode(value: Any) -> Any:
@@ -148,10 +148,12 @@ def _meta(where: str) -> Decoder:
 
 
 def _enum(cls: type[enum.Enum], where: str) -> Decoder:
+    members = {member.value: member for member in cls}  # faster than calling the class
+
     def decode(data: Any) -> enum.Enum:
         try:
-            return cls(data)
-        except ValueError:
+            return members[data]
+        except (KeyError, TypeError):
             raise DecodeError(f"{where}: {data!r} is not a {cls.__name__}") from None
 
     return decode
@@ -182,7 +184,7 @@ def _attrs_class(cls: type) -> Decoder:
         return cached
     fields: dict[str, Decoder] = {}
 
-    def decode(data: Any) -> Any:
+    def through_init(data: Any) -> Any:
         if not isinstance(data, dict):
             raise DecodeError(f"{cls.__name__}: expected an object, got {data!r}")
         unknown = set(data) - set(fields)
@@ -193,12 +195,89 @@ def _attrs_class(cls: type) -> Decoder:
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"{cls.__name__}: {exc}") from exc
 
-    _CLASS_DECODERS[cls] = decode  # before recursing: classes may nest themselves
+    holder: list[Decoder] = [through_init]
+    _CLASS_DECODERS[cls] = lambda data: holder[0](data)  # classes may nest themselves
     hints = typing.get_type_hints(cls)
+    annotations = {}
     for attribute in attrs.fields(cls):
         annotation = hints.get(attribute.name, Any)
+        annotations[attribute.name] = annotation
         fields[attribute.name] = decoder_for(annotation, where=f"{cls.__name__}.{attribute.name}")
+    holder[0] = _compile_slots_decoder(cls, annotations, fields, through_init) or through_init
+    _CLASS_DECODERS[cls] = holder[0]
+    return holder[0]
+
+
+_PLAIN: Final = {str: "str", int: "int"}
+
+
+def _compile_slots_decoder(
+    cls: type, annotations: dict[str, Any], fields: dict[str, Decoder], fallback: Decoder
+) -> Decoder | None:
+    """A faster decoder for a slotted class: set the slots directly, checking plain str/int
+    fields inline; anything unexpected (a missing or unknown field, a wrong type) goes to
+    ``fallback``, which builds through ``__init__`` and reports the error precisely.
+
+    Skipping ``__init__`` is safe here because the data was written by ``encode`` from an
+    object that passed it, and the record holding it verified its checksum.
+    """
+    slots = getattr(cls, "__slots__", ())
+    if "__dict__" in dir(cls) or any("cached_hash" in s for s in slots):
+        return None
+    env: dict[str, Any] = {
+        "new": object.__new__,
+        "cls": cls,
+        "fallback": fallback,
+        "count": len(fields),
+        "meta": _meta_fast,
+        "DecodeError": DecodeError,
+    }
+    lines = [
+        "def decode(data):",
+        "    if type(data) is not dict or len(data) != count:",
+        "        return fallback(data)",
+        "    try:",
+        "        o = new(cls)",
+    ]
+    for i, name in enumerate(fields):
+        env[f"s{i}"] = getattr(cls, name).__set__
+        env[f"d{i}"] = fields[name]
+        annotation = annotations[name]
+        plain = _PLAIN.get(annotation)
+        optional = typing.get_args(annotation)
+        if plain is None and len(optional) == 2 and type(None) in optional:
+            inner = optional[0] if optional[1] is type(None) else optional[1]
+            plain = _PLAIN.get(inner)
+            if plain is not None:
+                lines.append(f"        v = data[{name!r}]")
+                lines.append(f"        if v is not None and type(v) is not {plain}:")
+                lines.append("            return fallback(data)")
+                lines.append(f"        s{i}(o, v)")
+                continue
+        if plain is not None:
+            lines.append(f"        v = data[{name!r}]")
+            lines.append(f"        if type(v) is not {plain}:")
+            lines.append("            return fallback(data)")
+            lines.append(f"        s{i}(o, v)")
+        elif annotation is Meta:
+            lines.append(f"        s{i}(o, meta(data[{name!r}]))")
+        else:
+            lines.append(f"        s{i}(o, d{i}(data[{name!r}]))")
+    lines += [
+        "    except (KeyError, DecodeError, TypeError, ValueError):",
+        "        return fallback(data)",
+        "    return o",
+    ]
+    exec("\n".join(lines), env)
+    decode: Decoder = env["decode"]
     return decode
+
+
+def _meta_fast(data: Any) -> Meta:
+    version, created, updated = data
+    if type(created) is not float or type(updated) is not float:
+        raise DecodeError(f"meta: expected [version, created_at, updated_at], got {data!r}")
+    return new_meta(None if version is None else new_version(version), created, updated)
 
 
 def dump_data(data: Any) -> bytes:
