@@ -747,6 +747,9 @@ class LogProposer:
         sync = self.durability == "always"
         while True:
             await self._wakeup.wait()
+            # One scheduling round first: writers that are already runnable (woken by the
+            # previous batch) submit now and share this batch's fsync.
+            await trio.lowlevel.checkpoint()
             self._wakeup = trio.Event()
             batch, self._queue = self._queue, []
             try:
