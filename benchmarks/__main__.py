@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from benchmarks import core, events
+from benchmarks import core, durable, events
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,6 +22,7 @@ class Family(Protocol):
 
 FAMILIES: dict[str, Family] = {
     "core": core,
+    "durable": durable,
     "events": events,
 }
 

@@ -36,3 +36,15 @@ def test_events_benchmark_quick_run_prints_its_table_and_targets(
     for target in ("(a)", "(b)"):
         assert printed.count(target) == 1
     assert json.loads(out.read_text())
+
+
+def test_durable_benchmark_quick_run_prints_its_table_and_targets(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "durable.json"
+    assert main(["durable", "--quick", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "WAL" in printed
+    for target in ("(a)", "(b)", "(c)"):
+        assert printed.count(target) == 1
+    assert json.loads(out.read_text())

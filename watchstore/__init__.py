@@ -50,11 +50,14 @@ from ._events import on_delete as on_delete
 from ._events import on_update as on_update
 from ._log import Durability as Durability
 from ._log import EpochInfo as EpochInfo
+from ._log import LockStatus as LockStatus
 from ._log import LogProposer as LogProposer
 from ._log import Restored as Restored
 from ._log import Salvage as Salvage
 from ._log import list_epochs as list_epochs
+from ._log import lock_status as lock_status
 from ._log import rollback as rollback
+from ._log import unlock as unlock
 from ._model import ActionKind as ActionKind
 from ._model import Change as Change
 from ._model import Meta as Meta

@@ -139,7 +139,7 @@ class DirectoryLock:
     ``LOCK.json`` is simply replaced.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, record: bool = True) -> None:
         self.path = path
         self._fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -156,7 +156,8 @@ class DirectoryLock:
             "token": uuid.uuid4().hex,
         }
         self.token = info["token"]
-        _write_atomically(path / "LOCK.json", json.dumps(info).encode())
+        if record:
+            _write_atomically(path / "LOCK.json", json.dumps(info).encode())
 
     @staticmethod
     def holder(path: Path) -> dict[str, Any]:
@@ -173,6 +174,52 @@ class DirectoryLock:
             (self.path / "LOCK.json").unlink(missing_ok=True)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+
+
+@attrs.frozen
+class LockStatus:
+    """Who holds a store directory's lock.
+
+    ``held``: a process holds the flock now. ``holder``: what ``LOCK.json`` says (pid, host,
+    started_at). ``stale``: ``LOCK.json`` names a holder that no longer holds the lock (it
+    died or was killed: the system released its flock).
+    """
+
+    held: bool
+    holder: dict[str, Any]
+    stale: bool
+
+
+def lock_status(directory: str | os.PathLike[str]) -> LockStatus:
+    """Inspect a store directory's lock without taking it for long."""
+    path = Path(directory)
+    holder = DirectoryLock.holder(path)
+    try:
+        lock = DirectoryLock(path, record=False)
+    except StoreLocked:
+        return LockStatus(True, holder, False)
+    lock.release()
+    return LockStatus(False, holder, bool(holder))
+
+
+def unlock(directory: str | os.PathLike[str], *, force: bool = False) -> LockStatus:
+    """Clear a store directory's lock; returns what it was.
+
+    A stale lock (its holder died) is cleared by removing ``LOCK.json``. A lock held by a
+    live process is refused with StoreLocked unless ``force``: then ``LOCK`` and
+    ``LOCK.json`` are removed, so the next opener gets a new lock while the old holder may
+    still write. Use it only for a holder you know is stuck for good (e.g. on another host
+    that is gone), never for one that may resume.
+    """
+    path = Path(directory)
+    status = lock_status(path)
+    if status.held and not force:
+        raise StoreLocked(str(path), status.holder)
+    if status.held:
+        (path / "LOCK").unlink(missing_ok=True)
+    (path / "LOCK.json").unlink(missing_ok=True)
+    _fsync_dir(path)
+    return status
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
