@@ -19,8 +19,11 @@ async def fill(store: ws.Store, start: int, stop: int) -> None:
         await store.update(lambda tx: tx.create(Task(f"t{i:04}", "s1", node_id=f"n{i % 3}")))
 
 
-async def test_compaction_keeps_every_commit_made_while_it_runs(tmp_path: pathlib.Path) -> None:
-    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+@pytest.mark.parametrize("in_child", [True, False], ids=["forked", "inline"])
+async def test_compaction_keeps_every_commit_made_while_it_runs(
+    tmp_path: pathlib.Path, in_child: bool
+) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, compact_in_child=in_child) as store:
         await fill(store, 0, 50)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fill, store, 50, 150)

@@ -52,7 +52,7 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ._schema import Schema
 
@@ -316,8 +316,8 @@ class EpochLog:
         path.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(path)
         try:
-            for leftover in path.glob(".*.wslog.tmp"):  # a compaction that never switched
-                leftover.unlink()
+            for leftover in path.glob(".*.wslog.*tmp"):  # compactions that never switched
+                leftover.unlink(missing_ok=True)
             segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
             if not segments:
                 return cls._create(path, lock, schema, key)
@@ -513,26 +513,45 @@ class EpochLog:
 
     # -- compaction (write_epoch in a worker thread; switch in the group committer) --------
 
-    def write_epoch(self, version: Version, tables: dict[str, list[Any]]) -> PreparedEpoch:
-        """Write a new segment holding a snapshot of ``tables`` at ``version``, under a
-        temporary name (invisible to opening until ``switch``)."""
-        number = self.header.segment + 1
-        header = SegmentHeader(
-            FORMAT, self.header.flags, number, self.header.lineage, time.time_ns()
+    def write_epoch(self, version: Version, tables: dict[str, list[bytes]]) -> PreparedEpoch:
+        """Write a new segment holding a snapshot at ``version``, under a temporary name
+        (invisible to opening until ``switch``). ``tables`` maps each table to JSON pieces,
+        each a comma-separated run of encoded objects (see ``encode_piece``)."""
+        header = self.next_header()
+        size = self.write_epoch_file(header, snapshot_body_of_pieces(version, tables))
+        return self.prepared(version, header, size)
+
+    def next_header(self) -> SegmentHeader:
+        """The header of the segment a compaction starts next."""
+        return SegmentHeader(
+            FORMAT, self.header.flags, self.header.segment + 1, self.header.lineage, time.time_ns()
         )
-        body = _snapshot_body(version, tables)
+
+    def epoch_paths(self, header: SegmentHeader) -> tuple[Path, Path]:
+        """(temporary, final) paths of the segment ``header`` starts."""
+        final = segment_path(self.directory, header.segment)
+        # Unique per attempt: an orphaned compaction child of a killed process may still be
+        # writing its own temporary file when a new opener compacts.
+        return final.with_name(f".{final.name}.{header.created_ns}.tmp"), final
+
+    def write_epoch_file(self, header: SegmentHeader, body: bytes) -> int:
+        """Write and fsync the temporary file of a new epoch; return its size. Touches
+        nothing else of the log, so it may run in a forked child process."""
         data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, self.sealer)
-        final = segment_path(self.directory, number)
-        tmp = final.with_name(f".{final.name}.tmp")
+        tmp, _final = self.epoch_paths(header)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
-        except BaseException:
+        finally:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        return PreparedEpoch(version, header, tmp, final, fd, len(data))
+        return len(data)
+
+    def prepared(self, version: Version, header: SegmentHeader, size: int) -> PreparedEpoch:
+        """Open the written temporary file of a new epoch, ready for ``switch``."""
+        tmp, final = self.epoch_paths(header)
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+        return PreparedEpoch(version, header, tmp, final, fd, size)
 
     def switch(self, epoch: PreparedEpoch, tail: Sequence[bytes], keep: int) -> None:
         """Make ``epoch`` the current segment: append ``tail`` (the changes committed since
@@ -646,6 +665,22 @@ def _snapshot_body(version: Version, tables: dict[str, list[Any]]) -> bytes:
             "tables": {name: [encode(o) for o in objs] for name, objs in tables.items()},
         }
     )
+
+
+def encode_piece(objects: Sequence[Any]) -> bytes:
+    """Encode a run of objects as comma-separated JSON (a piece of a snapshot's table)."""
+    return dump_data([encode(o) for o in objects])[1:-1]
+
+
+def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) -> bytes:
+    """A SNAPSHOT body assembled from pieces, without re-encoding anything."""
+    parts = [b'{"version":%d,"tables":{' % version.index]
+    for i, (name, pieces) in enumerate(tables.items()):
+        parts.append(b"%s%s:[" % (b"," if i else b"", dump_data(name)))
+        parts.append(b",".join(p for p in pieces if p))
+        parts.append(b"]")
+    parts.append(b"}}")
+    return b"".join(parts)
 
 
 def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
@@ -821,10 +856,16 @@ class LogProposer:
                 submission.done.set()
 
     async def compact(
-        self, version: Version, tables: dict[str, list[Any]], *, keep: int = 2
+        self,
+        version: Version,
+        write: Callable[[EpochLog], Awaitable[PreparedEpoch]],
+        *,
+        keep: int = 2,
     ) -> None:
         """Start a new epoch from a snapshot of the store at ``version`` (a committed
-        version: the caller pins it), keeping ``keep`` epochs. Commits go on meanwhile."""
+        version: the caller pins it), keeping ``keep`` epochs. ``write(log)`` writes the new
+        segment's file (the caller decides how: in a child process or chunk by chunk);
+        commits go on meanwhile, and the committer makes the switch between two batches."""
         if self._compacting is not None:
             raise StoreError("a compaction is already running")
         if keep < 1:
@@ -832,7 +873,7 @@ class LogProposer:
         self._compacting = version
         self._tail = []
         try:
-            epoch = await trio.to_thread.run_sync(self.log.write_epoch, version, tables)
+            epoch = await write(self.log)
             done = trio.Event()
             self._switch = (epoch, keep, done)
             self._wakeup.set()

@@ -62,6 +62,17 @@ class Snapshot(OverlayReadTx):
         )
         self._release = weakref.finalize(self, state.unpin, layer)
 
+    def ids(self, cls: type) -> list[str]:
+        """The ids of ``cls`` objects in this snapshot, in no particular order (C-speed
+        copies: cheaper than ``all`` when order does not matter)."""
+        table = self._table(cls)
+        overlay = self._overlay[1](table.name)
+        if not overlay:
+            return list(table.rows)
+        present = [id for id in table.rows if id not in overlay]
+        present.extend(id for id, old in overlay.items() if old is not None)
+        return present
+
     def close(self) -> None:
         """Release the snapshot; reads after this raise StoreError."""
         self._release()

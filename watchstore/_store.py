@@ -8,7 +8,10 @@ never blocked: ``view`` reads the committed state synchronously and ``snapshot``
 
 from __future__ import annotations
 
+import functools
+import gc
 import heapq
+import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -16,14 +19,22 @@ import trio
 
 from ._codec import encoded_size
 from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
-from ._log import Durability, EpochLog, LogProposer, Restored, Submission
+from ._log import (
+    Durability,
+    EpochLog,
+    LogProposer,
+    PreparedEpoch,
+    Restored,
+    Submission,
+    encode_piece,
+    snapshot_body_of_pieces,
+)
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from ._events import Event, Spec
@@ -35,6 +46,8 @@ R = TypeVar("R")
 
 MAX_BATCH_CHANGES: Final = 200
 """Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
+COMPACT_CHUNK: Final = 200
+"""Objects a compaction reads and encodes between two checkpoints."""
 MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 """Default most encoded bytes one batch commit carries (1.5 MiB)."""
 
@@ -57,6 +70,7 @@ class Store:
         self._nursery = nursery
         self._task_scopes: set[trio.CancelScope] = set()
         self._keep_epochs = 2
+        self._compact_in_child = True
         self.recovery: Restored | None = None
         """For a store opened from a log: what opening found (``repaired_tail`` bytes,
         and ``salvage`` when it was opened with ``salvage=True`` and had damage)."""
@@ -261,16 +275,19 @@ class Store:
     async def compact(self, *, keep: int | None = None) -> Version:
         """Write the current state as a new epoch of the log and retire older segments,
         keeping ``keep`` epochs (default: ``keep_epochs`` of ``open_store``); returns the
-        snapshot's version. Writers go on meanwhile:
-        the snapshot is pinned in O(1) and written in a worker thread."""
+        snapshot's version. Writers go on meanwhile: the snapshot is pinned in O(1), read and
+        encoded in chunks with checkpoints between them, and written in a worker thread."""
         self._check_open()
         proposer = self._proposer
         if not isinstance(proposer, LogProposer):
             raise StoreError("only a store opened with path= has a log to compact")
         with self._state.pin() as snapshot:
-            tables = {t.name: snapshot.all(t.cls) for t in self.schema.tables}
             version = snapshot.version
-        await proposer.compact(version, tables, keep=keep or self._keep_epochs)
+            if self._compact_in_child and hasattr(os, "fork"):
+                write = functools.partial(_write_epoch_in_child, snapshot, self.schema)
+            else:
+                write = functools.partial(_write_epoch_inline, snapshot, self.schema)
+            await proposer.compact(version, write, keep=keep or self._keep_epochs)
         return version
 
     async def _compact_when_due(self, proposer: LogProposer, keep: int) -> None:
@@ -515,6 +532,57 @@ class Batch:
             self._store._write_lock.release()
 
 
+def _snapshot_pieces(snapshot: Snapshot, schema: Schema) -> Iterator[tuple[str, bytes]]:
+    """(table name, encoded piece) for every chunk of the snapshot's objects."""
+    for table in schema.tables:
+        ids = snapshot.ids(table.cls)
+        for start in range(0, len(ids), COMPACT_CHUNK):
+            chunk = ids[start : start + COMPACT_CHUNK]
+            yield table.name, encode_piece([snapshot.get(table.cls, id) for id in chunk])
+
+
+async def _write_epoch_inline(snapshot: Snapshot, schema: Schema, log: EpochLog) -> PreparedEpoch:
+    """Encode the snapshot in this process, a chunk at a time with a checkpoint after each
+    (commits interleave), then write the file in a worker thread."""
+    tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
+    for name, piece in _snapshot_pieces(snapshot, schema):
+        tables[name].append(piece)
+        await trio.lowlevel.checkpoint()
+    return await trio.to_thread.run_sync(log.write_epoch, snapshot.version, tables)
+
+
+async def _write_epoch_in_child(snapshot: Snapshot, schema: Schema, log: EpochLog) -> PreparedEpoch:
+    """Encode and write the snapshot in a forked child process (as Redis's BGSAVE does).
+
+    The child starts with a copy-on-write image of this process, so the pinned snapshot is
+    there at no cost; it encodes and writes on another core and exits, while this process
+    goes on committing. It runs plain synchronous code and leaves with ``os._exit``.
+    """
+    header = log.next_header()
+    pid = os.fork()
+    if pid == 0:  # the child: no trio, no cleanup handlers, just the file
+        status = 1
+        try:
+            gc.disable()  # a collection would touch (and so copy) every page
+            tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
+            for name, piece in _snapshot_pieces(snapshot, schema):
+                tables[name].append(piece)
+            log.write_epoch_file(header, snapshot_body_of_pieces(snapshot.version, tables))
+            status = 0
+        finally:
+            os._exit(status)
+    _pid, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        tmp, _final = log.epoch_paths(header)
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"the compaction process failed (wait status {status}); the store "
+            "goes on with its current epoch"
+        )
+    tmp, _final = log.epoch_paths(header)
+    return log.prepared(snapshot.version, header, tmp.stat().st_size)
+
+
 class WriteLock:
     """The writers' lock: FIFO-fair, and taking it uncontended is one attribute test.
 
@@ -555,6 +623,7 @@ async def open_store(
     durability: Durability = "always",
     compact_bytes: int = 64 << 20,
     keep_epochs: int = 2,
+    compact_in_child: bool = True,
     salvage: bool = False,
     key: bytes | None = None,
     history: int = DEFAULT_HISTORY,
@@ -564,7 +633,9 @@ async def open_store(
     With ``path``, the store is durable: an epoch log in that directory (created if needed)
     is restored on open and every commit is appended to it (``durability`` says when appends
     are fsynced; see :data:`Durability`); once the current epoch holds ``compact_bytes`` of
-    changes, the store compacts in the background, keeping ``keep_epochs`` epochs. A damaged
+    changes, the store compacts in the background, keeping ``keep_epochs`` epochs; with
+    ``compact_in_child`` (the default, where ``os.fork`` exists) a forked child process
+    encodes and writes the snapshot, so compaction takes no CPU from this process. A damaged
     log raises LogCorrupt; with ``salvage=True`` it opens with the valid prefix instead and
     ``store.recovery.salvage`` reports exactly which versions were lost. With ``key`` (16,
     24 or 32 bytes) a new log is encrypted at rest (AES-GCM) and an existing one must be
@@ -597,6 +668,7 @@ async def open_store(
                 if isinstance(proposer, LogProposer):
                     proposer.compact_bytes = compact_bytes
                     store._keep_epochs = keep_epochs
+                    store._compact_in_child = compact_in_child
                     store._spawn(proposer.run)
                     store._spawn(store._compact_when_due, proposer, keep_epochs)
                     if durability == "interval":
