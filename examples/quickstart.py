@@ -6,6 +6,7 @@ Run it with ``make demo`` (or ``python examples/quickstart.py``).
 from __future__ import annotations
 
 import enum
+import tempfile
 import time
 
 import attrs
@@ -122,6 +123,32 @@ async def main() -> None:
             await store.update(half_done)
         except RuntimeError:
             print("   n3 still there:", store.view(lambda tx: tx.get(Node, "n3")) is not None)
+
+        print("7. a watcher of node n1 sees a task leave it")
+        async with store.watch(ws.on(Task, node_id="n1")) as events:
+            on_n1 = store.view(lambda tx: tx.first(Task, node_id="n1"))
+            assert on_n1 is not None
+            await store.update(lambda tx: tx.update(attrs.evolve(on_n1, node_id="n2")))
+            event = await events.receive()
+            assert isinstance(event, ws.Updated)
+            print(
+                f"   {event.obj.id}: {event.old.node_id} -> {event.obj.node_id} at {event.version}"
+            )
+
+    print("8. a durable store survives closing and reopening")
+    with tempfile.TemporaryDirectory() as path:
+        async with ws.open_store(SCHEMA, path=path) as store:
+            await store.update(add_nodes)
+            started = time.perf_counter()
+            await store.batch(load)
+            print(f"   wrote 10,000 tasks durably in {time.perf_counter() - started:.2f} s")
+        started = time.perf_counter()
+        async with ws.open_store(SCHEMA, path=path) as store:
+            count = store.view(lambda tx: tx.count(Task))
+            print(
+                f"   reopened in {time.perf_counter() - started:.2f} s: {count} tasks at "
+                f"{store.version}"
+            )
 
 
 if __name__ == "__main__":
