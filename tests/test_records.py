@@ -11,19 +11,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from crc32c import crc32c
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from watchstore._records import (
     CHANGE,
     HEADER_SIZE,
+    KINDS,
     MAGIC,
+    MAX_BODY,
+    RECORD_HEAD,
     RECORD_HEAD_SIZE,
     SNAPSHOT,
     HeaderError,
     Record,
     Scan,
     SegmentHeader,
+    _seed,
     pack_record,
     parse_header,
     record_size,
@@ -256,6 +261,22 @@ mutation = st.one_of(
 
 
 VERIFIED_HEAD = 9
+
+
+def unfinished(data: bytes, offset: int, header: SegmentHeader) -> bool:
+    """True if a record header at ``offset`` verifies and its record reaches into the
+    trailing zeros of ``data`` (or past its end): the rule's 'never fully written'."""
+    if len(data) - offset < RECORD_HEAD_SIZE:
+        return False
+    length, kind, head_crc, _body_crc = RECORD_HEAD.unpack_from(data, offset)
+    seed = _seed(header.lineage, header.segment, offset)
+    if crc32c(data[offset : offset + 5], seed) != head_crc or kind not in KINDS:
+        return False  # the header (length, kind, head checksum) does not verify
+    if length > MAX_BODY:
+        return False
+    return offset + record_size(length) > len(data.rstrip(b"\0"))
+
+
 """The bytes of a record head its head checksum vouches for: length, kind and the checksum."""
 
 
@@ -330,6 +351,10 @@ def test_scan_of_damaged_data_returns_only_what_was_written(
         assert result.torn
     elif was.startswith(rest.rstrip(b"\0")) and len(rest.rstrip(b"\0")) < len(was):
         # A prefix of the record followed by zeros: the append was never completed.
+        assert result.torn
+    elif unfinished(data, result.end, header):
+        # A record whose header verifies but that does not end before the trailing zeros
+        # (its end byte was never written): torn, whatever else is wrong inside it.
         assert result.torn
     elif len(rest.rstrip(b"\0")) < RECORD_HEAD_SIZE:
         # Less than a record header before the trailing zeros: it may be the start of an
