@@ -1,8 +1,9 @@
 """Core benchmark: watchstore's write, read, query and snapshot paths next to two peers.
 
-One schema throughout: objects with ``id`` (random hex), ``service_id`` (100 values),
-``node_id`` (1000 values) and ``meta``, with non-unique secondary indexes on service_id and
-node_id; N = 100_000 objects unless ``--n`` says otherwise.
+One schema throughout, the families' shared one (``benchmarks._common``): objects with ``id``
+(random hex), ``service_id`` (100 values), ``node_id`` (1000 values) and ``meta``, with
+non-unique secondary indexes on service_id and node_id; N = 100_000 objects unless ``--n``
+says otherwise.
 
 1. create, one transaction each: ``await store.update(lambda tx: tx.create(obj))`` per
    object, vs sqlite3 ``:memory:`` ``INSERT`` + ``commit()`` per row, vs a pure-Python
@@ -37,16 +38,10 @@ section uses ``time.perf_counter``.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import platform
 import random
 import sqlite3
-import statistics
-import sys
 import time
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -54,73 +49,56 @@ import trio
 from sortedcontainers import SortedDict, SortedList
 
 import watchstore as ws
-from watchstore._codec import dumps
+from benchmarks._common import (
+    NODE_IDS,
+    NODES,
+    SCHEMA,
+    SERVICE_IDS,
+    SERVICES,
+    SQL,
+    SQL_INSERT,
+    WS,
+    Measure,
+    Obj,
+    add_quick_and_json,
+    argument_parser,
+    create_sql_tables,
+    fmt_measure,
+    fmt_ratio,
+    fmt_seconds,
+    gc_settings,
+    grid,
+    make_objects,
+    platform_and_versions,
+    platform_line,
+    positive,
+    progress_reporter,
+    rate_ratio,
+    size_label,
+    sized,
+    sql_rows,
+    verdict,
+    versions_line,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-SERVICES: Final = 100
-NODES: Final = 1000
-SERVICE_IDS: Final = tuple(f"svc-{i:03d}" for i in range(SERVICES))
-NODE_IDS: Final = tuple(f"node-{i:04d}" for i in range(NODES))
+    from benchmarks._common import SqlRow
+
 MAX_ID: Final = "\U0010ffff"  # sorts after every id: upper bound of a (key, id) range
 
-WS: Final = "watchstore"
-SQL: Final = "sqlite3"
 DICT: Final = "dict+SortedDict"
 PEERS: Final = (WS, SQL, DICT)
 
-
-@attrs.frozen
-class Obj:
-    """The benchmark's stored object."""
-
-    id: str
-    service_id: str
-    node_id: str
-    meta: ws.Meta = ws.Meta()
-
-
-SCHEMA: Final = ws.Schema(ws.Table(Obj, indexes=[ws.Index("service_id"), ws.Index("node_id")]))
-
-SQL_CREATE: Final = (
-    "CREATE TABLE objs (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, "
-    "node_id TEXT NOT NULL, data TEXT NOT NULL)",
-    "CREATE INDEX objs_service ON objs (service_id)",
-    "CREATE INDEX objs_node ON objs (node_id)",
-)
-SQL_INSERT: Final = "INSERT INTO objs (id, service_id, node_id, data) VALUES (?, ?, ?, ?)"
 SQL_BY_ID: Final = "SELECT id, service_id, node_id, data FROM objs WHERE id = ?"
 SQL_BY_SERVICE: Final = "SELECT id, service_id, node_id, data FROM objs WHERE service_id = ?"
 
-SqlRow = tuple[str, str, str, str]
+progress = progress_reporter("core")
 
 
 # -- measurements ---------------------------------------------------------------------------
-
-
-@attrs.define
-class Measure:
-    """Repeated timings of one peer on one workload: each run times ``ops`` operations."""
-
-    ops: int
-    stat: str = "best"  # "best" (min of runs) or "median"
-    times: list[float] = attrs.Factory(list)
-
-    def seconds(self) -> float:
-        """Seconds per operation by ``stat``."""
-        total = min(self.times) if self.stat == "best" else statistics.median(self.times)
-        return total / self.ops
-
-    def to_json(self) -> dict[str, Any]:
-        per_op = self.seconds()
-        return {
-            "ops_per_run": self.ops,
-            "stat": self.stat,
-            "run_seconds": self.times,
-            "seconds_per_op": per_op,
-            "ops_per_second": 1.0 / per_op,
-        }
 
 
 @attrs.define
@@ -135,60 +113,19 @@ class Row:
         """How many times faster watchstore is than ``peer`` (None if either is missing)."""
         if WS not in self.peers or peer not in self.peers:
             return None
-        return self.peers[peer].seconds() / self.peers[WS].seconds()
+        return rate_ratio(self.peers[WS], self.peers[peer])
 
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 1e-6:
-        return f"{seconds * 1e9:.0f} ns"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.2f} us"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_value(row: Row, peer: str) -> str:
-    measure = row.peers.get(peer)
-    if measure is None:
-        return "-"
-    if row.is_rate:
-        return f"{1.0 / measure.seconds():,.0f}/s"
-    return fmt_seconds(measure.seconds())
-
-
-def fmt_ratio(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
-
-
-def progress(message: str) -> None:
-    print(f"[core] {message}", file=sys.stderr, flush=True)
+    def cell(self, peer: str) -> str:
+        return fmt_measure(self.peers.get(peer), self.is_rate)
 
 
 # -- peers ------------------------------------------------------------------------------------
 
 
-def make_objects(n: int, seed: int) -> Iterator[Obj]:
-    """Yield ``n`` objects with random 96-bit hex ids (collisions are negligible)."""
-    rng = random.Random(seed)
-    bits = rng.getrandbits
-    choice = rng.choice
-    for _ in range(n):
-        yield Obj(f"{bits(96):024x}", choice(SERVICE_IDS), choice(NODE_IDS))
-
-
-def sql_rows(objs: Sequence[Obj]) -> list[SqlRow]:
-    return [(o.id, o.service_id, o.node_id, dumps(o)) for o in objs]
-
-
 def open_sqlite() -> sqlite3.Connection:
     """An empty ``:memory:`` database; Python's default isolation opens a transaction per DML."""
     conn = sqlite3.connect(":memory:")
-    for statement in SQL_CREATE:
-        conn.execute(statement)
-    conn.commit()
+    create_sql_tables(conn)
     return conn
 
 
@@ -238,6 +175,14 @@ async def ws_load(
 # -- sections 1-4 ----------------------------------------------------------------------------
 
 
+def ceiling_create_seconds(objs: Sequence[Obj]) -> float:
+    """CPU seconds for a fresh ceiling to insert ``objs``: the dict column of rows 1 and 2."""
+    ceiling = Ceiling()
+    start = time.process_time()
+    ceiling.insert_all(objs)
+    return time.process_time() - start
+
+
 async def create_per_tx(objs: Sequence[Obj], rows: Sequence[SqlRow], reps: int) -> Row:
     peers = {p: Measure(len(objs)) for p in PEERS}
     perf = time.process_time  # CPU time: see the module docstring
@@ -262,11 +207,7 @@ async def create_per_tx(objs: Sequence[Obj], rows: Sequence[SqlRow], reps: int) 
         assert conn.execute("SELECT count(*) FROM objs").fetchone() == (len(rows),)
         conn.close()
 
-        ceiling = Ceiling()
-        start = perf()
-        ceiling.insert_all(objs)
-        peers[DICT].times.append(perf() - start)
-        del ceiling
+        peers[DICT].times.append(ceiling_create_seconds(objs))
     return Row("1. create, 1 tx each (sqlite: INSERT+commit)", True, peers)
 
 
@@ -290,11 +231,7 @@ async def create_batch(objs: Sequence[Obj], rows: Sequence[SqlRow], reps: int) -
         assert conn.execute("SELECT count(*) FROM objs").fetchone() == (len(rows),)
         conn.close()
 
-        ceiling = Ceiling()
-        start = perf()
-        ceiling.insert_all(objs)
-        peers[DICT].times.append(perf() - start)
-        del ceiling
+        peers[DICT].times.append(ceiling_create_seconds(objs))
     return Row("2. create, batched (sqlite: executemany, 1 tx)", True, peers)
 
 
@@ -491,33 +428,14 @@ class Config:
     json_path: str | None
 
 
-def size_label(size: int) -> str:
-    return f"{size // 1_000_000}M" if size % 1_000_000 == 0 else f"{size // 1000}k"
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment(config: Config) -> dict[str, Any]:
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "trio": trio.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "sortedcontainers": version_of("sortedcontainers"),
-        "attrs": version_of("attrs"),
-        "watchstore": version_of("watchstore"),
+        **platform_and_versions(sqlite=True, packages=("sortedcontainers",)),
         "n": config.n,
         "quick": config.quick,
         "reps": config.reps,
         "snapshot_sizes": list(config.snapshot_sizes),
-        "gc_enabled": gc.isenabled(),
-        "gc_threshold": list(gc.get_threshold()),
+        **gc_settings(),
         "batch_max_changes": ws.MAX_BATCH_CHANGES,
     }
 
@@ -614,37 +532,26 @@ def render(
     cells = [
         (
             row.label,
-            fmt_value(row, WS),
-            fmt_value(row, SQL),
-            fmt_value(row, DICT),
+            row.cell(WS),
+            row.cell(SQL),
+            row.cell(DICT),
             fmt_ratio(row.ratio(SQL)),
             fmt_ratio(row.ratio(DICT)),
         )
         for row in table
     ]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        first = values[0].ljust(widths[0])
-        rest = (v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True))
-        return " | ".join([first, *rest])
-
     sl, bl = size_label(small.size), size_label(big.size)
     out = [
         f"watchstore core benchmark: N = {env['n']:,}"
         f"{' (quick)' if env['quick'] else ''}; snapshot sizes {sl} and {bl}",
-        f"python {env['python']} ({env['implementation']}), trio {env['trio']}, "
-        f"sqlite {env['sqlite']}, sortedcontainers {env['sortedcontainers']}, "
-        f"attrs {env['attrs']}, watchstore {env['watchstore']}",
-        f"{env['platform']}; gc enabled at Python defaults (threshold {env['gc_threshold']})",
+        versions_line(env),
+        platform_line(env),
         f"Rows 1-4: best of {env['reps']} interleaved runs, CPU time of this process; "
         "ops/s = higher is better, times "
         "= lower is better. Snapshot rows: median of many; copies: best of a few.",
         "Ratios are speed ratios: >1.00x means watchstore is faster.",
         "",
-        line(headers),
-        "-+-".join("-" * w for w in widths),
-        *(line(c) for c in cells),
+        *grid(headers, cells),
         "",
         "Notes:",
         f"- 2: watchstore commits every {env['batch_max_changes']} changes (batch default);"
@@ -679,33 +586,24 @@ def render(
         target = results[key]
         value = target["value"]
         shown = "n/a" if value is None else f"{value:.2f}x"
-        verdict = "PASS" if target["pass"] else "MISS"
-        out.append(f"  {verdict}  {text}: {shown}")
+        out.append(f"  {verdict(target['pass'])}  {text}: {shown}")
     return "\n".join(out)
 
 
 def parse_args(argv: Sequence[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks core",
-        description="watchstore vs sqlite3 vs dict+SortedDict: creates, gets, finds, snapshots.",
+    parser = argument_parser(
+        "core", "watchstore vs sqlite3 vs dict+SortedDict: creates, gets, finds, snapshots."
     )
     parser.add_argument(
         "--n",
-        type=int,
+        type=positive,
         default=None,
         help="objects for workloads 1-4 (default 100000; 10000 with --quick)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small sizes for a smoke test: N=10k, snapshots at 10k and 100k",
-    )
-    parser.add_argument("--json", metavar="PATH", default=None, help="write raw numbers here")
+    add_quick_and_json(parser, "small sizes for a smoke test: N=10k, snapshots at 10k and 100k")
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
-    n: int = args.n if args.n is not None else (10_000 if quick else 100_000)
-    if n < 1:
-        parser.error("--n must be positive")
+    n = sized(args.n, 100_000, 10_000, quick=quick)
     sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
     return Config(n=n, quick=quick, reps=3, snapshot_sizes=sizes, json_path=args.json)
 
@@ -714,9 +612,5 @@ def main(argv: Sequence[str]) -> int:
     """Run the core benchmark; print the table; optionally write the raw numbers as JSON."""
     config = parse_args(argv)
     data = trio.run(run, config)
-    if config.json_path is not None:
-        with open(config.json_path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        progress(f"wrote {config.json_path}")
+    write_json(config.json_path, data, progress)
     return 0

@@ -1,9 +1,10 @@
 """Durability benchmark: durable commits, restore and compaction vs sqlite3 on a file.
 
-One schema throughout, the core benchmark's (``benchmarks.core``): objects with ``id`` (random
-hex), ``service_id`` (100 values), ``node_id`` (1000 values) and ``meta``, with non-unique
-secondary indexes on service_id and node_id. sqlite rows carry the same columns, the same
-indexes and the object's JSON as a ``data`` blob, so both sides write a similar payload.
+One schema throughout, the families' shared one (``benchmarks._common``), as in the core
+benchmark: objects with ``id`` (random hex), ``service_id`` (100 values), ``node_id`` (1000
+values) and ``meta``, with non-unique secondary indexes on service_id and node_id. sqlite rows
+carry the same columns, the same indexes and the object's JSON as a ``data`` blob, so both
+sides write a similar payload.
 Every store and database lives in a fresh directory under one temporary directory (on the
 filesystem named in the header), removed at the end.
 
@@ -58,51 +59,60 @@ garbage collector stays at Python's defaults, as applications run it.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 import watchstore as ws
-from benchmarks.core import (
+from benchmarks._common import (
     SCHEMA,
-    SQL_CREATE,
+    SQL,
     SQL_INSERT,
+    WS,
     Measure,
     Obj,
+    add_quick_and_json,
+    argument_parser,
+    create_sql_tables,
+    fmt_measure,
     fmt_ratio,
     fmt_seconds,
+    gc_settings,
+    grid,
     make_objects,
+    platform_and_versions,
+    platform_line,
+    positive,
+    progress_reporter,
+    rate_ratio,
+    rotated,
+    size_label,
+    sized,
+    sql_row,
     sql_rows,
-    version_of,
+    verdict,
+    versions_line,
+    write_json,
 )
-from watchstore._codec import dumps
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from benchmarks.core import SqlRow
+    from benchmarks._common import SqlRow
 
-T = TypeVar("T")
-
-WS: Final = "watchstore"
-SQL: Final = "sqlite3"
 RAW: Final = "write+fdatasync"
 COLUMNS: Final = (WS, SQL, RAW)
 
@@ -120,9 +130,7 @@ SQL_UPSERT: Final = (
     "data = excluded.data"
 )
 
-
-def progress(message: str) -> None:
-    print(f"[durable] {message}", file=sys.stderr, flush=True)
+progress = progress_reporter("durable")
 
 
 # -- result rows -------------------------------------------------------------------------------
@@ -141,26 +149,19 @@ class Row:
         base = self.baseline if self.baseline is not None else self.peers.get(SQL)
         if WS not in self.peers or base is None:
             return None
-        return base.seconds() / self.peers[WS].seconds()
+        return rate_ratio(self.peers[WS], base)
 
     def rate(self, peer: str = WS) -> float:
         return 1.0 / self.peers[peer].seconds()
 
     def cell(self, peer: str) -> str:
-        measure = self.peers.get(peer)
-        return "-" if measure is None else f"{1.0 / measure.seconds():,.0f}/s"
+        return fmt_measure(self.peers.get(peer), is_rate=True)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "peers": {p: m.to_json() for p, m in self.peers.items()},
             "ratio_vs_baseline": self.ratio(),
         }
-
-
-def rotated(values: Sequence[T], rep: int) -> list[T]:
-    """``values`` rotated by ``rep``: each repetition starts with another variant."""
-    k = rep % len(values)
-    return [*values[k:], *values[:k]]
 
 
 # -- the workloads -----------------------------------------------------------------------------
@@ -194,9 +195,7 @@ def open_sqlite(path: Path, synchronous: str) -> sqlite3.Connection:
     Python's default isolation opens a transaction before each INSERT; ``commit()`` ends it.
     """
     conn = connect_sqlite(path, synchronous)
-    for statement in SQL_CREATE:
-        conn.execute(statement)
-    conn.commit()
+    create_sql_tables(conn)
     return conn
 
 
@@ -369,9 +368,7 @@ async def build_store(directory: Path, size: int, seed: int) -> tuple[float, int
 
 def build_sqlite(path: Path, size: int, seed: int) -> None:
     conn = open_sqlite(path, "FULL")
-    conn.executemany(
-        SQL_INSERT, ((o.id, o.service_id, o.node_id, dumps(o)) for o in make_objects(size, seed))
-    )
+    conn.executemany(SQL_INSERT, (sql_row(o) for o in make_objects(size, seed)))
     conn.commit()
     conn.close()
 
@@ -702,12 +699,6 @@ class Config:
     json_path: str | None
 
 
-def size_label(size: int) -> str:
-    if size % 1_000_000 == 0:
-        return f"{size // 1_000_000}M"
-    return f"{size // 1000}k" if size % 1000 == 0 else f"{size:,}"
-
-
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
@@ -760,14 +751,7 @@ def source_state() -> str:
 
 def environment(config: Config, workdir: Path) -> dict[str, Any]:
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "trio": trio.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "attrs": version_of("attrs"),
-        "watchstore": version_of("watchstore"),
+        **platform_and_versions(cpus=True, sqlite=True),
         "source": source_state(),
         "workdir": str(workdir),
         "filesystem": filesystem_of(workdir),
@@ -782,8 +766,7 @@ def environment(config: Config, workdir: Path) -> dict[str, Any]:
         "restore_reps": config.restore_reps,
         "compact_reps": config.compact_reps,
         "batch_max_changes": ws.MAX_BATCH_CHANGES,
-        "gc_enabled": gc.isenabled(),
-        "gc_threshold": list(gc.get_threshold()),
+        **gc_settings(),
     }
 
 
@@ -813,27 +796,6 @@ def targets(table: Sequence[Row], compaction: CompactionResult) -> dict[str, dic
             "sqlite_vacuum_into_ratio": compaction.ratio(SQL),
         },
     }
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
-
-
-def grid(
-    headers: Sequence[str], cells: Sequence[Sequence[str]], last_left: bool = False
-) -> list[str]:
-    """A text table: the first column flush left, the others flush right (the last one
-    flush left too with ``last_left``)."""
-    widths = [max(len(c[i]) for c in [headers, *cells]) for i in range(len(headers))]
-    left = {0, len(headers) - 1} if last_left else {0}
-
-    def line(values: Sequence[str]) -> str:
-        return " | ".join(
-            v.ljust(w) if i in left else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), "-+-".join("-" * w for w in widths), *(line(c) for c in cells)]
 
 
 def ms(seconds: float) -> str:
@@ -895,11 +857,8 @@ def render(
         f"{env['writers']} writers in row 2, restore of {env['restore_size']:,} objects, "
         f"{env['compact_commits']:,} timed commits on {env['compact_size']:,} objects in "
         f"section 4{' (quick)' if env['quick'] else ''}",
-        f"python {env['python']} ({env['implementation']}), trio {env['trio']}, "
-        f"sqlite {env['sqlite']}, attrs {env['attrs']}, watchstore {env['watchstore']} "
-        f"(source {env['source']})",
-        f"{env['platform']}, {env['cpus']} cpus; gc enabled at Python defaults "
-        f"(threshold {env['gc_threshold']})",
+        f"{versions_line(env)} (source {env['source']})",
+        platform_line(env),
         f"Files in {env['workdir']} on {fs['type']} {fs['device']} (mounted at {fs['mount']}; "
         f"{'same' if env['same_filesystem_as_repo'] else 'NOT the same'} filesystem as the "
         "repository)",
@@ -1000,17 +959,10 @@ async def run(config: Config) -> dict[str, Any]:
     }
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def parse_args(argv: Sequence[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks durable",
-        description="watchstore's durable commits (1 and many writers), restore and commit "
+    parser = argument_parser(
+        "durable",
+        "watchstore's durable commits (1 and many writers), restore and commit "
         "latency while compacting vs sqlite3 on a file (WAL).",
     )
     parser.add_argument(
@@ -1063,24 +1015,20 @@ def parse_args(argv: Sequence[str]) -> Config:
         help="where to make the temporary directory (default: the system's temporary "
         "directory if it is on the repository's filesystem, else the repository)",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
-    parser.add_argument("--json", metavar="PATH", default=None, help="write raw numbers here")
+    add_quick_and_json(parser)
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
 
-    def pick(value: int | None, full: int, small: int) -> int:
-        return value if value is not None else (small if quick else full)
-
     return Config(
-        n=pick(args.n, 2_000, 200),
-        writers=pick(args.writers, 64, 8),
-        restore_size=pick(args.restore_size, 1_000_000, 20_000),
-        compact_size=pick(args.compact_size, 200_000, 10_000),
-        compact_commits=pick(args.compact_commits, 2_000, 300),
+        n=sized(args.n, 2_000, 200, quick=quick),
+        writers=sized(args.writers, 64, 8, quick=quick),
+        restore_size=sized(args.restore_size, 1_000_000, 20_000, quick=quick),
+        compact_size=sized(args.compact_size, 200_000, 10_000, quick=quick),
+        compact_commits=sized(args.compact_commits, 2_000, 300, quick=quick),
         quick=quick,
-        reps=pick(args.reps, 5, 3),
-        restore_reps=pick(args.restore_reps, 3, 2),
-        compact_reps=pick(args.compact_reps, 3, 1),
+        reps=sized(args.reps, 5, 3, quick=quick),
+        restore_reps=sized(args.restore_reps, 3, 2, quick=quick),
+        compact_reps=sized(args.compact_reps, 3, 1, quick=quick),
         base=args.dir if args.dir is not None else default_base(),
         json_path=args.json,
     )
@@ -1090,9 +1038,5 @@ def main(argv: Sequence[str]) -> int:
     """Run the durability benchmark; print the table; optionally write the raw numbers."""
     config = parse_args(argv)
     data = trio.run(run, config)
-    if config.json_path is not None:
-        with open(config.json_path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        progress(f"wrote {config.json_path}")
+    write_json(config.json_path, data, progress)
     return 0

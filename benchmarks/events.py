@@ -1,8 +1,9 @@
 """Events benchmark: what watchers cost the writers, how fast events reach them, how fast a
 reader can fork the state, next to a naive SwarmKit-style broadcaster.
 
-One schema throughout: ``Task`` objects with ``id``, ``service_id`` (100 values), ``node_id``
-(1000 values) and ``meta``, with non-unique secondary indexes on service_id and node_id. Every
+One schema throughout, the families' shared one (``benchmarks._common``; its object is called
+``Task`` here): objects with ``id``, ``service_id`` (100 values), ``node_id`` (1000 values) and
+``meta``, with non-unique secondary indexes on service_id and node_id. Every
 workload commits N = 20_000 single-create transactions, ``await store.update(lambda tx:
 tx.create(task))``, into a fresh store, unless ``--n`` says otherwise.
 
@@ -46,69 +47,56 @@ it. All times use ``time.perf_counter``.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
-import platform
-import random
-import sys
 import time
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 import watchstore as ws
-from benchmarks.core import Measure, fmt_ratio, fmt_seconds, version_of
+from benchmarks._common import (
+    SCHEMA,
+    WS,
+    Measure,
+    add_quick_and_json,
+    argument_parser,
+    fmt_measure,
+    fmt_ratio,
+    gc_settings,
+    grid,
+    make_objects,
+    platform_and_versions,
+    platform_line,
+    positive,
+    progress_reporter,
+    rate_ratio,
+    rotated,
+    size_label,
+    sized,
+    verdict,
+    versions_line,
+    write_json,
+)
+from benchmarks._common import Obj as Task  # the shared stored object, named as in SwarmKit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Sequence
-
-T = TypeVar("T")
-
-SERVICES: Final = 100
-NODES: Final = 1000
-SERVICE_IDS: Final = tuple(f"svc-{i:03d}" for i in range(SERVICES))
-NODE_IDS: Final = tuple(f"node-{i:04d}" for i in range(NODES))
 
 WATCHER_COUNTS: Final = (0, 10, 1000)  # section 1
 MATCHING_WATCHERS: Final = 100  # section 2
 STALLED_QUEUE: Final = 1000  # section 4, the variant that overflows
 WATCH_QUEUE: Final = 10_000  # section 1's queues (watchstore's default), for both peers
 
-WS: Final = "watchstore"
 NAIVE: Final = "naive peer"
 PEERS: Final = (WS, NAIVE)
 
 TARGET_WATCHERS: Final = 1 / 1.2  # (a): rate(1,000 watchers) / rate(none)
 TARGET_STALLED: Final = 0.9  # (b): rate(stalled consumer) / rate(none)
-
-
-@attrs.frozen
-class Task:
-    """The benchmark's stored object, shaped like a SwarmKit task."""
-
-    id: str
-    service_id: str
-    node_id: str
-    meta: ws.Meta = ws.Meta()
-
-
-SCHEMA: Final = ws.Schema(ws.Table(Task, indexes=[ws.Index("service_id"), ws.Index("node_id")]))
 TABLE: Final = SCHEMA.tables[0].name
 
-
-def make_tasks(n: int, seed: int) -> list[Task]:
-    """``n`` tasks with random 96-bit hex ids (collisions are negligible)."""
-    rng = random.Random(seed)
-    bits, choice = rng.getrandbits, rng.choice
-    return [Task(f"{bits(96):024x}", choice(SERVICE_IDS), choice(NODE_IDS)) for _ in range(n)]
-
-
-def progress(message: str) -> None:
-    print(f"[events] {message}", file=sys.stderr, flush=True)
+progress = progress_reporter("events")
 
 
 # -- the naive peer ----------------------------------------------------------------------------
@@ -209,28 +197,18 @@ class Row:
         """How many times faster watchstore is than the peer (None if not comparable)."""
         if self.ratios is not None or WS not in self.peers or NAIVE not in self.peers:
             return None
-        return self.peers[NAIVE].seconds() / self.peers[WS].seconds()
+        return rate_ratio(self.peers[WS], self.peers[NAIVE])
 
     def cell(self, peer: str) -> str:
         if self.ratios is not None:
             value = self.ratios.get(peer)
             return "-" if value is None else f"{value:.3f}"
-        measure = self.peers.get(peer)
-        if measure is None:
-            return "-"
-        if self.is_rate:
-            return f"{1.0 / measure.seconds():,.0f}/s"
-        return fmt_seconds(measure.seconds())
+        return fmt_measure(self.peers.get(peer), self.is_rate)
 
     def to_json(self) -> dict[str, Any]:
         if self.ratios is not None:
             return {"ratios": self.ratios}
         return {peer: measure.to_json() for peer, measure in self.peers.items()}
-
-
-def rate_ratio(num: Measure, den: Measure) -> float:
-    """rate(num) / rate(den): below 1 when ``num`` commits more slowly."""
-    return den.seconds() / num.seconds()
 
 
 # -- section 1: non-matching watchers -------------------------------------------------------
@@ -278,12 +256,6 @@ async def section_nonmatching(tasks: Sequence[Task], reps: int, slow_reps: int) 
         ratios = {p: rate_ratio(measures[k, p], measures[none, p]) for p in PEERS}
         rows.append(Row(f"1. rate({k:,} watchers) / rate({none})", ratios=ratios))
     return rows
-
-
-def rotated(values: Sequence[T], rep: int) -> list[T]:
-    """``values`` starting at ``rep``: no variant always runs first (or last) in a round."""
-    shift = rep % len(values)
-    return [*values[shift:], *values[:shift]]
 
 
 # -- section 2: delivery to matching watchers ------------------------------------------------
@@ -335,7 +307,7 @@ async def section_delivery(tasks: Sequence[Task], reps: int) -> list[Row]:
 async def section_fork(size: int, reps: int) -> list[Row]:
     """view_and_watch and fork() entry times at ``size`` objects, vs copying the rows."""
     view_and_watch, fork, copy = Measure(1), Measure(1), Measure(1)
-    tasks = make_tasks(size, seed=3)
+    tasks = list(make_objects(size, seed=3))
     perf = time.perf_counter
 
     async def load(b: ws.Batch) -> None:
@@ -385,10 +357,6 @@ async def section_fork(size: int, reps: int) -> list[Row]:
             peers={WS: fork, NAIVE: copy},
         ),
     ]
-
-
-def size_label(size: int) -> str:
-    return f"{size // 1000}k" if size % 1000 == 0 else f"{size:,}"
 
 
 # -- section 4: a stalled consumer -------------------------------------------------------------
@@ -511,20 +479,13 @@ class Config:
 
 def environment(config: Config) -> dict[str, Any]:
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "trio": trio.__version__,
-        "attrs": version_of("attrs"),
-        "watchstore": version_of("watchstore"),
+        **platform_and_versions(cpus=True),
         "n": config.n,
         "fork_size": config.fork_size,
         "quick": config.quick,
         "reps": config.reps,
         "slow_reps": config.slow_reps,
-        "gc_enabled": gc.isenabled(),
-        "gc_threshold": list(gc.get_threshold()),
+        **gc_settings(),
     }
 
 
@@ -565,22 +526,13 @@ def targets(table: Sequence[Row]) -> dict[str, dict[str, Any]]:
 def render(env: dict[str, Any], table: Sequence[Row]) -> str:
     headers = ("workload", WS, NAIVE, "ws vs peer")
     cells = [(row.label, row.cell(WS), row.cell(NAIVE), fmt_ratio(row.speedup())) for row in table]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        first = values[0].ljust(widths[0])
-        rest = (v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True))
-        return " | ".join([first, *rest])
-
     results = targets(table)
     a, b = results["a_nonmatching_watchers"], results["b_stalled_consumer"]
     out = [
         f"watchstore events benchmark: N = {env['n']:,} single-create commits per run"
         f"{' (quick)' if env['quick'] else ''}; fork table {env['fork_size']:,} objects",
-        f"python {env['python']} ({env['implementation']}), trio {env['trio']}, "
-        f"attrs {env['attrs']}, watchstore {env['watchstore']}",
-        f"{env['platform']}, {env['cpus']} cpus; gc enabled at Python defaults "
-        f"(threshold {env['gc_threshold']})",
+        versions_line(env),
+        platform_line(env),
         f"Best of {env['reps']} interleaved runs (of {env['slow_reps']} for section 2 and the "
         "naive peer at 1,000 watchers); ops/s = higher is better, times = lower is better;",
         "ratio rows: rate(variant) / rate(baseline) of the same peer, 1.000 = no cost.",
@@ -588,9 +540,7 @@ def render(env: dict[str, Any], table: Sequence[Row]) -> str:
         "(spec.matches + trio memory channel) on the same store; in 3, copying the rows.",
         "'ws vs peer' is a speed ratio: >1.00x means watchstore is faster.",
         "",
-        line(headers),
-        "-+-".join("-" * w for w in widths),
-        *(line(c) for c in cells),
+        *grid(headers, cells),
         "",
         "Notes:",
         "- 1: watchstore files each watcher under (Task, node_id, value), so a commit looks up "
@@ -615,17 +565,13 @@ def render(env: dict[str, Any], table: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
-
-
 def pct(ratio: float) -> str:
     """A rate ratio as a signed change of the rate: 0.95 -> -5.0%."""
     return f"{(ratio - 1) * 100:+.1f}% (ratio {ratio:.3f})"
 
 
 async def run(config: Config) -> dict[str, Any]:
-    tasks = make_tasks(config.n, seed=1)
+    tasks = list(make_objects(config.n, seed=1))
     gc.collect()
     table = await section_nonmatching(tasks, config.reps, config.slow_reps)
     table += await section_delivery(tasks, config.slow_reps)
@@ -641,36 +587,36 @@ async def run(config: Config) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks events",
-        description="watchstore's watchers, delivery, forks and stalled consumers vs a naive "
+    parser = argument_parser(
+        "events",
+        "watchstore's watchers, delivery, forks and stalled consumers vs a naive "
         "SwarmKit-style broadcaster.",
     )
     parser.add_argument(
-        "--n", type=int, default=None, help="commits per run (default 20000; 2000 with --quick)"
+        "--n",
+        type=positive,
+        default=None,
+        help="commits per run (default 20000; 2000 with --quick)",
     )
     parser.add_argument(
         "--fork-size",
-        type=int,
+        type=positive,
         default=None,
         help="objects in section 3's table (default 100000; 10000 with --quick)",
     )
     parser.add_argument(
         "--reps",
-        type=int,
+        type=positive,
         default=None,
         help="runs per variant, the best is kept (default 7; 3 with --quick); section 2 and "
         "the naive peer at 1,000 watchers, which take seconds per run, get at most 3 (2)",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
-    parser.add_argument("--json", metavar="PATH", default=None, help="write raw numbers here")
+    add_quick_and_json(parser)
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
-    n: int = args.n if args.n is not None else (2_000 if quick else 20_000)
-    size: int = args.fork_size if args.fork_size is not None else (10_000 if quick else 100_000)
-    reps: int = args.reps if args.reps is not None else (3 if quick else 7)
-    if n < 1 or size < 1 or reps < 1:
-        parser.error("--n, --fork-size and --reps must be positive")
+    n = sized(args.n, 20_000, 2_000, quick=quick)
+    size = sized(args.fork_size, 100_000, 10_000, quick=quick)
+    reps = sized(args.reps, 7, 3, quick=quick)
     slow_reps = min(reps, 2 if quick else 3)
     return Config(
         n=n, fork_size=size, quick=quick, reps=reps, slow_reps=slow_reps, json_path=args.json
@@ -681,9 +627,5 @@ def main(argv: Sequence[str]) -> int:
     """Run the events benchmark; print the table; optionally write the raw numbers as JSON."""
     config = parse_args(argv)
     data = trio.run(run, config)
-    if config.json_path is not None:
-        with open(config.json_path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        progress(f"wrote {config.json_path}")
+    write_json(config.json_path, data, progress)
     return 0

@@ -1,4 +1,4 @@
-"""The epoch log: a store's directory on disk, and the LogProposer that commits through it.
+"""The epoch log: a store's directory on disk (segments, epochs, restore, compaction files).
 
 Directory layout: ``LOCK`` (held with flock while open) and ``LOCK.json`` (who holds it);
 segment files ``00000001.wslog``...; each segment starts with a SNAPSHOT record (an epoch:
@@ -14,17 +14,13 @@ thread before the commit is acknowledged; a failed write or fsync fails the log 
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import trio
 
 from ._codec import DecodeError, decoder_for, dump_data, encode, loads
 from ._crypto import Sealer, SealError
@@ -33,9 +29,9 @@ from ._errors import (
     LogCorrupt,
     ProposalFailed,
     StoreError,
-    StoreLocked,
     UnsupportedFormat,
 )
+from ._lock import DirectoryLock, fsync_dir, write_atomically
 from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
@@ -52,18 +48,12 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
     from ._schema import Schema
 
 FORMAT: Final = 1
 """The format version this library writes (and the newest it reads)."""
-
-Durability = Literal["always", "interval", "none"]
-"""When appends reach the disk: ``always`` fsyncs each commit before acknowledging it (the
-default; nothing acknowledged is lost); ``interval`` fsyncs at most every ``sync_interval``
-seconds (a crash loses at most that window of acknowledged commits); ``none`` leaves it to
-the operating system (a crash of the machine can lose anything not yet written back)."""
 
 
 @attrs.frozen
@@ -113,7 +103,7 @@ def _salvage(
     """Copy the damaged file aside, and find the versions of records after the damage
     (checksums are seeded by offset, so a record verifies only where it was written)."""
     copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
-    _write_atomically(copy, data)
+    write_atomically(copy, data)
     lost = set()
     offset = end + 1
     while offset < len(data):
@@ -130,114 +120,6 @@ def _salvage(
         last = found[-1]
         offset = last.offset + record_size(len(last.body))
     return Salvage(str(file), damage.offset, damage.reason, kept, tuple(sorted(lost)), str(copy))
-
-
-class DirectoryLock:
-    """flock on ``LOCK`` plus ``LOCK.json`` naming the holder (pid, host, start time).
-
-    flock is released by the kernel when the holder dies, so a dead holder never blocks; its
-    ``LOCK.json`` is simply replaced.
-    """
-
-    def __init__(self, path: Path, *, record: bool = True) -> None:
-        self.path = path
-        self._fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreLocked(str(path), self.holder(path)) from None
-            raise
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": time.time(),
-            "token": uuid.uuid4().hex,
-        }
-        self.token = info["token"]
-        if record:
-            _write_atomically(path / "LOCK.json", json.dumps(info).encode())
-
-    @staticmethod
-    def holder(path: Path) -> dict[str, Any]:
-        """The holder recorded in ``LOCK.json`` (empty if unreadable)."""
-        try:
-            info = json.loads((path / "LOCK.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return info if isinstance(info, dict) else {}
-
-    def release(self) -> None:
-        """Remove our ``LOCK.json`` (if still ours) and release the flock."""
-        if self.holder(self.path).get("token") == self.token:
-            (self.path / "LOCK.json").unlink(missing_ok=True)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-
-
-@attrs.frozen
-class LockStatus:
-    """Who holds a store directory's lock.
-
-    ``held``: a process holds the flock now. ``holder``: what ``LOCK.json`` says (pid, host,
-    started_at). ``stale``: ``LOCK.json`` names a holder that no longer holds the lock (it
-    died or was killed: the system released its flock).
-    """
-
-    held: bool
-    holder: dict[str, Any]
-    stale: bool
-
-
-def lock_status(directory: str | os.PathLike[str]) -> LockStatus:
-    """Inspect a store directory's lock without taking it for long."""
-    path = Path(directory)
-    holder = DirectoryLock.holder(path)
-    try:
-        lock = DirectoryLock(path, record=False)
-    except StoreLocked:
-        return LockStatus(True, holder, False)
-    lock.release()
-    return LockStatus(False, holder, bool(holder))
-
-
-def unlock(directory: str | os.PathLike[str], *, force: bool = False) -> LockStatus:
-    """Clear a store directory's lock; returns what it was.
-
-    A stale lock (its holder died) is cleared by removing ``LOCK.json``. A lock held by a
-    live process is refused with StoreLocked unless ``force``: then ``LOCK`` and
-    ``LOCK.json`` are removed, so the next opener gets a new lock while the old holder may
-    still write. Use it only for a holder you know is stuck for good (e.g. on another host
-    that is gone), never for one that may resume.
-    """
-    path = Path(directory)
-    status = lock_status(path)
-    if status.held and not force:
-        raise StoreLocked(str(path), status.holder)
-    if status.held:
-        (path / "LOCK").unlink(missing_ok=True)
-    (path / "LOCK.json").unlink(missing_ok=True)
-    _fsync_dir(path)
-    return status
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def frame(
@@ -342,7 +224,7 @@ class EpochLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, file)
-        _fsync_dir(path)
+        fsync_dir(path)
         fd = os.open(file, os.O_WRONLY | os.O_APPEND)
         restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
         return cls(path, lock, header, fd, len(data), schema, sealer), restored
@@ -569,7 +451,7 @@ class EpochLog:
             os.fsync(epoch.fd)
             os.close(epoch.fd)
             os.replace(epoch.tmp, epoch.final)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             self.failed = exc
             raise ProposalFailed(f"switching to {epoch.final} failed: {exc}") from exc
@@ -583,7 +465,7 @@ class EpochLog:
         for path in sorted(self.directory.glob("*.wslog")):
             if path.stem.isdigit() and int(path.stem) <= epoch.header.segment - keep:
                 path.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def close(self) -> None:
         """Close the segment and release the lock."""
@@ -652,7 +534,7 @@ def rollback(
         header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())
         new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         final = segment_path(path, number)
-        _write_atomically(final, new)
+        write_atomically(final, new)
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)
     finally:
         lock.release()
@@ -742,162 +624,3 @@ class PreparedEpoch:
     final: Path
     fd: int
     size: int
-
-
-class Submission:
-    """A commit waiting for the group committer: ``done`` is set once it is durable (and
-    committed) or failed (``error``)."""
-
-    __slots__ = ("body", "commit", "done", "error", "version")
-
-    def __init__(self, version: Version, body: bytes, commit: Callable[[Version], None]) -> None:
-        self.version = version
-        self.body = body
-        self.commit = commit
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-
-class LogProposer:
-    """Commits through an :class:`EpochLog` with group commit.
-
-    ``submit`` queues a commit and returns at once; the ``run`` task (started by
-    ``open_store``) writes everything queued with one write and one fsync, then commits the
-    batch in order. So concurrent writers share fsyncs: while one batch is on its way to the
-    disk, the next writers' commits queue behind it. With ``durability="always"`` a commit
-    is acknowledged only once fsynced.
-    """
-
-    def __init__(
-        self,
-        log: EpochLog,
-        version: Version,
-        *,
-        durability: Durability = "always",
-        sync_interval: float = 0.05,
-    ) -> None:
-        self.log = log
-        self._version = version
-        self.durability = durability
-        self.sync_interval = sync_interval
-        self._dirty = False
-        self._queue: list[Submission] = []
-        self._wakeup = trio.Event()
-        # While compacting: the snapshot's version, and the bodies of later commits (copied
-        # into the new segment at the switch); and the switch the committer must make.
-        self._compacting: Version | None = None
-        self._tail: list[tuple[Version, bytes]] = []
-        self._switch: tuple[PreparedEpoch, int, trio.Event] | None = None
-        self.compact_bytes = 64 << 20
-        """Start a new epoch once the current one holds this many bytes of changes."""
-        self.compaction_due = trio.Event()
-
-    def submit(
-        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
-    ) -> Submission:
-        """Queue the next commit; its ``commit`` callback runs once it is durable."""
-        if self.log.failed is not None:
-            raise ProposalFailed(f"the log failed earlier ({self.log.failed!r}); reopen the store")
-        version = self._version = Version(self._version.index + 1)
-        submission = Submission(version, change_body(version, actions), commit)
-        self._queue.append(submission)
-        self._wakeup.set()
-        return submission
-
-    async def propose_value(
-        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
-    ) -> Version:
-        submission = self.submit(actions, commit)
-        # Once queued it will be written: waiting is shielded so a cancelled caller cannot
-        # undo locally a change that is about to commit (fsync waits are short).
-        with trio.CancelScope(shield=True):
-            await submission.done.wait()
-        if submission.error is not None:
-            raise submission.error
-        return submission.version
-
-    def get_version(self) -> Version:
-        return self._version
-
-    async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
-        if start >= end:
-            return ()
-        return await trio.to_thread.run_sync(self.log.read_changes, start, end)
-
-    async def run(self) -> None:
-        """The group committer: runs until cancelled (started by ``open_store``)."""
-        sync = self.durability == "always"
-        while True:
-            await self._wakeup.wait()
-            # One scheduling round first: writers that are already runnable (woken by the
-            # previous batch) submit now and share this batch's fsync.
-            await trio.lowlevel.checkpoint()
-            self._wakeup = trio.Event()
-            batch, self._queue = self._queue, []
-            try:
-                if self._switch is not None:
-                    await self._make_switch()
-                if not batch:
-                    continue
-                await trio.to_thread.run_sync(self.log.append, [s.body for s in batch], sync)
-            except ProposalFailed as exc:
-                failed, self._queue = [*batch, *self._queue], []
-                for submission in failed:
-                    submission.error = exc
-                    submission.done.set()
-                continue
-            if self._compacting is not None:
-                self._tail.extend((s.version, s.body) for s in batch)
-            elif self.log.size - self.log.snapshot_end > self.compact_bytes:
-                self.compaction_due.set()
-            self._dirty = not sync
-            for submission in batch:
-                submission.commit(submission.version)
-                submission.done.set()
-
-    async def compact(
-        self,
-        version: Version,
-        write: Callable[[EpochLog], Awaitable[PreparedEpoch]],
-        *,
-        keep: int = 2,
-    ) -> None:
-        """Start a new epoch from a snapshot of the store at ``version`` (a committed
-        version: the caller pins it), keeping ``keep`` epochs. ``write(log)`` writes the new
-        segment's file (the caller decides how: in a child process or chunk by chunk);
-        commits go on meanwhile, and the committer makes the switch between two batches."""
-        if self._compacting is not None:
-            raise StoreError("a compaction is already running")
-        if keep < 1:
-            raise ValueError("keep must be at least 1")
-        self._compacting = version
-        self._tail = []
-        try:
-            epoch = await write(self.log)
-            done = trio.Event()
-            self._switch = (epoch, keep, done)
-            self._wakeup.set()
-            await done.wait()
-        finally:
-            self._compacting = None
-            self._tail = []
-            self._switch = None
-            self.compaction_due = trio.Event()
-
-    async def _make_switch(self) -> None:
-        assert self._switch is not None
-        epoch, keep, done = self._switch
-        tail = [body for version, body in self._tail if version > epoch.version]
-        try:
-            await trio.to_thread.run_sync(self.log.switch, epoch, tail, keep)
-        finally:
-            self._switch = None
-            done.set()
-
-    async def run_syncer(self) -> None:
-        """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""
-        while True:
-            await trio.sleep(self.sync_interval)
-            if self._dirty:
-                self._dirty = False
-                await trio.to_thread.run_sync(self.log.sync)

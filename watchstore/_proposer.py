@@ -52,15 +52,18 @@ class MemoryProposer:
     async def propose_value(
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Version:
+        """Commit ``actions`` as the next version (see :class:`Proposer`)."""
         version = new_version(self._version.index + 1)
         self._version = version
         commit(version)
         return version
 
     def get_version(self) -> Version:
+        """The last version committed through this proposer."""
         return self._version
 
     async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
+        """The committed changes after ``start`` up to ``end`` (see :class:`Proposer`)."""
         if start >= end:
             return ()
         raise HistoryCompacted(self._version, self._version)

@@ -9,7 +9,6 @@ never blocked: ``view`` reads the committed state synchronously and ``snapshot``
 from __future__ import annotations
 
 import functools
-import gc
 import heapq
 import os
 from contextlib import asynccontextmanager, contextmanager
@@ -18,17 +17,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import trio
 
 from ._codec import encoded_size
+from ._compaction import write_epoch_in_child, write_epoch_inline
 from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
-from ._log import (
-    Durability,
-    EpochLog,
-    LogProposer,
-    PreparedEpoch,
-    Restored,
-    Submission,
-    encode_piece,
-    snapshot_body_of_pieces,
-)
+from ._log import EpochLog, Restored
+from ._logproposer import Durability, LogProposer, Submission
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
 from ._txn import VIEW_ENDED, ReadTx, Tx
@@ -46,8 +38,6 @@ R = TypeVar("R")
 
 MAX_BATCH_CHANGES: Final = 200
 """Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
-COMPACT_CHUNK: Final = 200
-"""Objects a compaction reads and encodes between two checkpoints."""
 MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 """Default most encoded bytes one batch commit carries (1.5 MiB)."""
 
@@ -284,9 +274,9 @@ class Store:
         with self._state.pin() as snapshot:
             version = snapshot.version
             if self._compact_in_child and hasattr(os, "fork"):
-                write = functools.partial(_write_epoch_in_child, snapshot, self.schema)
+                write = functools.partial(write_epoch_in_child, snapshot, self.schema)
             else:
-                write = functools.partial(_write_epoch_inline, snapshot, self.schema)
+                write = functools.partial(write_epoch_inline, snapshot, self.schema)
             await proposer.compact(version, write, keep=keep or self._keep_epochs)
         return version
 
@@ -530,57 +520,6 @@ class Batch:
             if state.pending and state.pending[-1] is tx:
                 state.rollback(tx)
             self._store._write_lock.release()
-
-
-def _snapshot_pieces(snapshot: Snapshot, schema: Schema) -> Iterator[tuple[str, bytes]]:
-    """(table name, encoded piece) for every chunk of the snapshot's objects."""
-    for table in schema.tables:
-        ids = snapshot.ids(table.cls)
-        for start in range(0, len(ids), COMPACT_CHUNK):
-            chunk = ids[start : start + COMPACT_CHUNK]
-            yield table.name, encode_piece([snapshot.get(table.cls, id) for id in chunk])
-
-
-async def _write_epoch_inline(snapshot: Snapshot, schema: Schema, log: EpochLog) -> PreparedEpoch:
-    """Encode the snapshot in this process, a chunk at a time with a checkpoint after each
-    (commits interleave), then write the file in a worker thread."""
-    tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
-    for name, piece in _snapshot_pieces(snapshot, schema):
-        tables[name].append(piece)
-        await trio.lowlevel.checkpoint()
-    return await trio.to_thread.run_sync(log.write_epoch, snapshot.version, tables)
-
-
-async def _write_epoch_in_child(snapshot: Snapshot, schema: Schema, log: EpochLog) -> PreparedEpoch:
-    """Encode and write the snapshot in a forked child process (as Redis's BGSAVE does).
-
-    The child starts with a copy-on-write image of this process, so the pinned snapshot is
-    there at no cost; it encodes and writes on another core and exits, while this process
-    goes on committing. It runs plain synchronous code and leaves with ``os._exit``.
-    """
-    header = log.next_header()
-    pid = os.fork()
-    if pid == 0:  # the child: no trio, no cleanup handlers, just the file
-        status = 1
-        try:
-            gc.disable()  # a collection would touch (and so copy) every page
-            tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
-            for name, piece in _snapshot_pieces(snapshot, schema):
-                tables[name].append(piece)
-            log.write_epoch_file(header, snapshot_body_of_pieces(snapshot.version, tables))
-            status = 0
-        finally:
-            os._exit(status)
-    _pid, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        tmp, _final = log.epoch_paths(header)
-        tmp.unlink(missing_ok=True)
-        raise StoreError(
-            f"the compaction process failed (wait status {status}); the store "
-            "goes on with its current epoch"
-        )
-    tmp, _final = log.epoch_paths(header)
-    return log.prepared(snapshot.version, header, tmp.stat().st_size)
 
 
 class WriteLock:
