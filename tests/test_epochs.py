@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
 import trio
 
@@ -92,3 +93,39 @@ async def test_compact_needs_a_log() -> None:
     async with ws.open_store(SCHEMA) as store:
         with pytest.raises(ws.StoreError, match="path="):
             await store.compact()
+
+
+async def test_watch_from_reads_the_kept_epochs_before_the_current_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, history=2, keep_epochs=3) as store:
+        await fill(store, 0, 3)  # versions 1-3
+        await store.compact()  # epoch at 3
+        moved = store.view(lambda tx: tx.get(Task, "t0000"))
+        assert moved is not None
+        await store.update(lambda tx: tx.update(attrs.evolve(moved, node_id="elsewhere")))
+        await store.compact()  # epoch at 4
+        await fill(store, 3, 6)  # versions 5-7; memory keeps only the last two
+        async with store.watch_from(ws.Version(2), ws.on(Task, node_id="n0")) as events:
+            got = [events.receive_nowait() for _ in range(events.pending())]
+        # Version 4 moved t0000 off n0 (the old object comes from replaying the log), and
+        # version 5 created t0003 on n0.
+        assert [(type(e).__name__, e.version.index) for e in got] == [
+            ("Updated", 4),
+            ("Created", 5),
+        ]
+        assert isinstance(got[0], ws.Updated)
+        assert got[0].old.node_id == "n0"
+
+
+async def test_watch_from_older_than_every_kept_epoch_is_compacted(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path, history=1, keep_epochs=1) as store:
+        await fill(store, 0, 3)
+        await store.compact()  # only the epoch at version 3 is kept
+        await fill(store, 3, 5)
+        with pytest.raises(ws.HistoryCompacted) as info:
+            async with store.watch_from(ws.Version(1)):
+                pass
+        assert info.value.oldest == ws.Version(3)

@@ -347,42 +347,65 @@ class EpochLog:
             pass
 
     def read_changes(self, start: Version, end: Version) -> list[Change]:
-        """The changes with ``start < version <= end`` in the current segment, or
-        HistoryCompacted if ``start`` is older than its snapshot."""
-        data = self.file.read_bytes()[: self.size]
-        records = scan(data, self.header).records
-        file = str(self.file)
-        snapshot_body = body_of(self.header, records[0], self.sealer, file)
-        snapshot_version = Version(loads(snapshot_body)["version"])
-        if start < snapshot_version:
-            raise HistoryCompacted(snapshot_version, end)
-        # CHANGE records hold new objects only: replay from the snapshot to know each
-        # update's old object.
+        """The changes with ``start < version <= end``, read from the kept segments.
+
+        Reading starts at the newest segment whose snapshot is not after ``start`` (after a
+        rollback that is the rolled-back line of history, as it should be) and goes on
+        through the newer ones, skipping the changes a compaction copied into the next
+        segment. CHANGE records hold new objects only, so the state is replayed from that
+        snapshot to give each update its old object. HistoryCompacted if ``start`` is older
+        than every kept snapshot.
+        """
+        segments = []
+        for path in sorted(self.directory.glob("*.wslog")):
+            if not path.stem.isdigit():
+                continue
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # retired by a compaction meanwhile
+                continue
+            if path == self.file:
+                data = data[: self.size]
+            header = parse_header(data)
+            records = scan(data, header).records
+            snapshot = loads(body_of(header, records[0], self.sealer, str(path)))
+            segments.append((path, header, records, snapshot))
+        usable = [i for i, seg in enumerate(segments) if seg[3]["version"] <= start.index]
+        if not usable:
+            oldest = min((seg[3]["version"] for seg in segments), default=end.index)
+            raise HistoryCompacted(Version(oldest), end)
+        first = usable[-1]
         current: dict[tuple[str, str], Any] = {}
-        snapshot = loads(snapshot_body)["tables"]
-        for name, items in snapshot.items():
+        for name, items in segments[first][3]["tables"].items():
             decode = self.decoders[name]
             for item in items:
                 obj = decode(item)
                 current[name, obj.id] = obj
-        changes = []
-        for record in records[1:]:
-            body = body_of(self.header, record, self.sealer, file)
-            change = _decode_change(body, self.decoders, file, record.offset)
-            actions = []
-            for action in change.actions:
-                key = (action.table, action.obj.id)
-                if action.kind is ActionKind.UPDATE:
-                    action = StoreAction(action.kind, action.table, action.obj, current.get(key))
-                if action.kind is ActionKind.DELETE:
-                    current.pop(key, None)
-                else:
-                    current[key] = action.obj
-                actions.append(action)
-            if change.version > end:
-                break
-            if change.version > start:
-                changes.append(Change(change.version, actions))
+        last = segments[first][3]["version"]
+        changes: list[Change] = []
+        for path, header, records, _snapshot in segments[first:]:
+            for record in records[1:]:
+                body = body_of(header, record, self.sealer, str(path))
+                change = _decode_change(body, self.decoders, str(path), record.offset)
+                if change.version.index <= last:
+                    continue  # already read from the segment before (a compaction's tail)
+                last = change.version.index
+                if change.version > end:
+                    return changes
+                actions = []
+                for action in change.actions:
+                    key = (action.table, action.obj.id)
+                    if action.kind is ActionKind.UPDATE:
+                        action = StoreAction(
+                            action.kind, action.table, action.obj, current.get(key)
+                        )
+                    if action.kind is ActionKind.DELETE:
+                        current.pop(key, None)
+                    else:
+                        current[key] = action.obj
+                    actions.append(action)
+                if change.version > start:
+                    changes.append(Change(change.version, actions))
         return changes
 
     def sync(self) -> None:

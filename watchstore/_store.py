@@ -369,8 +369,9 @@ class Store:
                 replay = hub.replay_from(floor) or []
                 try:
                     older = await self._proposer.changes_between(version, floor)
-                except HistoryCompacted:
-                    raise HistoryCompacted(floor, current) from None
+                except HistoryCompacted as gone:
+                    # Resumable from whichever reaches further back: the proposer or memory.
+                    raise HistoryCompacted(min(gone.oldest, floor), current) from None
                 replay = [*older, *replay]
             else:
                 await trio.lowlevel.checkpoint()
