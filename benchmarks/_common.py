@@ -22,7 +22,7 @@ import attrs
 import trio
 
 import watchstore as ws
-from watchstore._codec import dumps
+from watchstore._codec import dump_data, encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -77,7 +77,7 @@ SqlRow = tuple[str, str, str, str]
 
 def sql_row(obj: Obj) -> SqlRow:
     """``obj`` as a sqlite row: its indexed columns plus its JSON as the ``data`` blob."""
-    return (obj.id, obj.service_id, obj.node_id, dumps(obj))
+    return (obj.id, obj.service_id, obj.node_id, dump_data(encode(obj)).decode())
 
 
 def sql_rows(objs: Iterable[Obj]) -> list[SqlRow]:

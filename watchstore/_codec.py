@@ -46,14 +46,9 @@ def encode(value: Any) -> Any:
     raise TypeError(f"cannot encode {t.__name__} {value!r}: store JSON-like values only")
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text of ``encode(value)``."""
-    return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False)
-
-
 def encoded_size(obj: Any) -> int:
     """Encoded size in bytes of one stored object."""
-    return len(dumps(obj).encode())
+    return len(dump_data(encode(obj)))
 
 
 class DecodeError(ValueError):
@@ -286,5 +281,5 @@ def dump_data(data: Any) -> bytes:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse JSON text written by ``dumps`` (no type decoding)."""
+    """Parse JSON text written by ``dump_data`` (no type decoding)."""
     return json.loads(text)

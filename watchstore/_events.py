@@ -168,7 +168,6 @@ class Router:
         # cls -> [(key, spec)] for specifiers without field equalities (cls None = any table)
         self._broad: dict[type | None, list[tuple[Any, Spec]]] = {}
         self._commit: dict[Any, None] = {}  # keys that asked for Committed
-        self._fields_by_cls: dict[type | None, dict[str, int]] = {}
         self._specs: dict[Any, tuple[Spec, ...]] = {}
         # Per object class: its broad specifiers and its (field, buckets) pairs, rebuilt after
         # any (un)subscription, so routing an object is a few dict lookups.
@@ -205,8 +204,6 @@ class Router:
                 self._buckets.setdefault((spec.cls, field), {}).setdefault(value, []).append(
                     (key, spec)
                 )
-                counts = self._fields_by_cls.setdefault(spec.cls, {})
-                counts[field] = counts.get(field, 0) + 1
             else:
                 self._broad.setdefault(spec.cls, []).append((key, spec))
 
@@ -227,12 +224,6 @@ class Router:
                     del bucket_map[value]
                     if not bucket_map:
                         del self._buckets[(spec.cls, field)]
-                counts = self._fields_by_cls[spec.cls]
-                counts[field] -= 1
-                if not counts[field]:
-                    del counts[field]
-                    if not counts:
-                        del self._fields_by_cls[spec.cls]
             else:
                 broad = self._broad[spec.cls]
                 broad.remove((key, spec))
@@ -294,9 +285,9 @@ class Router:
     def _plan(self, cls: type) -> tuple[list[tuple[Any, Spec]], list[tuple[str, Any]]]:
         broad = [*self._broad.get(cls, ()), *self._broad.get(None, ())]
         routed = [
-            (field, self._buckets[(table, field)])
-            for table in (cls, None)
-            for field in self._fields_by_cls.get(table, ())
+            (field, buckets)
+            for (table, field), buckets in self._buckets.items()
+            if table is cls or table is None
         ]
         plan = self._plans[cls] = (broad, routed)
         return plan

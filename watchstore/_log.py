@@ -40,6 +40,7 @@ from ._records import (
     SNAPSHOT,
     HeaderError,
     Record,
+    Scan,
     SegmentHeader,
     pack_record,
     parse_header,
@@ -150,6 +151,27 @@ def _sealer_for(file: Path, header: SegmentHeader, key: bytes | None) -> Sealer 
     return Sealer(key) if key is not None else None
 
 
+def read_segment(file: Path, limit: int | None = None) -> tuple[bytes, SegmentHeader, Scan]:
+    """Read and verify a segment file (up to ``limit`` bytes): its header (LogCorrupt, or
+    UnsupportedFormat for a newer format) and records, which must open with a snapshot."""
+    data = file.read_bytes()
+    if limit is not None:
+        data = data[:limit]
+    try:
+        header = parse_header(data)
+    except HeaderError as exc:
+        raise LogCorrupt(str(file), 0, exc.reason) from None
+    if header.format > FORMAT:
+        raise UnsupportedFormat(
+            f"{file} is in log format {header.format}, newer than this watchstore reads "
+            f"({FORMAT}); upgrade watchstore to open it"
+        )
+    result = scan(data, header)
+    if not result.records or result.records[0].kind != SNAPSHOT:
+        raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
+    return data, header, result
+
+
 def segment_path(directory: Path, number: int) -> Path:
     """The file of segment ``number``."""
     return directory / f"{number:08d}.wslog"
@@ -215,7 +237,7 @@ class EpochLog:
         sealer = Sealer(key) if key is not None else None
         flags = FLAG_ENCRYPTED if key is not None else 0
         header = SegmentHeader(FORMAT, flags, 1, uuid.uuid4().bytes, time.time_ns())
-        body = _snapshot_body(ORIGIN, {t.name: [] for t in schema.tables})
+        body = snapshot_body_of_pieces(ORIGIN, {t.name: [] for t in schema.tables})
         data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         file = segment_path(path, 1)
         tmp = file.with_name(f".{file.name}.tmp")
@@ -239,21 +261,9 @@ class EpochLog:
         salvage: bool,
         key: bytes | None,
     ) -> tuple[EpochLog, Restored]:
-        data = file.read_bytes()
-        try:
-            header = parse_header(data)
-        except HeaderError as exc:
-            raise LogCorrupt(str(file), 0, exc.reason) from None
-        if header.format > FORMAT:
-            raise UnsupportedFormat(
-                f"{file} is in log format {header.format}, newer than this watchstore reads "
-                f"({FORMAT}); upgrade watchstore to open it"
-            )
+        data, header, result = read_segment(file)
         sealer = _sealer_for(file, header, key)
-        result = scan(data, header)
         records = result.records
-        if not records or records[0].kind != SNAPSHOT:
-            raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
         decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
         if sealer is not None:
             try:
@@ -361,13 +371,10 @@ class EpochLog:
             if not path.stem.isdigit():
                 continue
             try:
-                data = path.read_bytes()
+                _data, header, result = read_segment(path, self.size if path == self.file else None)
             except FileNotFoundError:  # retired by a compaction meanwhile
                 continue
-            if path == self.file:
-                data = data[: self.size]
-            header = parse_header(data)
-            records = scan(data, header).records
+            records = result.records
             snapshot = loads(body_of(header, records[0], self.sealer, str(path)))
             segments.append((path, header, records, snapshot))
         usable = [i for i, seg in enumerate(segments) if seg[3]["version"] <= start.index]
@@ -516,15 +523,8 @@ def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) 
     for file in sorted(Path(directory).glob("*.wslog")):
         if not file.stem.isdigit():
             continue
-        data = file.read_bytes()
-        try:
-            header = parse_header(data)
-        except HeaderError as exc:
-            raise LogCorrupt(str(file), 0, exc.reason) from None
-        records = scan(data, header).records
-        if not records or records[0].kind != SNAPSHOT:
-            raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
-        body = body_of(header, records[0], _sealer_for(file, header, key), str(file))
+        data, header, result = read_segment(file)
+        body = body_of(header, result.records[0], _sealer_for(file, header, key), str(file))
         version = Version(loads(body)["version"])
         out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
     return out
@@ -549,10 +549,9 @@ def rollback(
                 f"no kept snapshot at version {version.index} (kept: {kept}); "
                 "list them with watchstore.list_epochs(path)"
             )
-        data = chosen.file.read_bytes()
-        old = parse_header(data)
+        _data, old, result = read_segment(chosen.file)
         sealer = _sealer_for(chosen.file, old, key)
-        body = body_of(old, scan(data, old).records[0], sealer, str(chosen.file))
+        body = body_of(old, result.records[0], sealer, str(chosen.file))
         number = epochs[-1].segment + 1
         header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())
         new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
@@ -561,15 +560,6 @@ def rollback(
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)
     finally:
         lock.release()
-
-
-def _snapshot_body(version: Version, tables: dict[str, list[Any]]) -> bytes:
-    return dump_data(
-        {
-            "version": version.index,
-            "tables": {name: [encode(o) for o in objs] for name, objs in tables.items()},
-        }
-    )
 
 
 def encode_piece(objects: Sequence[Any]) -> bytes:

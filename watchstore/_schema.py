@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import InvalidObject, InvalidQuery
+from ._errors import InvalidObject
 from ._model import Meta
 
 # Key families: keys of one index must all be mutually orderable.
@@ -285,33 +285,21 @@ class Table:
 
 
 class Schema:
-    """The tables of a store. Tables are looked up by their class (or by name)."""
+    """The tables of a store; each class and each table name appears once."""
 
-    __slots__ = ("by_class", "by_name", "tables")
+    __slots__ = ("tables",)
 
     def __init__(self, *tables: Table) -> None:
         if not tables:
             raise ValueError("a Schema needs at least one Table")
         self.tables = tables
-        self.by_class: dict[type, Table] = {}
-        self.by_name: dict[str, Table] = {}
+        classes: set[type] = set()
+        names: set[str] = set()
         for table in tables:
-            if table.cls in self.by_class or table.name in self.by_name:
+            if table.cls in classes or table.name in names:
                 raise ValueError(f"table {table.name} is declared twice")
-            self.by_class[table.cls] = table
-            self.by_name[table.name] = table
+            classes.add(table.cls)
+            names.add(table.name)
 
     def __repr__(self) -> str:
         return f"Schema({', '.join(t.name for t in self.tables)})"
-
-    def table_of(self, cls: Any) -> Table:
-        """Return the table holding ``cls`` (a class or a table name)."""
-        table = self.by_class.get(cls)
-        if table is None:
-            table = self.by_name.get(cls) if isinstance(cls, str) else None
-            if table is None:
-                name = getattr(cls, "__name__", repr(cls))
-                raise InvalidQuery(
-                    f"no table holds {name}; the schema has {', '.join(self.by_name)}"
-                )
-        return table

@@ -7,12 +7,9 @@ lets a read merge many inserts at once (``SortedList.update``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sortedcontainers import SortedList
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 
 class LazySortedSet:
@@ -44,14 +41,9 @@ class LazySortedSet:
             pending.clear()
         return self._sorted
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.ordered())
-
     def __len__(self) -> int:
         return len(self._sorted) + len(self._pending)
 
-    def __bool__(self) -> bool:
-        return bool(self._pending) or bool(self._sorted)
-
-    def __contains__(self, member: object) -> bool:
-        return member in self._pending or member in self._sorted
+    def any_member(self) -> Any:
+        """One member (without sorting): for a set known to hold exactly one."""
+        return next(iter(self._pending)) if self._pending else self._sorted[0]

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import weakref
 from builtins import id as id_of
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._errors import StoreError
 from ._model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
+from ._query import key_matcher
 from ._tables import TableState
-from ._txn import SNAPSHOT_CLOSED, TX_ENDED, OverlayReadTx, ReadTx, Tx
+from ._txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Tx, parse_condition
 
 DELETE = ActionKind.DELETE
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._schema import Schema
 
 
@@ -44,6 +48,77 @@ class UndoLayer:
         self.pins = 0
 
 
+class OverlayReadTx(ReadTx):
+    """A reader of an older version: the live tables seen through the undo layers from
+    ``layer`` on (None: only the pending transactions), per rule 3 above."""
+
+    __slots__ = ("_layer", "_state")
+
+    def __init__(self, state: StoreState, version: Version, layer: UndoLayer | None) -> None:
+        super().__init__(state.tables, version)
+        self._state = state
+        self._layer = layer
+
+    def get(self, cls: type[T], id: str) -> T | None:
+        table = self._table(cls)
+        found, value = self._state.overlay_get(self._layer, table.name, id)
+        if found:
+            return value  # type: ignore[no-any-return]
+        return table.rows.get(id)
+
+    def find(self, cls: type[T], **condition: Any) -> list[T]:
+        table = self._table(cls)
+        index_name, normalized = parse_condition(table, condition)
+        return self._merge(table, index_name, normalized)
+
+    def first(self, cls: type[T], **condition: Any) -> T | None:
+        found = self.find(cls, **condition)
+        return found[0] if found else None
+
+    def count(self, cls: type, **condition: Any) -> int:
+        return len(self.find(cls, **condition))
+
+    def all(self, cls: type[T]) -> list[T]:
+        return self.find(cls)
+
+    def _merge(self, table: TableState, index_name: str, condition: Any) -> list[Any]:
+        """``find`` at this reader's version: live matches not changed since, plus the
+        changed objects' old values that match, merged in index order."""
+        overlay = self._state.overlay_table(self._layer, table.name)
+        rows = table.rows
+        live = [id for id in table.scan(index_name, condition) if id not in overlay]
+        if not overlay:
+            return [rows[id] for id in live]
+        order_key = _order_key(table, index_name, condition)
+        entries = [(order_key(rows[id]), id) for id in live]
+        for id, obj in overlay.items():
+            if obj is not None:
+                key = order_key(obj)
+                if key is not None:
+                    entries.append((key, id))
+        entries.sort()
+        return [overlay[id] if id in overlay else rows[id] for _key, id in entries]
+
+
+def _order_key(table: TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
+    """Return ``f(obj)``: the smallest key of ``obj`` in the index that matches, or None."""
+    matches: Callable[[Any], bool] = (
+        (lambda key: True) if condition is None else key_matcher(condition)
+    )
+    if index_name == "id":
+        return lambda obj: obj.id if matches(obj.id) else None
+    spec = table.indexes[index_name].spec
+    extract = spec.extract
+    if spec.multi:
+        return lambda obj: min((k for k in extract(obj) if matches(k)), default=None)
+
+    def single(obj: Any) -> Any:
+        key = extract(obj)
+        return key if key is not None and matches(key) else None
+
+    return single
+
+
 class Snapshot(OverlayReadTx):
     """A read-only transaction pinned at one version; consistent across awaits.
 
@@ -54,19 +129,14 @@ class Snapshot(OverlayReadTx):
     __slots__ = ("__weakref__", "_release")
 
     def __init__(self, state: StoreState, layer: UndoLayer) -> None:
-        super().__init__(
-            state.tables,
-            layer.base,
-            lambda t, i: state.overlay_get(layer, t, i),
-            lambda t: state.overlay_table(layer, t),
-        )
+        super().__init__(state, layer.base, layer)
         self._release = weakref.finalize(self, state.unpin, layer)
 
     def ids(self, cls: type) -> list[str]:
         """The ids of ``cls`` objects in this snapshot, in no particular order (C-speed
         copies: cheaper than ``all`` when order does not matter)."""
         table = self._table(cls)
-        overlay = self._overlay[1](table.name)
+        overlay = self._state.overlay_table(self._layer, table.name)
         if not overlay:
             return list(table.rows)
         present = [id for id in table.rows if id not in overlay]
@@ -102,12 +172,7 @@ class StoreState:
         """A reader of the committed state, valid until the caller next awaits."""
         if not self.pending:
             return ReadTx(self.tables, self.version)
-        return OverlayReadTx(
-            self.tables,
-            self.version,
-            lambda t, i: self.overlay_get(None, t, i),
-            lambda t: self.overlay_table(None, t),
-        )
+        return OverlayReadTx(self, self.version, None)
 
     def pin(self) -> Snapshot:
         """Pin the committed version and return a snapshot of it (O(1))."""

@@ -121,29 +121,18 @@ class Store:
         ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
         proposing, the change is undone locally unless it had already committed.
         """
-        if self._closed is not None:
-            self._check_open()
-        await trio.lowlevel.checkpoint_if_cancelled()
         lock = self._write_lock
-        if lock.held:
-            await lock.wait_turn()
-            if self._closed is not None:
-                lock.release()
-                self._check_open()
-        else:
+        if lock.held or self._closed is not None:
+            await self._take_write_lock()
+        else:  # the uncontended fast path of _take_write_lock, without a coroutine
+            await trio.lowlevel.checkpoint_if_cancelled()
             lock.held = True
         submission = None
         try:
             state = self._state
             tx = state.begin()
             try:
-                result = fn(tx)
-                if hasattr(type(result), "__await__"):
-                    _close_awaitable(result)
-                    raise TypeError(
-                        "update() runs a synchronous function; for async work use "
-                        "store.batch(), or do the awaiting before update()"
-                    )
+                result = _run_in_tx(fn, tx)
             except BaseException:
                 state.rollback(tx)
                 raise
@@ -176,9 +165,24 @@ class Store:
             return self._submit(actions, self._commit_oldest)
         except BaseException as exc:
             state.rollback(tx)
-            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-                raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
-            raise
+            failed = _as_proposal_failed(exc)
+            if failed is None:
+                raise
+            raise failed from exc
+
+    async def _take_write_lock(self) -> None:
+        """Take the writers' lock (FIFO; uncontended it is one attribute test), as a cancel
+        point; StoreClosed if the store is or gets closed meanwhile."""
+        self._check_open()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._write_lock
+        if lock.held:
+            await lock.wait_turn()
+            if self._closed is not None:
+                lock.release()
+                self._check_open()
+        else:
+            lock.held = True
 
     def _undo_uncommitted(self) -> None:
         """After the proposer failed: undo every transaction it did not commit, newest
@@ -231,9 +235,10 @@ class Store:
             if tx.committed:
                 raise
             self._undo_uncommitted()
-            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-                raise ProposalFailed(f"proposal failed, outcome unknown: {exc!r}") from exc
-            raise
+            failed = _as_proposal_failed(exc)
+            if failed is None:
+                raise
+            raise failed from exc
         if not tx.committed:
             self._undo_uncommitted()
             raise ProposalFailed("the proposer returned without committing the change")
@@ -471,21 +476,12 @@ class Batch:
         store = self._store
         tx = self._tx
         if tx is None:
-            store._check_open()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            lock = store._write_lock
-            if lock.held:
-                await lock.wait_turn()
-            else:
-                lock.held = True
+            await store._take_write_lock()
             tx = self._tx = store._state.begin()
             self._bytes = 0
         mark = tx.savepoint()
         try:
-            result = fn(tx)
-            if hasattr(type(result), "__await__"):
-                _close_awaitable(result)
-                raise TypeError("batch.update() runs a synchronous function")
+            result = _run_in_tx(fn, tx)
         except BaseException:
             tx.rollback_to(mark)
             raise
@@ -548,10 +544,26 @@ class WriteLock:
             self.held = False
 
 
-def _close_awaitable(result: object) -> None:
-    close = getattr(result, "close", None)
-    if close is not None:
-        close()
+def _run_in_tx(fn: Callable[[Tx], R], tx: Tx) -> R:
+    """Run a transaction function, refusing an async one (its writes would run later)."""
+    result = fn(tx)
+    if hasattr(type(result), "__await__"):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never started: no "coroutine was never awaited" warning
+        raise TypeError(
+            "transaction functions are synchronous; do the awaiting before update(), or "
+            "between the batch.update() calls of store.batch()"
+        )
+    return result
+
+
+def _as_proposal_failed(exc: BaseException) -> ProposalFailed | None:
+    """The ProposalFailed (outcome unknown) to raise for a proposer's error, or None to
+    re-raise it as it is (store errors, cancellation)."""
+    if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+        return ProposalFailed(f"proposal failed, outcome unknown: {exc!r}")
+    return None
 
 
 @asynccontextmanager

@@ -76,7 +76,7 @@ class IndexState:
             bucket.remove(id)
             if len(bucket) > 1:
                 return
-            buckets[key] = next(iter(bucket))
+            buckets[key] = bucket.any_member()  # back to a plain holder
             return
         del buckets[key]
         self.keys.remove(key)

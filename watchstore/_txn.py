@@ -22,12 +22,12 @@ from ._errors import (
     StoreError,
 )
 from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta
-from ._query import AnyOf, Between, Prefix, key_matcher
+from ._query import AnyOf, Between, Prefix
 from ._schema import IndexSpec, key_family
 from ._tables import TableState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from ._state import StoreState
 
@@ -50,9 +50,6 @@ class _Ended(dict[type, TableState]):
         self.message = message
 
     def __getitem__(self, key: type) -> TableState:
-        raise StoreError(self.message)
-
-    def values(self) -> Any:
         raise StoreError(self.message)
 
 
@@ -79,12 +76,12 @@ class ReadTx:
         self.version = version
         """The version this transaction reads at (the last commit it sees)."""
 
-    def _table(self, cls: type) -> TableState:
+    def _table(self, cls: type, error: type[StoreError] = InvalidQuery) -> TableState:
         try:
             return self._tables[cls]
         except KeyError:
-            raise InvalidQuery(
-                f"no table holds {getattr(cls, '__name__', cls)}; the schema has "
+            raise error(
+                f"no table holds {getattr(cls, '__name__', cls)} objects; the schema has "
                 f"{', '.join(t.name for t in self._tables.values())}"
             ) from None
 
@@ -104,14 +101,14 @@ class ReadTx:
         objects in id order.
         """
         table = self._table(cls)
-        index_name, normalized = _parse(table, condition)
+        index_name, normalized = parse_condition(table, condition)
         rows = table.rows
         return [rows[id] for id in table.scan(index_name, normalized)]
 
     def first(self, cls: type[T], **condition: Any) -> T | None:
         """Return the first object ``find`` would return, or None."""
         table = self._table(cls)
-        index_name, normalized = _parse(table, condition)
+        index_name, normalized = parse_condition(table, condition)
         for id in table.scan(index_name, normalized):
             return table.rows[id]  # type: ignore[no-any-return]
         return None
@@ -121,7 +118,7 @@ class ReadTx:
         table = self._table(cls)
         if not condition:
             return len(table.rows)
-        index_name, normalized = _parse(table, condition)
+        index_name, normalized = parse_condition(table, condition)
         return sum(1 for _ in table.scan(index_name, normalized))
 
     def all(self, cls: type[T]) -> list[T]:
@@ -134,7 +131,7 @@ class ReadTx:
         self._tables = ended
 
 
-def _parse(table: TableState, condition: dict[str, Any]) -> tuple[str, Any]:
+def parse_condition(table: TableState, condition: dict[str, Any]) -> tuple[str, Any]:
     """Split ``find`` keywords into an index name and a normalised condition."""
     if not condition:
         return "id", None
@@ -203,85 +200,6 @@ def _condition_keys(condition: Any) -> Iterable[tuple[Any, bool]]:
     return ((condition, False),)
 
 
-class OverlayReadTx(ReadTx):
-    """A reader of an older version: the live tables seen through an overlay.
-
-    ``overlay(table_name)`` gives, for every id changed since this reader's version, the object
-    it had then (None = absent); all other ids read live.
-    """
-
-    __slots__ = ("_overlay",)
-
-    def __init__(
-        self,
-        tables: dict[type, TableState],
-        version: Version,
-        overlay: Callable[[str, str], tuple[bool, Any]],
-        overlay_table: Callable[[str], dict[str, Any]],
-    ) -> None:
-        super().__init__(tables, version)
-        self._overlay = (overlay, overlay_table)
-
-    def get(self, cls: type[T], id: str) -> T | None:
-        table = self._table(cls)
-        found, value = self._overlay[0](table.name, id)
-        if found:
-            return value  # type: ignore[no-any-return]
-        return table.rows.get(id)
-
-    def find(self, cls: type[T], **condition: Any) -> list[T]:
-        table = self._table(cls)
-        index_name, normalized = _parse(table, condition)
-        return self._merge(table, index_name, normalized)
-
-    def first(self, cls: type[T], **condition: Any) -> T | None:
-        found = self.find(cls, **condition)
-        return found[0] if found else None
-
-    def count(self, cls: type, **condition: Any) -> int:
-        return len(self.find(cls, **condition))
-
-    def all(self, cls: type[T]) -> list[T]:
-        return self.find(cls)
-
-    def _merge(self, table: TableState, index_name: str, condition: Any) -> list[Any]:
-        """``find`` at this reader's version: live matches not changed since, plus the
-        changed objects' old values that match, merged in index order."""
-        overlay = self._overlay[1](table.name)
-        rows = table.rows
-        live = [id for id in table.scan(index_name, condition) if id not in overlay]
-        if not overlay:
-            return [rows[id] for id in live]
-        order_key = _order_key(table, index_name, condition)
-        entries = [(order_key(rows[id]), id) for id in live]
-        for id, obj in overlay.items():
-            if obj is not None:
-                key = order_key(obj)
-                if key is not None:
-                    entries.append((key, id))
-        entries.sort()
-        return [overlay[id] if id in overlay else rows[id] for _key, id in entries]
-
-
-def _order_key(table: TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
-    """Return ``f(obj)``: the smallest key of ``obj`` in the index that matches, or None."""
-    matches: Callable[[Any], bool] = (
-        (lambda key: True) if condition is None else key_matcher(condition)
-    )
-    if index_name == "id":
-        return lambda obj: obj.id if matches(obj.id) else None
-    spec = table.indexes[index_name].spec
-    extract = spec.extract
-    if spec.multi:
-        return lambda obj: min((k for k in extract(obj) if matches(k)), default=None)
-
-    def single(obj: Any) -> Any:
-        key = extract(obj)
-        return key if key is not None and matches(key) else None
-
-    return single
-
-
 class Tx(ReadTx):
     """A write transaction: a :class:`ReadTx` that also creates, updates and deletes.
 
@@ -307,17 +225,6 @@ class Tx(ReadTx):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _write_table(self, obj: object) -> TableState:
-        try:
-            return self._tables[type(obj)]
-        except KeyError:
-            if isinstance(self._tables, _Ended):
-                raise
-            raise InvalidObject(
-                f"no table holds {type(obj).__name__} objects; the schema has "
-                f"{', '.join(t.name for t in self._tables.values())}"
-            ) from None
-
     def _apply(self, table: TableState, id: str, old: Any, new: Any) -> None:
         table.write(id, old, new)
         key = (table.name, id)
@@ -331,7 +238,7 @@ class Tx(ReadTx):
 
     def create(self, obj: T) -> T:
         """Store a new object; ObjectExists if its id is taken. Returns the stored object."""
-        table = self._write_table(obj)
+        table = self._table(type(obj), InvalidObject)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is not None:
@@ -355,7 +262,7 @@ class Tx(ReadTx):
         ObjectNotFound if absent, SequenceConflict (carrying the current object) if ``obj`` was
         made from an older copy. Returns the stored object.
         """
-        table = self._write_table(obj)
+        table = self._table(type(obj), InvalidObject)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is None:
@@ -367,7 +274,7 @@ class Tx(ReadTx):
 
     def upsert(self, obj: T) -> T:
         """Create or replace an object regardless of its version (Calico's Apply)."""
-        table = self._write_table(obj)
+        table = self._table(type(obj), InvalidObject)
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is None:
@@ -390,7 +297,7 @@ class Tx(ReadTx):
         """
         if id is None:
             obj = obj_or_cls
-            table = self._write_table(obj)
+            table = self._table(type(obj), InvalidObject)
             id = table.table.check(obj)
         else:
             obj = None
