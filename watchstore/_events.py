@@ -260,26 +260,22 @@ class Router:
         return out
 
     def _candidates(self, action: StoreAction) -> list[tuple[Any, Spec]]:
+        # On the commit path: no allocation unless something may match.
         obj = action.obj
-        plan = self._plans.get(type(obj))
-        if plan is None:
-            plan = self._plan(type(obj))
-        broad, routed = plan
-        if not routed:
-            return broad
-        found = list(broad)
+        plan = self._plans.get(type(obj)) or self._plan(type(obj))
+        found, routed = plan
         old = action.old
         for field, bucket_map in routed:
             value = getattr(obj, field, _MISSING)
             hits = _lookup(bucket_map, value)
             if hits:
-                found.extend(hits)
+                found = found + hits
             if old is not None:
                 old_value = getattr(old, field, _MISSING)
                 if old_value != value:
                     hits = _lookup(bucket_map, old_value)
                     if hits:
-                        found.extend(hits)
+                        found = found + hits
         return found
 
     def _plan(self, cls: type) -> tuple[list[tuple[Any, Spec]], list[tuple[str, Any]]]:
