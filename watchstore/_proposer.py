@@ -9,13 +9,16 @@ all it arrives again through the replication path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._errors import HistoryCompacted
 from ._model import ORIGIN, Change, StoreAction, Version, new_version
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from ._store import Store
+    from ._txn import TrackingTx
 
 
 class Proposer(Protocol):
@@ -36,6 +39,47 @@ class Proposer(Protocol):
 
         Raises HistoryCompacted when part of that range is no longer kept.
         """
+        ...
+
+
+class Conflict(Exception):
+    """Raised by a :class:`TransactionalProposer` when another writer changed what the
+    transaction read or wrote: the replica must reach ``revision`` (and lose the objects in
+    ``gone``) before the transaction function is run again."""
+
+    def __init__(
+        self, revision: int = 0, gone: Sequence[tuple[str, str]] = (), *, local: bool = False
+    ) -> None:
+        super().__init__(f"conflict; catch up to revision {revision}")
+        self.revision = revision
+        self.gone = gone
+        self.local = local
+        """True when the transaction was not sent: another task of this process was
+        committing a key it needs (such waits do not count as retries)."""
+
+
+@runtime_checkable
+class TransactionalProposer(Proposer, Protocol):
+    """A proposer that checks, at commit, that nothing a transaction read has changed since
+    (etcd). The store runs the function on its replica, hands the transaction over with
+    ``prepare``, undoes it locally and awaits ``commit_prepared``; the change comes back
+    through the replication path. On Conflict it waits for ``catch_up`` and runs the
+    function again, at most ``max_retries`` times."""
+
+    max_retries: int
+
+    def prepare(self, tx: TrackingTx, base: Version) -> Any:
+        """Turn a finished transaction (run on ``base``) into a request; raises
+        TransactionTooLarge if it cannot be one."""
+        ...
+
+    async def commit_prepared(self, prepared: Any) -> Version:
+        """Commit a prepared request; return its version or raise Conflict."""
+        ...
+
+    async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
+        """Return once ``store``'s replica has what the conflict saw (or gave up waiting),
+        backing off more with each ``attempt``."""
         ...
 
 

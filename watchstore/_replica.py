@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import trio
 
 from ._errors import HistoryCompacted, StoreClosed, StoreError, WatchOverflow
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ._model import ORIGIN, Change, StoreAction, Version
+from ._state import difference
 from ._store import Store
 from ._watch import Watch
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._state import Snapshot, StoreState
+    from ._state import Snapshot
     from ._store import Batch
     from ._txn import Tx
 
@@ -106,24 +107,7 @@ class Replica(Store):
             source._hub.unsubscribe(watch)
 
     def _resync(self, snapshot: Snapshot) -> None:
-        actions = _difference(self._state, snapshot)
+        theirs = {t.name: {obj.id: obj for obj in snapshot.all(t.cls)} for t in self.schema.tables}
+        actions = difference(self._state, theirs)
         if snapshot.version > self.version:
             self._apply_replicated(Change(snapshot.version, actions))
-
-
-def _difference(state: StoreState, snapshot: Snapshot) -> list[StoreAction]:
-    """Actions turning ``state`` into ``snapshot`` (objects compared by identity)."""
-    actions: list[StoreAction] = []
-    for table in state.schema.tables:
-        mine = state.tables[table.cls].rows
-        theirs = {obj.id: obj for obj in snapshot.all(table.cls)}
-        for id, obj in theirs.items():
-            current = mine.get(id)
-            if current is None:
-                actions.append(StoreAction(ActionKind.CREATE, table.name, obj))
-            elif current is not obj:
-                actions.append(StoreAction(ActionKind.UPDATE, table.name, obj, current))
-        for id, current in mine.items():
-            if id not in theirs:
-                actions.append(StoreAction(ActionKind.DELETE, table.name, current))
-    return actions

@@ -18,6 +18,7 @@ Rules that keep readers consistent while the tables are mutated in place:
 
 from __future__ import annotations
 
+import operator
 import weakref
 from builtins import id as id_of
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -32,7 +33,7 @@ DELETE = ActionKind.DELETE
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ._schema import Schema
 
@@ -231,9 +232,10 @@ class StoreState:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def begin(self) -> Tx:
-        """Open a write transaction on the tip, expecting to commit as the next version."""
-        tx = Tx(self, new_version(self.version.index + len(self.pending) + 1))
+    def begin(self, kind: type[Tx] = Tx) -> Tx:
+        """Open a write transaction (of class ``kind``) on the tip, expecting to commit as
+        the next version."""
+        tx = kind(self, new_version(self.version.index + len(self.pending) + 1))
         self.pending.append(tx)
         return tx
 
@@ -325,3 +327,26 @@ class StoreState:
     def __repr__(self) -> str:
         rows = sum(len(t.rows) for t in self.tables.values())
         return f"<StoreState {self.version!r} rows={rows} pending={len(self.pending)}>"
+
+
+def difference(
+    state: StoreState,
+    theirs: Mapping[str, Mapping[str, Any]],
+    same: Callable[[Any, Any], bool] = operator.is_,
+) -> list[StoreAction]:
+    """Actions turning the committed tables of ``state`` into ``theirs`` (table name -> id
+    -> object); objects for which ``same(mine, theirs)`` holds are left alone."""
+    actions: list[StoreAction] = []
+    for table in state.schema.tables:
+        mine = state.tables[table.cls].rows
+        other = theirs.get(table.name, {})
+        for id, obj in other.items():
+            current = mine.get(id)
+            if current is None:
+                actions.append(StoreAction(ActionKind.CREATE, table.name, obj))
+            elif not same(current, obj):
+                actions.append(StoreAction(ActionKind.UPDATE, table.name, obj, current))
+        for id, current in mine.items():
+            if id not in other:
+                actions.append(StoreAction(ActionKind.DELETE, table.name, current))
+    return actions

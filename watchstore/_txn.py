@@ -349,3 +349,44 @@ class Tx(ReadTx):
     def change_count(self) -> int:
         """How many objects this transaction has changed so far."""
         return len(self.changes)
+
+
+class TrackingTx(Tx):
+    """A :class:`Tx` that also records every object its reads returned (``reads``: the
+    object, or None for a ``get`` that found nothing), for proposers that check at commit
+    that nothing read has changed since. ``count`` is not recorded."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, state: StoreState, version: Version) -> None:
+        super().__init__(state, version)
+        self.reads: dict[tuple[str, str], Any] = {}
+
+    def _note(self, cls: type, objects: Iterable[Any]) -> None:
+        name = self._tables[cls].name
+        reads = self.reads
+        for obj in objects:
+            reads.setdefault((name, obj.id), obj)
+
+    def get(self, cls: type[T], id: str) -> T | None:
+        obj = super().get(cls, id)
+        key = (self._tables[cls].name, id)
+        if key not in self.changes:
+            self.reads.setdefault(key, obj)
+        return obj
+
+    def find(self, cls: type[T], **condition: Any) -> list[T]:
+        found = super().find(cls, **condition)
+        self._note(cls, found)
+        return found
+
+    def first(self, cls: type[T], **condition: Any) -> T | None:
+        obj = super().first(cls, **condition)
+        if obj is not None:
+            self._note(cls, (obj,))
+        return obj
+
+    def all(self, cls: type[T]) -> list[T]:
+        found = super().all(cls)
+        self._note(cls, found)
+        return found
