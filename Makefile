@@ -9,8 +9,8 @@ PIP    := $(PY) -m pip
 # needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
 GROUPS := test lint
-# Extras to install with the package, e.g. `make test EXTRAS=etcd,crypto`.
-EXTRAS ?=
+# Extras to install with the package: etcd (httpx) is needed by the etcd tests.
+EXTRAS ?= etcd
 
 .PHONY: help install demo test lint typecheck fmt pytest bench deps-etcd clean
 
@@ -19,7 +19,7 @@ help:
 	@echo "make test       ruff check + ruff format --check + mypy --strict + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
-	@echo "make deps-etcd  apt-get install etcd-server if etcd is missing (not run by test yet)"
+	@echo "make deps-etcd  apt-get install etcd-server if etcd is missing (make test does it)"
 	@echo "make clean      remove the venv and caches"
 
 # The venv is (re)installed whenever pyproject.toml changes.
@@ -41,11 +41,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed deps-etcd
 	$(PY) -m pytest
 
 # Sequential on purpose: cheapest checks first, stop at the first failure.
-test: $(VENV)/.installed
+test: $(VENV)/.installed deps-etcd
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -58,9 +58,9 @@ fmt: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks core
 
-# --- Hook: etcd server for tests marked `etcd` -------------------------------
-# Not a prerequisite of `test` yet. When the etcd tests land, add `deps-etcd`
-# to test's prerequisites (and `EXTRAS=etcd` for httpx).
+# --- etcd server for tests/test_etcd.py and the etcd benchmark ------------------
+# Debian's etcd-server (3.4 on bookworm); the tests start their own members on free
+# loopback ports, so the package's own service is never used.
 ETCD_APT_PACKAGE := etcd-server
 deps-etcd:
 	@if command -v etcd >/dev/null 2>&1; then \

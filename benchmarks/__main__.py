@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from benchmarks import core, durable, events
+from benchmarks import core, durable, etcd, events
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,6 +23,7 @@ class Family(Protocol):
 FAMILIES: dict[str, Family] = {
     "core": core,
     "durable": durable,
+    "etcd": etcd,
     "events": events,
 }
 

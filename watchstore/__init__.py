@@ -22,6 +22,7 @@ commits go through a :class:`Proposer`.
     trio.run(main)
 """
 
+from ._errors import EtcdError as EtcdError
 from ._errors import HistoryCompacted as HistoryCompacted
 from ._errors import InvalidObject as InvalidObject
 from ._errors import InvalidQuery as InvalidQuery
@@ -37,6 +38,7 @@ from ._errors import TransactionTooLarge as TransactionTooLarge
 from ._errors import UniqueConflict as UniqueConflict
 from ._errors import UnsupportedFormat as UnsupportedFormat
 from ._errors import WatchOverflow as WatchOverflow
+from ._etcd import EtcdProposer as EtcdProposer
 from ._events import Committed as Committed
 from ._events import Created as Created
 from ._events import Deleted as Deleted
@@ -101,6 +103,8 @@ __all__ = [
     "Created",
     "Deleted",
     "Durability",
+    "EtcdError",
+    "EtcdProposer",
     "Event",
     "HistoryCompacted",
     "Index",

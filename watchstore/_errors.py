@@ -154,3 +154,7 @@ class LogCorrupt(StoreError):
 
 class UnsupportedFormat(StoreError):
     """A file was written by a newer (or unknown) format version than this library reads."""
+
+
+class EtcdError(StoreError):
+    """etcd refused a request or cannot be used (too old, misconfigured); see the message."""

@@ -12,18 +12,26 @@ import functools
 import heapq
 import os
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import trio
 
 from ._codec import encoded_size
 from ._compaction import write_epoch_in_child, write_epoch_inline
-from ._errors import HistoryCompacted, ProposalFailed, StoreClosed, StoreError
+from ._errors import (
+    HistoryCompacted,
+    ProposalFailed,
+    SequenceConflict,
+    StoreClosed,
+    StoreError,
+    TransactionTooLarge,
+)
+from ._etcd import EtcdProposer
 from ._log import EpochLog, Restored
 from ._logproposer import Durability, LogProposer, Submission
-from ._proposer import MemoryProposer, Proposer
+from ._proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
 from ._state import Snapshot, StoreState
-from ._txn import VIEW_ENDED, ReadTx, Tx
+from ._txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
@@ -69,6 +77,8 @@ class Store:
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
+        # A proposer that checks reads at commit (etcd) gets whole transactions instead.
+        self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._closed: BaseException | None = None
 
@@ -120,7 +130,13 @@ class Store:
         are proposed, the call returns when they are committed; if the proposer fails,
         ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
         proposing, the change is undone locally unless it had already committed.
+
+        With a transactional proposer (etcd), ``fn`` runs on the local replica and is run
+        again, up to the proposer's ``max_retries`` times, when another process changed
+        what it read or wrote before it committed; then SequenceConflict.
         """
+        if self._remote is not None:
+            return await self._update_remote(fn, self._remote)
         lock = self._write_lock
         if lock.held or self._closed is not None:
             await self._take_write_lock()
@@ -152,6 +168,77 @@ class Store:
                 raise submission.error
         await trio.lowlevel.cancel_shielded_checkpoint()
         return result
+
+    async def _update_remote(self, fn: Callable[[Tx], R], remote: TransactionalProposer) -> R:
+        attempt = 0
+        while True:
+            await self._take_write_lock()
+            try:
+                tx = self._state.begin(TrackingTx)
+                try:
+                    result = _run_in_tx(fn, tx)
+                except BaseException:
+                    self._state.rollback(tx)
+                    raise
+                prepared, seen = self._prepare_remote(cast("TrackingTx", tx), remote)
+            finally:
+                self._write_lock.release()
+            if prepared is None:
+                await trio.lowlevel.checkpoint()
+                return result
+            try:
+                version = await remote.commit_prepared(prepared)
+            except Conflict as conflict:
+                if conflict.local:
+                    continue
+                if attempt == remote.max_retries:
+                    await remote.catch_up(self, conflict, 0)
+                    raise self._conflict_error(seen, remote.max_retries) from None
+                attempt += 1
+                await remote.catch_up(self, conflict, attempt)
+                continue
+            await self.wait_for(version)
+            return result
+
+    def _prepare_remote(
+        self, tx: TrackingTx, remote: TransactionalProposer
+    ) -> tuple[Any, dict[tuple[str, str], Any]]:
+        """Hand a finished transaction to the proposer and undo it locally: it comes back
+        through the replication path. Returns the prepared request (None if ``tx`` changed
+        nothing) and every object ``tx`` saw, for the error if it keeps conflicting."""
+        state = self._state
+        try:
+            prepared = remote.prepare(tx, state.version) if tx.actions() else None
+        finally:
+            seen = {key: entry[0] for key, entry in tx.changes.items()}
+            seen.update(tx.reads)
+            state.rollback(tx)
+        return prepared, seen
+
+    def _conflict_error(self, seen: dict[tuple[str, str], Any], retries: int) -> StoreError:
+        """The error once the retries are spent: a SequenceConflict on the first object the
+        transaction saw that has changed since."""
+        state = self._state
+        for (name, id), old in seen.items():
+            current = state.by_name[name].rows.get(id)
+            if current is not None and current is not old:
+                error = SequenceConflict(current, None if old is None else old.meta.version)
+                error.add_note(f"watchstore: gave up after {retries} retries")
+                return error
+        return ProposalFailed(
+            f"other writers kept changing what this transaction read; gave up after {retries} "
+            "retries"
+        )
+
+    async def _apply_remote(self, build: Callable[[StoreState], Sequence[Change]]) -> None:
+        """Apply the changes ``build`` makes from the committed state, under the writers'
+        lock (a batch may hold a transaction open across awaits), and publish them."""
+        await self._take_write_lock()
+        try:
+            for change in build(self._state):
+                self._apply_replicated(change)
+        finally:
+            self._write_lock.release()
 
     def _submit_pipelined(self, tx: Tx) -> Submission | None:
         """Queue ``tx`` with a pipelining proposer; None if it changed nothing."""
@@ -477,7 +564,7 @@ class Batch:
         tx = self._tx
         if tx is None:
             await store._take_write_lock()
-            tx = self._tx = store._state.begin()
+            tx = self._tx = store._state.begin(Tx if store._remote is None else TrackingTx)
             self._bytes = 0
         mark = tx.savepoint()
         try:
@@ -485,6 +572,14 @@ class Batch:
         except BaseException:
             tx.rollback_to(mark)
             raise
+        remote = store._remote
+        if remote is not None and mark:
+            try:
+                remote.prepare(cast("TrackingTx", tx), store._state.version)
+            except TransactionTooLarge:  # the chunk is full: commit it, then run fn again
+                tx.rollback_to(mark)
+                await self.flush()
+                return await self.update(fn)
         for table, id, _old, _opened in tx._undo[mark:]:
             new = table.rows.get(id)
             if new is not None:
@@ -499,6 +594,9 @@ class Batch:
         if tx is None:
             return
         store = self._store
+        if store._remote is not None:
+            await self._flush_remote(tx, store._remote)
+            return
         try:
             count = await store._propose(tx)
             if count:
@@ -508,6 +606,25 @@ class Batch:
             self._tx = None
             store._write_lock.release()
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _flush_remote(self, tx: Tx, remote: TransactionalProposer) -> None:
+        store = self._store
+        self._tx = None
+        count = len(tx.actions())
+        try:
+            prepared, seen = store._prepare_remote(cast("TrackingTx", tx), remote)
+        finally:
+            store._write_lock.release()
+        if prepared is not None:
+            try:
+                version = await remote.commit_prepared(prepared)
+            except Conflict as conflict:  # a batch cannot re-run what it already returned
+                await remote.catch_up(store, conflict, 0)
+                raise store._conflict_error(seen, 0) from None
+            await store.wait_for(version)
+            self.committed += count
+            self.version = version
+        await trio.lowlevel.checkpoint()
 
     def _abort(self) -> None:
         tx = self._tx
@@ -579,6 +696,8 @@ async def open_store(
     salvage: bool = False,
     key: bytes | None = None,
     history: int = DEFAULT_HISTORY,
+    etcd: Sequence[str] | None = None,
+    prefix: str = "watchstore",
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
@@ -596,15 +715,25 @@ async def open_store(
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``. The store owns a nursery for its
     background work; leaving the block closes it (and the log).
+
+    With ``etcd`` (endpoints such as ``["http://127.0.0.1:2379"]``) several processes share
+    the store through an etcd cluster under the key ``prefix`` (see :class:`EtcdProposer`;
+    needs ``pip install "watchstore[etcd]"``): the store lists the prefix, then follows it
+    with a watch, and commits each transaction as one etcd txn.
     """
-    if path is not None and proposer is not None:
-        raise ValueError("open_store takes path= or proposer=, not both")
+    if sum(x is not None for x in (path, proposer, etcd)) > 1:
+        raise ValueError("open_store takes one of path=, proposer= or etcd=")
+    if etcd is not None:
+        proposer = EtcdProposer(etcd, prefix)
     log: EpochLog | None = None
     restored: Restored | None = None
     if path is not None:
         opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage, key)
         log, restored = opened
         proposer = LogProposer(log, opened[1].version, durability=durability)
+    listed: tuple[Version, dict[str, list[Any]]] | None = None
+    if isinstance(proposer, EtcdProposer):
+        listed = await proposer.connect(schema)
     try:
         with lone_errors_unwrapped():
             async with trio.open_nursery() as nursery:
@@ -617,6 +746,9 @@ async def open_store(
                 if restored is not None:
                     store._restore(restored)
                     store.recovery = restored
+                if listed is not None:
+                    store._restore(Restored(listed[0], listed[1], [], 0))
+                    store._spawn(cast("EtcdProposer", proposer).follow, store)
                 if isinstance(proposer, LogProposer):
                     proposer.compact_bytes = compact_bytes
                     store._keep_epochs = keep_epochs
@@ -632,6 +764,8 @@ async def open_store(
     finally:
         if log is not None:
             log.close()
+        if isinstance(proposer, EtcdProposer):
+            await proposer.aclose()
 
 
 @contextmanager

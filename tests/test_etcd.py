@@ -1,0 +1,408 @@
+"""EtcdProposer against real etcd members (Debian's etcd-server) on loopback."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+import trio
+
+import watchstore as ws
+from tests.etcd_cluster import EtcdCluster, etcd_binary, post
+from tests.schema import SCHEMA, Node, Task
+from watchstore._codec import encode
+from watchstore._etcdclient import b64
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).parent.parent
+
+if etcd_binary() is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs etcd for these tests: `make test` installs etcd-server")
+    pytest.skip("etcd is not installed: run `make deps-etcd`", allow_module_level=True)
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd1"), 1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path, 3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test{os.getpid()}-{next(_prefixes)}"
+
+
+def state_of(store: ws.Store) -> dict[str, Any]:
+    """The whole replica, encoded (metadata and versions included)."""
+    return store.view(
+        lambda tx: {
+            "tasks": [encode(t) for t in tx.all(Task)],
+            "nodes": [encode(n) for n in tx.all(Node)],
+        }
+    )
+
+
+async def test_writes_reach_every_replica_with_the_etcd_revision_as_version(
+    single: EtcdCluster, prefix: str
+) -> None:
+    endpoints = single.endpoints
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+        b.watch(ws.on(Task)) as events,
+    ):
+        task = await a.update(lambda tx: tx.create(Task("t1", "web")))
+        assert a.view(lambda tx: tx.get(Task, "t1")) is not None
+        created = await events.receive()
+        assert isinstance(created, ws.Created)
+        stored = created.obj
+        assert stored.meta.version == a.version
+        assert stored.meta.created_at == task.meta.created_at
+        response = post(endpoints[0], "kv/range", {"key": b64(f"{prefix}/o/Task/t1".encode())})
+        assert int(response["kvs"][0]["mod_revision"]) == a.version.index
+
+        await b.update(lambda tx: tx.update(attrs.evolve(stored, node_id="n1")))
+        updated = await events.receive()
+        assert isinstance(updated, ws.Updated)
+        assert updated.old == stored
+        await a.wait_for(b.version)
+        assert a.view(lambda tx: tx.find(Task, node_id="n1")) == [updated.obj]
+
+        await a.update(lambda tx: tx.delete(Task, "t1"))
+        assert isinstance(await events.receive(), ws.Deleted)
+    # A store opened later lists what is there.
+    async with ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as c:
+        assert c.view(lambda tx: tx.count(Task)) == 0
+
+
+async def test_a_stale_version_raises_sequence_conflict_at_once(
+    single: EtcdCluster, prefix: str
+) -> None:
+    async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as store:
+        old = await store.update(lambda tx: tx.create(Task("t1", "web")))
+        await store.update(lambda tx: tx.update(attrs.evolve(old, slot=1)))
+        calls = 0
+
+        def stale(tx: ws.Tx) -> None:
+            nonlocal calls
+            calls += 1
+            tx.update(attrs.evolve(old, slot=2))
+
+        with pytest.raises(ws.SequenceConflict) as caught:
+            await store.update(stale)
+        assert calls == 1
+        assert caught.value.current.slot == 1
+
+
+async def test_concurrent_read_modify_writes_lose_no_update(
+    single: EtcdCluster, prefix: str
+) -> None:
+    endpoints = single.endpoints
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Task("counter", "c")))
+        await b.wait_for(a.version)
+        runs = 0
+
+        async def bump(store: ws.Store) -> None:
+            nonlocal runs
+            for _ in range(15):
+
+                def add(tx: ws.Tx) -> None:
+                    nonlocal runs
+                    runs += 1
+                    task = tx.get(Task, "counter")
+                    assert task is not None
+                    tx.update(attrs.evolve(task, slot=task.slot + 1))
+
+                await store.update(add)
+
+        async with trio.open_nursery() as nursery:
+            for store in (a, a, b, b):
+                nursery.start_soon(bump, store)
+        await a.wait_for(b.version)
+        await b.wait_for(a.version)
+        assert a.view(lambda tx: tx.get(Task, "counter")).slot == 60  # type: ignore[union-attr]
+        assert state_of(a) == state_of(b)
+        assert runs > 60  # some ran again after a conflict
+
+
+async def test_unique_keys_hold_across_stores(single: EtcdCluster, prefix: str) -> None:
+    endpoints = single.endpoints
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+    ):
+        outcomes: list[str] = []
+
+        async def claim(store: ws.Store, id: str) -> None:
+            try:
+                await store.update(lambda tx: tx.create(Node(id, "Worker")))
+                outcomes.append("ok")
+            except ws.UniqueConflict:
+                outcomes.append("conflict")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claim, a, "a1")
+            nursery.start_soon(claim, b, "b1")
+        assert sorted(outcomes) == ["conflict", "ok"]
+        # Renaming frees the old key for the other store.
+        await a.wait_for(b.version)
+        holder = a.view(lambda tx: tx.get(Node, "a1") or tx.get(Node, "b1"))
+        assert holder is not None
+        await a.update(lambda tx: tx.update(attrs.evolve(holder, name="renamed")))
+        await b.wait_for(a.version)
+        await b.update(lambda tx: tx.create(Node("b2", "worker")))
+        await a.wait_for(b.version)
+        assert {n.name for n in a.view(lambda tx: tx.all(Node))} == {"renamed", "worker"}
+
+
+async def test_a_transaction_whose_reads_changed_does_not_commit(
+    single: EtcdCluster, prefix: str
+) -> None:
+    endpoints = single.endpoints
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Node("n1", "one")))
+        await b.wait_for(a.version)
+        opened = trio.Event()
+        go = trio.Event()
+
+        async def reads_n1_then_waits(batch: ws.Batch) -> None:
+            def place(tx: ws.Tx) -> None:
+                node = tx.get(Node, "n1")
+                assert node is not None
+                assert node.name == "one"
+                tx.create(Task("t1", "web", node_id=node.id))
+
+            await batch.update(place)
+            opened.set()
+            await go.wait()  # the batch holds its chunk open: a's replica cannot move
+
+        async with trio.open_nursery() as nursery:
+
+            async def run_batch() -> None:
+                with pytest.raises(ws.SequenceConflict):
+                    await a.batch(reads_n1_then_waits)
+
+            nursery.start_soon(run_batch)
+            await opened.wait()
+            node = b.view(lambda tx: tx.get(Node, "n1"))
+            assert node is not None
+            await b.update(lambda tx: tx.update(attrs.evolve(node, name="drained")))
+            go.set()
+        await a.wait_for(b.version)
+        assert a.view(lambda tx: tx.get(Task, "t1")) is None
+
+
+async def test_etcd_limits_give_transaction_too_large_and_batch_splits(
+    single: EtcdCluster, prefix: str
+) -> None:
+    async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as store:
+
+        def many(tx: ws.Tx) -> None:
+            for i in range(200):
+                tx.create(Task(f"t{i}", "bulk"))
+
+        with pytest.raises(ws.TransactionTooLarge, match="128"):
+            await store.update(many)
+        assert store.view(lambda tx: tx.count(Task)) == 0
+
+        async def fill(batch: ws.Batch) -> None:
+            for i in range(500):
+                await batch.update(lambda tx: tx.create(Task(f"t{i}", "bulk")))
+
+        before = store.version
+        commits: list[ws.Version] = []
+        async with store.watch(ws.on_commit()) as events:
+            await store.batch(fill)
+            while len(commits) < 4:
+                event = await events.receive()
+                assert isinstance(event, ws.Committed)
+                commits.append(event.version)
+        assert store.view(lambda tx: tx.count(Task)) == 500
+        assert all(v > before for v in commits)
+
+
+async def test_undecodable_objects_go_to_on_parse_error(single: EtcdCluster, prefix: str) -> None:
+    errors: list[bytes] = []
+    proposer = ws.EtcdProposer(
+        single.endpoints, prefix, on_parse_error=lambda key, value, exc: errors.append(key)
+    )
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        await store.update(lambda tx: tx.create(Task("t1", "web")))
+        await store.update(lambda tx: tx.create(Task("t2", "web")))
+        key = f"{prefix}/o/Task/t1".encode()
+        post(single.endpoints[0], "kv/put", {"key": b64(key), "value": b64(b'{"id": 1}')})
+        await store.update(lambda tx: tx.create(Task("t3", "web")))  # the replica goes on
+        assert errors == [key]
+        assert [t.id for t in store.view(lambda tx: tx.all(Task))] == ["t2", "t3"]
+
+
+async def test_old_etcd_is_refused_at_connect() -> None:
+    async def old_etcd(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        body = b'{"etcdserver":"3.3.25","etcdcluster":"3.3.0"}'
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, old_etcd, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        with pytest.raises(ws.EtcdError, match=r"3\.3\.25.*3\.4"):
+            async with ws.open_store(SCHEMA, etcd=[f"http://127.0.0.1:{port}"]):
+                pass
+        nursery.cancel_scope.cancel()
+
+
+def test_two_processes_writing_the_same_rows_converge(single: EtcdCluster, prefix: str) -> None:
+    """Must show 1: real OS processes, same rows, no lost update, unique keys hold."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.etcd_child", single.endpoints[0], prefix, me, other],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for me, other in (("p1", "p2"), ("p2", "p1"))
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err.decode()
+        results.append(json.loads(out))
+    one, two = results
+    assert one["state"] == two["state"]  # identical replicas, compared in full
+    tasks = {t["id"]: t for t in one["state"]["tasks"]}
+    assert sum(tasks[f"counter-{k}"]["slot"] for k in range(3)) == (
+        one["increments"] + two["increments"]
+    )
+    assert one["increments"] == two["increments"] == 40
+    names = [n["name"].casefold() for n in one["state"]["nodes"]]
+    assert len(names) == len(set(names))
+    assert not set(one["claimed"]) & set(two["claimed"])
+    assert len(one["claimed"]) + len(two["claimed"]) == 30
+
+
+async def test_leader_killed_under_load_loses_no_acknowledged_commit(
+    three: EtcdCluster, prefix: str
+) -> None:
+    """Must show 2: SIGKILL the leader mid-load; writers go on; replicas converge."""
+    endpoints = three.endpoints
+    acknowledged: set[str] = set()
+    after_kill = 0
+    killed = trio.Event()
+    enough = trio.Event()
+    errors: list[str] = []
+
+    async def writer(store: ws.Store, name: str) -> None:
+        nonlocal after_kill
+        for i in itertools.count():
+            id = f"{name}-{i}"
+            while True:
+                try:
+                    await store.update(lambda tx: tx.create(Task(id, name)))
+                    break
+                except ws.ObjectExists:  # an earlier attempt did commit
+                    break
+                except ws.EtcdError as exc:  # no leader yet: retry
+                    errors.append(repr(exc))
+                    await trio.sleep(0.1)
+            acknowledged.add(id)
+            if len(acknowledged) >= 100:
+                enough.set()
+            if killed.is_set():
+                after_kill += 1
+                if after_kill >= 120:
+                    return
+
+    order = [endpoints, endpoints[1:] + endpoints[:1]]
+    async with (
+        ws.open_store(SCHEMA, etcd=order[0], prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=order[1], prefix=prefix) as b,
+    ):
+        with trio.fail_after(90):
+            async with trio.open_nursery() as nursery:
+                for i, store in enumerate((a, a, b, b)):
+                    nursery.start_soon(writer, store, f"w{i}")
+                await enough.wait()
+                leader = three.leader()
+                three.signal(leader, signal.SIGKILL)
+                killed.set()
+            await a.wait_for(b.version)
+            await b.wait_for(a.version)
+        assert state_of(a) == state_of(b)
+        ids = {t.id for t in a.view(lambda tx: tx.all(Task))}
+        assert acknowledged <= ids
+    survivors = [e for i, e in enumerate(endpoints) if i != leader]
+    async with ws.open_store(SCHEMA, etcd=survivors, prefix=prefix) as fresh:
+        assert {t.id for t in fresh.view(lambda tx: tx.all(Task))} == ids
+
+
+async def test_a_watcher_behind_a_compaction_relists_and_reports_it(
+    three: EtcdCluster, prefix: str
+) -> None:
+    """Must show 3: the watch revision is compacted away; re-list, report, exact state."""
+    endpoints = three.endpoints
+    resyncs: list[ws.Version] = []
+    follower = ws.EtcdProposer(endpoints[:2], prefix, on_resync=resyncs.append)
+    async with (
+        ws.open_store(SCHEMA, proposer=follower) as a,
+        ws.open_store(SCHEMA, etcd=endpoints[1:], prefix=prefix) as b,
+        a.watch(ws.on(Task)) as events,
+    ):
+        for i in range(20):
+            await b.update(lambda tx: tx.create(Task(f"t{i}", "web")))
+        await a.wait_for(b.version)
+        assert [type(await events.receive()) for _ in range(20)] == [ws.Created] * 20
+        assert follower.client.endpoint == endpoints[0]
+        three.signal(0, signal.SIGSTOP)  # a's watch stalls on member 0
+        for i in range(10):
+            await b.update(lambda tx: tx.delete(Task, f"t{i}"))
+        for i in range(20, 30):
+            await b.update(lambda tx: tx.create(Task(f"t{i}", "api")))
+        post(endpoints[1], "kv/compaction", {"revision": b.version.index, "physical": True})
+        three.signal(0, signal.SIGKILL)  # the stream breaks; a resumes on member 1
+        with trio.fail_after(30):
+            await a.wait_for(b.version)
+        assert resyncs == [a.version]
+        assert follower.resyncs == 1
+        assert state_of(a) == state_of(b)
+        seen = [await events.receive() for _ in range(20)]  # the resync, as events
+        assert sorted(type(e).__name__ for e in seen) == ["Created"] * 10 + ["Deleted"] * 10

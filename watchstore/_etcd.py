@@ -1,0 +1,522 @@
+"""EtcdProposer: several processes share one store through an etcd cluster.
+
+Every process keeps a full in-memory replica, fed by one etcd watch (list, then watch from
+the next revision), so reads, queries and watches stay local. A write transaction runs on the
+local replica, then becomes one etcd txn:
+
+- compares: the ``mod_revision`` of every object it read or wrote (0: absent), that every
+  unique-index key it takes is free, and that this proposal's *marker* key is still absent;
+- success: puts and deletes of the objects and unique-index keys, and a put of the marker;
+- failure: a range of each compared key, to learn how far the replica must catch up.
+
+The etcd revision of the txn is the store Version. The local change is undone at once and
+arrives back through the watch like everyone else's, so the replica only ever moves in
+revision order. When a compare fails the replica catches up and the store re-runs the
+transaction function. When a connection breaks after a txn was sent, the marker decides:
+a fencing txn creates the marker if it is absent (the lost txn can then never apply);
+if it exists, the txn committed at the marker's revision. Markers live under a lease, so
+they expire on their own.
+
+Key layout under ``prefix``: ``o/<table>/<id>`` objects (JSON, meta version null: the
+revision is the version), ``u/<table>/<index>/<key JSON>`` unique keys (value: the holder's
+id), ``x/<session>/<n>`` markers.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import random
+import uuid
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from ._codec import DecodeError, decoder_for, dump_data, encode, loads
+from ._errors import HistoryCompacted, ProposalFailed, TransactionTooLarge
+from ._etcdclient import (
+    Compacted,
+    EtcdClient,
+    EtcdUnavailable,
+    OutcomeUnknown,
+    b64,
+    prefix_end,
+    unb64,
+)
+from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ._proposer import Conflict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from ._schema import IndexSpec, Schema
+    from ._state import StoreState
+    from ._store import Store
+    from ._txn import TrackingTx
+
+log = logging.getLogger("watchstore.etcd")
+
+MAX_TXN_OPS: Final = 128
+"""etcd's default ``--max-txn-ops``: most compares, and most operations, in one txn."""
+MAX_REQUEST_BYTES: Final = 1_500_000
+"""A little under etcd's default ``--max-request-bytes`` (1.5 MiB)."""
+LIST_PAGE: Final = 1000
+"""Keys per range request while listing."""
+MARKER_TTL: Final = 600
+"""Seconds a proposal's marker key lives (its lease is renewed after half of that)."""
+
+
+def _default_parse_error(key: bytes, value: bytes, error: Exception) -> None:
+    log.warning("etcd key %r does not decode under this schema, skipped: %s", key, error)
+
+
+@attrs.frozen
+class Prepared:
+    """One transaction turned into etcd operations (see the module docstring)."""
+
+    compares: list[dict[str, Any]]
+    success: list[dict[str, Any]]
+    failure: list[dict[str, Any]]
+    expect: dict[bytes, int]
+    """Each compared object key and the mod_revision the transaction saw (0: absent)."""
+    written: list[bytes]
+    """The object keys it writes."""
+    size: int
+
+
+class EtcdProposer:
+    """Commits through an etcd cluster; each process holds a replica fed by a watch.
+
+    Give it to ``open_store(schema, proposer=EtcdProposer([...]))`` or use
+    ``open_store(schema, etcd=[...], prefix=...)``. ``max_retries`` bounds how often a
+    transaction function is re-run after another process changed what it read;
+    ``on_parse_error(key, value, error)`` hears of objects that no longer decode under the
+    schema (they are left out of the replica); ``on_resync(version)`` of every re-list
+    after the watch's revision was compacted. ``resyncs`` counts those.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "watchstore",
+        *,
+        max_retries: int = 16,
+        max_txn_ops: int = MAX_TXN_OPS,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        timeout: float = 5.0,
+        on_parse_error: Callable[[bytes, bytes, Exception], None] | None = None,
+        on_resync: Callable[[Version], None] | None = None,
+    ) -> None:
+        if not prefix or prefix.endswith("/"):
+            raise ValueError(f"etcd prefix must be non-empty without a trailing '/': {prefix!r}")
+        self.client = EtcdClient(endpoints, timeout=timeout)
+        self.prefix = prefix.encode() + b"/"
+        self.max_retries = max_retries
+        self.max_txn_ops = max_txn_ops
+        self.max_request_bytes = max_request_bytes
+        self.on_parse_error = on_parse_error or _default_parse_error
+        self.on_resync = on_resync
+        self.resyncs = 0
+        """How often the replica re-listed because its watch revision was compacted."""
+        self.server_version = ""
+        self._version = ORIGIN
+        self._session = f"{os.getpid()}-{uuid.uuid4().hex[:12]}".encode()
+        self._markers = itertools.count()
+        self._lease: tuple[str, float] | None = None
+        self._schema: Schema | None = None
+        self._decoders: dict[str, Callable[[Any], Any]] = {}
+        self._uniques: dict[str, list[IndexSpec]] = {}
+        self._revision = 0  # the last revision the replica has fully applied
+        self._store: Store | None = None
+        # Object keys being committed by tasks of this process, and the event set when done.
+        self._inflight: dict[bytes, trio.Event] = {}
+
+    # -- connecting and listing ----------------------------------------------------------
+
+    async def connect(self, schema: Schema) -> tuple[Version, dict[str, list[Any]]]:
+        """Check the server, then list every object: returns the revision and the objects."""
+        self._schema = schema
+        self._decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        self._uniques = {
+            t.name: [s for s in t.index_specs.values() if s.unique] for t in schema.tables
+        }
+        self.server_version = await self.client.check_version()
+        revision, objects = await self._list()
+        self._version = Version(revision)
+        self._revision = revision
+        return self._version, objects
+
+    async def _list(self) -> tuple[int, dict[str, list[Any]]]:
+        """Every object under the prefix at one revision, page by page."""
+        start = self.prefix + b"o/"
+        end = prefix_end(start)
+        revision = 0
+        objects: dict[str, list[Any]] = {name: [] for name in self._decoders}
+        key = start
+        while True:
+            body: dict[str, Any] = {"key": b64(key), "range_end": b64(end), "limit": LIST_PAGE}
+            if revision:
+                body["revision"] = revision
+            response = await self.client.call("kv/range", body)
+            if not revision:
+                revision = int(response["header"]["revision"])
+            kvs = response.get("kvs", [])
+            for kv in kvs:
+                decoded = self._decode(kv)
+                if decoded is not None:
+                    objects[decoded[0]].append(decoded[1])
+            if not response.get("more") or not kvs:
+                return revision, objects
+            key = unb64(kvs[-1]["key"]) + b"\0"
+
+    def _decode(self, kv: dict[str, Any]) -> tuple[str, Any] | None:
+        """(table, object) of a listed or watched key-value, or None if it does not decode."""
+        key = unb64(kv["key"])
+        value = unb64(kv.get("value", ""))
+        try:
+            table, _id = self._split(key)
+            decode = self._decoders.get(table)
+            if decode is None:
+                raise DecodeError(f"no table {table!r} in this schema")
+            data = loads(value)
+            data["meta"][0] = int(kv["mod_revision"])
+            return table, decode(data)
+        except (DecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            self.on_parse_error(key, value, exc)
+            return None
+
+    def _split(self, key: bytes) -> tuple[str, str]:
+        rest = key[len(self.prefix) + 2 :].decode()
+        table, _, id = rest.partition("/")
+        return table, id
+
+    def _object_key(self, table: str, id: str) -> bytes:
+        return self.prefix + b"o/" + table.encode() + b"/" + id.encode()
+
+    def _unique_key(self, table: str, index: str, key: Any) -> bytes:
+        return self.prefix + b"u/" + f"{table}/{index}/".encode() + dump_data(encode(key))
+
+    # -- the Proposer protocol -------------------------------------------------------------
+
+    def get_version(self) -> Version:
+        """The revision the replica was listed at."""
+        return self._version
+
+    async def propose_value(
+        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
+    ) -> Version:
+        """Not used: the store hands this proposer whole transactions (``prepare``)."""
+        raise NotImplementedError("EtcdProposer commits prepared transactions")
+
+    async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
+        """etcd history is not replayed: only the store's in-memory history is kept."""
+        if start >= end:
+            return ()
+        raise HistoryCompacted(end, end)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def prepare(self, tx: TrackingTx, base: Version) -> Prepared:
+        """Turn a finished local transaction into an etcd txn (TransactionTooLarge if it
+        exceeds etcd's limits). ``base`` is the version the transaction ran on."""
+        expect: dict[bytes, int] = {}
+        written: list[bytes] = []
+        success: list[dict[str, Any]] = []
+        size = 0
+        held_before: dict[bytes, str] = {}
+        held_after: dict[bytes, str] = {}
+        for (table, id), (old, new) in tx.changes.items():
+            if old is new:
+                continue
+            key = self._object_key(table, id)
+            expect[key] = _revision_of(old)
+            written.append(key)
+            if new is None:
+                success.append({"request_delete_range": {"key": b64(key)}})
+            else:
+                data = encode(new)
+                data["meta"][0] = None
+                value = dump_data(data)
+                size += len(value)
+                success.append({"request_put": {"key": b64(key), "value": b64(value)}})
+            size += len(key)
+            for spec in self._uniques[table]:
+                for k in _keys(spec, old):
+                    held_before[self._unique_key(table, spec.name, k)] = id
+                for k in _keys(spec, new):
+                    held_after[self._unique_key(table, spec.name, k)] = id
+        reads = [(k, obj) for k, obj in tx.reads.items() if k not in tx.changes]
+        free: list[bytes] = []
+        for ukey, holder in held_after.items():
+            if held_before.get(ukey) != holder:
+                if ukey not in held_before:
+                    free.append(ukey)
+                success.append({"request_put": {"key": b64(ukey), "value": b64(holder.encode())}})
+        for ukey in held_before.keys() - held_after.keys():
+            success.append({"request_delete_range": {"key": b64(ukey)}})
+        compares: list[dict[str, Any]] = [_mod_equal(k, r) for k, r in expect.items()]
+        compares.extend(_absent(k) for k in free)
+        failure = [{"request_range": {"key": b64(k)}} for k in [*expect, *free]]
+        room = self.max_txn_ops - 1 - len(compares)  # one compare for the marker
+        if len(reads) <= room:
+            for (table, id), obj in reads:
+                key = self._object_key(table, id)
+                expect[key] = _revision_of(obj)
+                compares.append(_mod_equal(key, expect[key]))
+                failure.append({"request_range": {"key": b64(key)}})
+        else:
+            # Too many reads to compare one by one: no object of a table read may have
+            # changed since ``base`` (catches changes and creations, not deletions).
+            for table in sorted({table for (table, _id), _obj in reads}):
+                start = self.prefix + b"o/" + table.encode() + b"/"
+                compares.append(
+                    {
+                        "target": "MOD",
+                        "key": b64(start),
+                        "range_end": b64(prefix_end(start)),
+                        "result": "LESS",
+                        "mod_revision": base.index + 1,
+                    }
+                )
+                newest: dict[str, Any] = {
+                    "key": b64(start),
+                    "range_end": b64(prefix_end(start)),
+                    "sort_target": "MOD",
+                    "sort_order": "DESCEND",
+                    "limit": 1,
+                }
+                failure.append({"request_range": newest})
+        size += sum(len(k) for k in expect) + 64 * (len(compares) + len(success))
+        operations = max(len(compares) + 1, len(success) + 1, len(failure))
+        if operations > self.max_txn_ops:
+            raise TransactionTooLarge(
+                f"this transaction needs {operations} etcd operations; etcd allows "
+                f"{self.max_txn_ops} per txn (--max-txn-ops): split it, or use store.batch()"
+            )
+        if size > self.max_request_bytes:
+            raise TransactionTooLarge(
+                f"this transaction is about {size} bytes; etcd takes at most "
+                f"{self.max_request_bytes} per request (--max-request-bytes): split it, or "
+                "use store.batch()"
+            )
+        return Prepared(compares, success, failure, expect, written, size)
+
+    async def commit_prepared(self, prepared: Prepared) -> Version:
+        """Send the txn; return its revision, or raise Conflict (the store catches up and
+        re-runs the transaction). An unknown outcome is resolved through the marker."""
+        inflight = self._inflight
+        busy = {inflight[key] for key in prepared.expect if key in inflight}
+        if busy:  # another task here is committing a key this needs: wait, then re-run
+            for done in busy:
+                await done.wait()
+            raise Conflict(local=True)
+        done = trio.Event()
+        for key in prepared.written:
+            inflight[key] = done
+        try:
+            version = await self._commit(prepared)
+            if self._store is not None:
+                await self._store.wait_for(version)
+            return version
+        finally:
+            for key in prepared.written:
+                if inflight.get(key) is done:
+                    del inflight[key]
+            done.set()
+
+    async def _commit(self, prepared: Prepared) -> Version:
+        marker = self.prefix + b"x/" + self._session + b"/" + str(next(self._markers)).encode()
+        lease = await self._lease_id()
+        body = {
+            "compare": [*prepared.compares, _absent(marker)],
+            "success": [
+                *prepared.success,
+                {"request_put": {"key": b64(marker), "value": b64(b"ok"), "lease": lease}},
+            ],
+            "failure": prepared.failure,
+        }
+        try:
+            response = await self.client.call("kv/txn", body, write=True)
+        except OutcomeUnknown:
+            return await self._resolve(marker)
+        if response.get("succeeded"):
+            return Version(int(response["header"]["revision"]))
+        raise self._conflict(prepared, response)
+
+    def _conflict(self, prepared: Prepared, response: dict[str, Any]) -> Conflict:
+        """What the replica must reach before the re-run: the newest revision seen of the
+        compared keys, and the compared objects found deleted."""
+        revision = 0
+        found: set[bytes] = set()
+        for item in response.get("responses", []):
+            for kv in item.get("response_range", {}).get("kvs", []):
+                revision = max(revision, int(kv["mod_revision"]))
+                found.add(unb64(kv["key"]))
+        gone = [
+            self._split(key) for key, seen in prepared.expect.items() if seen and key not in found
+        ]
+        return Conflict(revision, gone)
+
+    async def _resolve(self, marker: bytes) -> Version:
+        """After an unknown outcome: fence the marker, or find that the txn committed."""
+        with trio.move_on_after(60) as scope:
+            while True:
+                fence = {
+                    "compare": [_absent(marker)],
+                    "success": [{"request_put": {"key": b64(marker), "value": b64(b"void")}}],
+                    "failure": [{"request_range": {"key": b64(marker)}}],
+                }
+                try:
+                    response = await self.client.call("kv/txn", fence, write=True)
+                except EtcdUnavailable:
+                    await trio.sleep(0.2)
+                    continue
+                if response.get("succeeded"):
+                    raise Conflict()  # it never applied and now never will: re-run
+                kvs = response["responses"][0]["response_range"].get("kvs", [])
+                if kvs and unb64(kvs[0].get("value", "")) == b"ok":
+                    return Version(int(kvs[0]["mod_revision"]))
+                raise Conflict()
+        assert scope.cancelled_caught
+        raise ProposalFailed(
+            f"etcd did not answer for 60 s ({', '.join(self.client.endpoints)}); the last "
+            "transaction may or may not have committed"
+        )
+
+    async def _lease_id(self) -> str:
+        now = trio.current_time()
+        if self._lease is None or now - self._lease[1] > MARKER_TTL / 2:
+            response = await self.client.call("lease/grant", {"TTL": MARKER_TTL})
+            self._lease = (str(response["ID"]), now)
+        return self._lease[0]
+
+    async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
+        """Wait until the replica has what a failed compare saw (at most 5 s), then back
+        off for a random time growing with ``attempt`` (so contending writers spread)."""
+        with trio.move_on_after(5):
+            await store.wait_for(Version(conflict.revision))
+            state = store._state
+            while any(_current(state, table, id) is not None for table, id in conflict.gone):
+                await store.wait_for(Version(state.version.index + 1))
+        if attempt:
+            await trio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.1)))
+
+    # -- the replica feed --------------------------------------------------------------------
+
+    async def follow(self, store: Store) -> None:
+        """Apply every change under the prefix to ``store``, forever: watch from the next
+        revision, fail over and resume when a member dies, re-list when compacted."""
+        self._store = store
+        start = self.prefix + b"o/"
+        request: dict[str, Any] = {
+            "key": b64(start),
+            "range_end": b64(prefix_end(start)),
+            "progress_notify": True,
+            "prev_kv": False,
+        }
+        delay = 0.05
+        while True:
+            try:
+                request["start_revision"] = self._revision + 1
+                async with aclosing(self.client.watch(request)) as results:
+                    async for result in results:
+                        events = result.get("events")
+                        if events:
+                            apply = functools.partial(self._changes, events=events)
+                            await store._apply_remote(apply)
+                            self._revision = int(events[-1]["kv"]["mod_revision"])
+                        delay = 0.05
+            except Compacted:
+                await self._relist(store)
+            except EtcdUnavailable as exc:
+                log.info("etcd watch interrupted, resuming from %d: %s", self._revision, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _changes(self, state: StoreState, *, events: list[dict[str, Any]]) -> list[Change]:
+        """The Changes of a watch message: one per revision, in order."""
+        changes: list[Change] = []
+        for revision, group in itertools.groupby(events, key=lambda e: e["kv"]["mod_revision"]):
+            actions: list[StoreAction] = []
+            for event in group:
+                kv = event["kv"]
+                if event.get("type") == "DELETE":
+                    table, id = self._split(unb64(kv["key"]))
+                    current = _current(state, table, id)
+                    if current is not None:
+                        actions.append(StoreAction(ActionKind.DELETE, table, current))
+                    continue
+                decoded = self._decode(kv)
+                if decoded is None:  # reported; drop what the replica had under the key
+                    table, id = self._split(unb64(kv["key"]))
+                    current = _current(state, table, id)
+                    if current is not None:
+                        actions.append(StoreAction(ActionKind.DELETE, table, current))
+                    continue
+                table, obj = decoded
+                actions.append(StoreAction(ActionKind.UPDATE, table, obj))
+            version = Version(int(revision))
+            if version > state.version:
+                changes.append(Change(version, actions))
+        return changes
+
+    async def _relist(self, store: Store) -> None:
+        """Re-list after the watch's start revision was compacted; apply the difference."""
+        from ._state import difference
+
+        revision, objects = await self._list()
+        listed = {name: {obj.id: obj for obj in objs} for name, objs in objects.items()}
+
+        def resync(state: StoreState) -> list[Change]:
+            actions = difference(state, listed, same=_same_version)
+            if revision <= state.version.index:
+                return []
+            return [Change(Version(revision), actions)]
+
+        await store._apply_remote(resync)
+        self._revision = revision
+        self.resyncs += 1
+        log.warning("etcd watch revision was compacted; re-listed at revision %d", revision)
+        if self.on_resync is not None:
+            self.on_resync(Version(revision))
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self.client.aclose()
+
+
+def _same_version(a: Any, b: Any) -> bool:
+    return bool(a.meta.version == b.meta.version)
+
+
+def _revision_of(obj: Any) -> int:
+    if obj is None:
+        return 0
+    version: Version | None = obj.meta.version
+    return 0 if version is None else version.index
+
+
+def _keys(spec: IndexSpec, obj: Any) -> Iterable[Any]:
+    if obj is None:
+        return ()
+    key = spec.extract(obj)
+    if key is None:
+        return ()
+    return key if spec.multi else (key,)
+
+
+def _mod_equal(key: bytes, revision: int) -> dict[str, Any]:
+    return {"target": "MOD", "key": b64(key), "result": "EQUAL", "mod_revision": revision}
+
+
+def _absent(key: bytes) -> dict[str, Any]:
+    return {"target": "CREATE", "key": b64(key), "result": "EQUAL", "create_revision": 0}
+
+
+def _current(state: StoreState, table: str, id: str) -> Any:
+    tables = state.by_name.get(table)
+    return None if tables is None else tables.rows.get(id)
