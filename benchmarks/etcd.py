@@ -113,22 +113,21 @@ async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, float
 
 def _lag(endpoint: str, count: int) -> list[float]:
     """Commit ``count`` pings here; a replica in another process reports each one's lag."""
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "benchmarks.etcd", "--lag-child", endpoint, str(count)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-    )
-    try:
-        assert child.stdout is not None
-        ready = child.stdout.readline()
-        assert ready.strip() == b"ready", ready
-        trio.run(_ping, endpoint, count)
-        lags: list[float] = json.loads(child.stdout.read())
-        return lags
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+    ) as child:
+        try:
+            assert child.stdout is not None
+            ready = child.stdout.readline()
+            assert ready.strip() == b"ready", ready
+            trio.run(_ping, endpoint, count)
+            lags: list[float] = json.loads(child.stdout.read())
+            return lags
+        finally:
+            if child.poll() is None:
+                child.kill()
 
 
 async def _ping(endpoint: str, count: int) -> None:
