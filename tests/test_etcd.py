@@ -406,3 +406,23 @@ async def test_a_watcher_behind_a_compaction_relists_and_reports_it(
         assert state_of(a) == state_of(b)
         seen = [await events.receive() for _ in range(20)]  # the resync, as events
         assert sorted(type(e).__name__ for e in seen) == ["Created"] * 10 + ["Deleted"] * 10
+
+
+async def test_a_frozen_member_does_not_stall_the_replica(three: EtcdCluster, prefix: str) -> None:
+    """A member that stops answering leaves its watch silent, not broken: the watchdog
+    notices and the replica follows another member."""
+    endpoints = three.endpoints
+    follower = ws.EtcdProposer(endpoints, prefix, watch_idle=0.5)
+    async with (
+        ws.open_store(SCHEMA, proposer=follower) as a,
+        ws.open_store(SCHEMA, etcd=endpoints[1:], prefix=prefix) as b,
+    ):
+        await b.update(lambda tx: tx.create(Task("t0", "web")))
+        await a.wait_for(b.version)
+        three.signal(0, signal.SIGSTOP)
+        for i in range(1, 6):
+            await b.update(lambda tx: tx.create(Task(f"t{i}", "web")))
+        with trio.fail_after(20):
+            await a.wait_for(b.version)
+        assert follower.client.endpoint != endpoints[0]
+        assert state_of(a) == state_of(b)

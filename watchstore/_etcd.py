@@ -96,7 +96,9 @@ class EtcdProposer:
     transaction function is re-run after another process changed what it read;
     ``on_parse_error(key, value, error)`` hears of objects that no longer decode under the
     schema (they are left out of the replica); ``on_resync(version)`` of every re-list
-    after the watch's revision was compacted. ``resyncs`` counts those.
+    after the watch's revision was compacted. ``resyncs`` counts those. A watch silent for
+    ``watch_idle`` seconds is checked: if its member does not answer, the watch moves to
+    the next endpoint.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class EtcdProposer:
         max_txn_ops: int = MAX_TXN_OPS,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         timeout: float = 5.0,
+        watch_idle: float = 10.0,
         on_parse_error: Callable[[bytes, bytes, Exception], None] | None = None,
         on_resync: Callable[[Version], None] | None = None,
     ) -> None:
@@ -118,6 +121,7 @@ class EtcdProposer:
         self.max_retries = max_retries
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
+        self.watch_idle = watch_idle
         self.on_parse_error = on_parse_error or _default_parse_error
         self.on_resync = on_resync
         self.resyncs = 0
@@ -422,20 +426,56 @@ class EtcdProposer:
         while True:
             try:
                 request["start_revision"] = self._revision + 1
-                async with aclosing(self.client.watch(request)) as results:
-                    async for result in results:
-                        events = result.get("events")
-                        if events:
-                            apply = functools.partial(self._changes, events=events)
-                            await store._apply_remote(apply)
-                            self._revision = int(events[-1]["kv"]["mod_revision"])
-                        delay = 0.05
+                await self._watch_once(store, request)
+                delay = 0.05
             except Compacted:
                 await self._relist(store)
             except EtcdUnavailable as exc:
                 log.info("etcd watch interrupted, resuming from %d: %s", self._revision, exc)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _watch_once(self, store: Store, request: dict[str, Any]) -> None:
+        """Follow one watch until it breaks (EtcdUnavailable, Compacted) or its member
+        stops answering (then fail over and return)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                heard = [trio.current_time()]
+                nursery.start_soon(self._watchdog, nursery.cancel_scope, heard)
+                async with aclosing(self.client.watch(request)) as results:
+                    async for result in results:
+                        heard[0] = trio.current_time()
+                        events = result.get("events")
+                        if events:
+                            apply = functools.partial(self._changes, events=events)
+                            await store._apply_remote(apply)
+                            self._revision = int(events[-1]["kv"]["mod_revision"])
+        except BaseExceptionGroup as group:  # the watch's own error, not a group of one
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        if nursery.cancel_scope.cancelled_caught:
+            self.client.fail_over()
+            log.warning("etcd member stopped answering; watching another from %d", self._revision)
+
+    async def _watchdog(self, watch: trio.CancelScope, heard: list[float]) -> None:
+        """Cancel ``watch`` when its member stops answering: after ``watch_idle`` seconds
+        without a message, ask the same member for the revision (a frozen or cut-off member
+        leaves a watch silent, not broken)."""
+        idle = self.watch_idle
+        while True:
+            await trio.sleep(max(heard[0] + idle - trio.current_time(), 0.0))
+            if trio.current_time() - heard[0] < idle:
+                continue
+            with trio.move_on_after(min(idle, self.client.timeout)):
+                try:
+                    await self.client.ping()
+                    heard[0] = trio.current_time()
+                    continue
+                except EtcdUnavailable:
+                    pass
+            watch.cancel()
+            return
 
     def _changes(self, state: StoreState, *, events: list[dict[str, Any]]) -> list[Change]:
         """The Changes of a watch message: one per revision, in order."""

@@ -128,6 +128,21 @@ class EtcdClient:
             return version
         raise EtcdUnavailable(f"no etcd endpoint answered: {', '.join(self.endpoints)}")
 
+    @property
+    def timeout(self) -> float:
+        """Seconds a unary request may take."""
+        return self._timeout
+
+    async def ping(self) -> None:
+        """Ask the current endpoint (only) for its revision; EtcdUnavailable if it fails."""
+        body = {"key": b64(b"\0"), "count_only": True}
+        try:
+            response = await self._client.post(f"{self.endpoint}/v3/kv/range", json=body)
+        except self._httpx.TransportError as exc:
+            raise EtcdUnavailable(f"etcd at {self.endpoint} does not answer: {exc!r}") from exc
+        if response.status_code != 200:
+            raise EtcdUnavailable(f"etcd at {self.endpoint} answered {response.status_code}")
+
     async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
         """POST ``body`` to ``/v3/{method}`` and return the decoded response.
 
