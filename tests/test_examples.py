@@ -49,3 +49,18 @@ def test_the_scheduler_demo_continues_from_the_state_its_previous_run_left(
     assert "reopened from disk: Version(" in second
     assert "600 tasks, 3 nodes" in second
     assert "everything recovered" in second
+
+
+def test_the_controller_converges_and_retries_a_stale_write_on_the_current_copy() -> None:
+    out = run_example("controller.py")
+    assert "cli:        SequenceConflict: web was written at Version(5)" in out
+    assert "cli:        web written at Version(6): replicas=5" in out
+    assert "web:        web.1.1, web.2.2, web.3.1, web.4.1, web.5.1" in out
+    assert "web running=5 restarts=1" in out
+    assert "api:        none" in out
+
+
+def test_the_replica_example_syncs_a_cache_and_reports_its_resync() -> None:
+    out = run_example("replica.py")
+    assert "statuses seen: WAIT_FOR_DATASTORE -> RESYNC_IN_PROGRESS -> IN_SYNC -> " in out
+    assert "resyncs reported: 1; cache: 69 nodes, matches the store: True" in out
