@@ -15,7 +15,7 @@ EXTRAS ?= etcd
 .PHONY: help install demo test lint typecheck fmt pytest bench deps-etcd clean
 
 help:
-	@echo "make demo       run examples/quickstart.py"
+	@echo "make demo       the scheduler demo on a durable store in demo-state/ (run it twice)"
 	@echo "make test       ruff check + ruff format --check + mypy --strict + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) examples/quickstart.py
+	$(PY) examples/scheduler.py --path demo-state
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
