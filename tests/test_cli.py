@@ -452,7 +452,7 @@ def test_unlock_clears_the_stale_lock_of_a_killed_holder_without_force(
     assert run_json(capsys, "inspect", store)["lock"]["state"] == "stale"
     code, out, _err = run(capsys, "unlock", store)
     assert code == ExitCode.OK
-    assert f"cleared a stale lock (stale: pid {child.pid}" in out
+    assert f"cleared a stale lock: pid {child.pid}" in out
     assert ws.lock_status(store) == ws.LockStatus(False, {}, False)
 
 
@@ -475,7 +475,7 @@ def test_unlock_with_force_removes_a_live_holders_lock(
         code, out, _err = run(capsys, "unlock", store, "--force")
         assert not ws.lock_status(store).held
     assert code == ExitCode.OK
-    assert out.startswith("removed the lock (held by pid")
+    assert out.startswith("removed the lock held by pid")
 
 
 # -- encryption, usage, help -----------------------------------------------------------------

@@ -26,6 +26,7 @@ import os
 import runpy
 import socket
 import sys
+import textwrap
 import traceback
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -434,6 +435,10 @@ def _size(n: int) -> str:
     return f"{value:.1f} {units[0]}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _fields(title: str, rows: Sequence[tuple[str, str]]) -> RichTable:
     table = RichTable(title=title, show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
@@ -491,21 +496,25 @@ def _alive(holder: dict[str, Any]) -> bool | None:
     return True
 
 
-def _holder_text(info: dict[str, Any]) -> str:
-    holder = info["holder"]
-    if info["state"] == "free":
-        return "free"
-    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+def _who(holder: dict[str, Any]) -> str:
+    """The holder of a lock, as ``LOCK.json`` names it: pid, host and since when."""
     started = holder.get("started_at")
     since = f" since {_when(started)}" if isinstance(started, int | float) else ""
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}{since}"
+
+
+def _holder_text(info: dict[str, Any]) -> str:
+    who = _who(info["holder"])
+    if info["state"] == "free":
+        return "free"
     if info["state"] == "stale":
-        return f"stale: {who}{since} is gone (the system released its lock)"
+        return f"stale: {who} is gone, and the system released its lock"
     if info["holder_alive"] is False:
         return (
             f"held, though {who} is gone: a process it started (e.g. a compaction) holds "
             "the lock until it ends"
         )
-    return f"held by {who}{since}"
+    return f"held by {who}"
 
 
 def _epoch_rows(epochs: list[RawEpoch]) -> list[dict[str, Any]]:
@@ -554,7 +563,7 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
         ("version", str(current.last_version)),
         ("format", f"{current.header.format} (lineage {current.header.lineage.hex()})"),
         ("encrypted", "yes" if report["encrypted"] else "no"),
-        ("size", f"{_size(report['size'])} in {len(epochs)} segment(s)"),
+        ("size", f"{_size(report['size'])} in {_count(len(epochs), 'segment')}"),
         ("lock", _holder_text(lock)),
     ]
     if current.torn:
@@ -706,7 +715,8 @@ def _print_verify(report: dict[str, Any], out: Output) -> None:
     else:
         note = "indexes not rebuilt: no --schema given"
     verdict = "ok" if report["ok"] else "FAILED"
-    checked = f"{report['records']} records in {len(report['segments'])} segments checked"
+    segments = _count(len(report["segments"]), "segment")
+    checked = f"{_count(report['records'], 'record')} in {segments} checked"
     out.out.print(f"{verdict}: {checked}; {note}")
 
 
@@ -855,13 +865,16 @@ def cmd_unlock(args: argparse.Namespace, out: Output) -> int:
         )
     if info["state"] != "free":
         unlock(path, force=args.force)
-    done = {"free": "not locked: nothing to do", "stale": "cleared a stale lock"}
-    message = done.get(info["state"], "removed the lock")
+    who = _who(info["holder"])
+    message = {
+        "free": "not locked: nothing to do",
+        "stale": f"cleared a stale lock: {who} is gone",
+        "held": f"removed the lock held by {who}",
+    }[info["state"]]
     if out.as_json:
         out.emit({"cleared": info["state"] != "free", "lock": info})
     else:
-        text = message if info["state"] == "free" else f"{message} ({_holder_text(info)})"
-        out.out.print(text)
+        out.out.print(message)
     return ExitCode.OK
 
 
@@ -1010,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help,
-            description=help,
+            description=textwrap.fill(help, 88),
             epilog=EXIT_CODES,
             parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
