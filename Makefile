@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # Dependency groups (PEP 735) installed into the dev venv. `pip install --group`
 # needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
-GROUPS := test lint
+GROUPS := test lint bench
 # Extras to install with the package: etcd (httpx) is needed by the etcd tests.
 EXTRAS ?= etcd
 

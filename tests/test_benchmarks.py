@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks._chart import measured_rows
 from tests.etcd_cluster import etcd_binary
 
 needs_etcd = pytest.mark.skipif(
@@ -44,3 +45,25 @@ def test_a_quick_run_prints_its_table_and_every_target_once(
     for target in targets:
         assert printed.count(target) == 1
     assert json.loads(out.read_text())
+
+
+def test_chart_writes_a_png_of_the_run_next_to_its_table(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chart = tmp_path / "core.png"
+    assert main(["core", "--quick", "--chart", str(chart)]) == 0
+    assert "watchstore" in capsys.readouterr().out
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_chart_draws_every_measured_row_and_leaves_ratio_rows_out() -> None:
+    measure = {"seconds_per_op": 0.5, "ops_per_second": 2.0}
+    table = {
+        "1. flat": {"watchstore": measure, "sqlite3": measure},
+        "2. nested": {"peers": {"watchstore": measure}, "ratio_vs_baseline": 1.0},
+        "3. ratio": {"ratios": {"watchstore": 0.9, "naive peer": 0.1}},
+    }
+    assert measured_rows({"table": table}) == [
+        ("1. flat", {"watchstore": 0.5, "sqlite3": 0.5}),
+        ("2. nested", {"watchstore": 0.5}),
+    ]

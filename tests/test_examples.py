@@ -1,4 +1,5 @@
-"""Every example runs by itself, as a user would run it, and says what it did."""
+"""Every example runs by itself, as a user would run it, and says what it did; every Python
+block of the guides in docs/ runs as written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import re
 import subprocess
 import sys
 
-EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+GUIDES = sorted((ROOT / "docs").glob("*.md"))
 
 
 def run_example(name: str, *args: str) -> str:
@@ -64,3 +69,10 @@ def test_the_replica_example_syncs_a_cache_and_reports_its_resync() -> None:
     out = run_example("replica.py")
     assert "statuses seen: WAIT_FOR_DATASTORE -> RESYNC_IN_PROGRESS -> IN_SYNC -> " in out
     assert "resyncs reported: 1; cache: 69 nodes, matches the store: True" in out
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=[g.name for g in GUIDES])
+def test_the_python_blocks_of_each_guide_run_in_order(guide: pathlib.Path) -> None:
+    namespace: dict[str, object] = {"__name__": "guide"}
+    for block in re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.DOTALL):
+        exec(compile(block, str(guide), "exec", dont_inherit=True), namespace)
