@@ -23,6 +23,7 @@ from ._log import EpochLog, Restored
 from ._logproposer import Durability, LogProposer, Submission
 from ._proposer import MemoryProposer, Proposer
 from ._state import Snapshot, StoreState
+from ._tables import restore_tables
 from ._txn import VIEW_ENDED, ReadTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
@@ -292,17 +293,14 @@ class Store:
             await trio.lowlevel.checkpoint()
 
     def _restore(self, restored: Restored) -> None:
-        """Load what a log held: its snapshot, then its changes (each one a commit again,
-        so they are in the history for ``watch_from``)."""
+        """Load what a log held: its snapshot and its changes, the tables in bulk; each
+        change is then published as a commit, so it is in the history for ``watch_from``."""
         state = self._state
-        for name, objects in restored.objects.items():
-            table = state.by_name[name]
-            for obj in objects:
-                table.write(obj.id, None, obj)
-        state.version = restored.snapshot_version
+        committed = restore_tables(state.by_name, restored.objects, restored.changes)
+        state.version = restored.version
         self._hub.floor = restored.snapshot_version
-        for change in restored.changes:
-            self._apply_replicated(change)
+        for change in committed:
+            self._committed(change)
 
     def _apply_replicated(self, change: Change) -> None:
         """Apply a change committed elsewhere (the replication path) and publish it."""
