@@ -145,9 +145,13 @@ class Store:
             lock.release()
         if submission is not None:
             # The next writers may begin while this commit is on its way to the disk. Once
-            # submitted it will be written, so the wait is shielded (it is short).
-            with trio.CancelScope(shield=True):
-                await submission.done.wait()
+            # submitted it will be written, so the wait cannot be cancelled (it is short).
+            if not submission.finished:
+                await submission.wait()  # a schedule point: no other one is needed
+                if submission.error is not None:
+                    self._undo_uncommitted()
+                    raise submission.error
+                return result
             if submission.error is not None:
                 self._undo_uncommitted()
                 raise submission.error
