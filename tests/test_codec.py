@@ -7,7 +7,7 @@ import pytest
 
 import watchstore as ws
 from tests.schema import Node, State, Task
-from watchstore._codec import DecodeError, decoder_for, encode
+from watchstore._codec import DecodeError, decoder_for, dump_data, encode
 
 
 @attrs.frozen
@@ -71,3 +71,30 @@ def test_unknown_fields_are_refused_and_missing_ones_take_defaults() -> None:
         decoder_for(Task)({**data, "colour": "red"})
     del data["node_id"], data["slot"]
     assert decoder_for(Task)(data) == Task("t1", "s1")
+
+
+def test_an_object_encodes_to_the_text_the_format_defines() -> None:
+    """Compiled encoders must write exactly what docs/format.md defines: fields in order,
+    values as they are or encoded (enums by value, tuples as lists, bytes as $b64, sets
+    sorted, Meta as [version, created_at, updated_at])."""
+    obj = Everything(
+        "e1",
+        3,
+        0.5,
+        False,
+        "m",
+        State.ASSIGNED,
+        ("a", 1),
+        (1, 2),
+        frozenset({"y", "x"}),
+        b"\x01",
+        None,
+        ws.Meta(ws.Version(9), 1.5, 2.5),
+    )
+    assert dump_data(encode(obj)) == (
+        b'{"id":"e1","count":3,"ratio":0.5,"flag":false,"maybe":"m","state":2,'
+        b'"pair":["a",1],"many":[1,2],"tags":["x","y"],"blob":{"$b64":"AQ=="},'
+        b'"version":null,"meta":[9,1.5,2.5]}'
+    )
+    assert dump_data(encode(ws.Meta())) == b"[null,0.0,0.0]"
+    assert dump_data("é\n") == '"é\\n"'.encode()

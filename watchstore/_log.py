@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._codec import DecodeError, decoder_for, dump_data, encode, loads
+from ._codec import (
+    DecodeError,
+    decoder_for,
+    dump_data,
+    encode,
+    load_members,
+    load_value,
+    loads,
+    skip_space,
+    skip_to,
+)
 from ._crypto import Sealer, SealError
 from ._errors import (
     HistoryCompacted,
@@ -32,7 +42,7 @@ from ._errors import (
     UnsupportedFormat,
 )
 from ._lock import DirectoryLock, fsync_dir, write_atomically
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ._model import ORIGIN, ActionKind, Change, StoreAction, Version, new_action, new_change
 from ._records import (
     CHANGE,
     FLAG_ENCRYPTED,
@@ -591,21 +601,68 @@ def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
 def _decode_snapshot(
     body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
 ) -> tuple[Version, dict[str, list[Any]]]:
+    """The version and objects of a SNAPSHOT body. Each table's array is decoded a member at
+    a time (see ``load_members``): a snapshot holds millions of objects."""
+    version: Version | None = None
+    objects: dict[str, list[Any]] | None = None
     try:
-        data = loads(body)
-        version = Version(data["version"])
-        objects = {}
-        for name, items in data["tables"].items():
-            decode = decoders.get(name)
-            if decode is None:
-                raise StoreError(
-                    f"{file}: the log has a table {name!r} the schema does not; "
-                    "open it with a schema that declares it"
-                )
-            objects[name] = [decode(item) for item in items]
+        text = body.decode()
+        index = skip_to(text, 0, "{")
+        more, index = _first(text, index, "}")
+        while more:
+            key, index = load_value(text, index)
+            index = skip_to(text, index, ":")
+            if key == "tables":
+                objects = {}
+                index = skip_to(text, index, "{")
+                more_tables, index = _first(text, index, "}")
+                while more_tables:
+                    name, index = load_value(text, index)
+                    decode = decoders.get(name)
+                    if decode is None:
+                        raise StoreError(
+                            f"{file}: the log has a table {name!r} the schema does not; "
+                            "open it with a schema that declares it"
+                        )
+                    index = skip_to(text, index, ":")
+                    objects[name], index = load_members(text, index, decode)
+                    more_tables, index = _separator(text, index, "}")
+            else:
+                value, index = load_value(text, index)
+                if key == "version":
+                    version = Version(value)
+            more, index = _separator(text, index, "}")
+        if skip_space(text, index) != len(text):
+            raise ValueError(f"extra data at character {index}")
+        if version is None or objects is None:
+            raise KeyError("version" if version is None else "tables")
     except (ValueError, KeyError, TypeError, DecodeError) as exc:
         raise LogCorrupt(file, offset, f"snapshot does not decode: {exc}") from exc
     return version, objects
+
+
+def _first(text: str, index: int, closing: str) -> tuple[bool, int]:
+    """At the start of a JSON object's members: (False, index after ``closing``) if it is
+    empty, else (True, index)."""
+    at = skip_space(text, index)
+    if text[at : at + 1] == closing:
+        return False, at + 1
+    return True, index
+
+
+def _separator(text: str, index: int, closing: str) -> tuple[bool, int]:
+    """After a member of a JSON object: (True, index after ',') or (False, index after
+    ``closing``); ValueError for anything else."""
+    index = skip_space(text, index)
+    found = text[index : index + 1]
+    if found == ",":
+        return True, index + 1
+    if found == closing:
+        return False, index + 1
+    raise ValueError(f"expected ',' or {closing!r} at character {index}")
+
+
+_KINDS: Final = {int(kind): kind for kind in ActionKind}
 
 
 def _decode_change(
@@ -614,6 +671,7 @@ def _decode_change(
     try:
         data = loads(body)
         actions = []
+        kinds = _KINDS
         for kind, table, obj in data["actions"]:
             decode = decoders.get(table)
             if decode is None:
@@ -621,8 +679,10 @@ def _decode_change(
                     f"{file}: the log has a table {table!r} the schema does not; "
                     "open it with a schema that declares it"
                 )
-            actions.append(StoreAction(ActionKind(kind), table, decode(obj)))
-        return Change(Version(data["version"]), actions)
+            if type(table) is not str:
+                raise TypeError(f"table name {table!r} is not a str")
+            actions.append(new_action(kinds[kind], table, decode(obj), None))
+        return new_change(Version(data["version"]), actions)
     except (ValueError, KeyError, TypeError, DecodeError) as exc:
         raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
 

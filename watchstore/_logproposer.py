@@ -27,17 +27,41 @@ the operating system (a crash of the machine can lose anything not yet written b
 
 
 class Submission:
-    """A commit waiting for the group committer: ``done`` is set once it is durable (and
-    committed) or failed (``error``)."""
+    """A commit waiting for the group committer: ``finished`` once it is durable (and
+    committed) or failed (``error``); ``await wait()`` until then."""
 
-    __slots__ = ("body", "commit", "done", "error", "version")
+    __slots__ = ("_task", "body", "commit", "error", "finished", "version")
 
     def __init__(self, version: Version, body: bytes, commit: Callable[[Version], None]) -> None:
         self.version = version
         self.body = body
         self.commit = commit
-        self.done = trio.Event()
+        self.finished = False
         self.error: BaseException | None = None
+        self._task: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        """Return once the commit is durable or failed. Not cancellable: once submitted, a
+        commit will be written, and a cancelled caller must not undo locally a change about
+        to commit (the wait is one fsync). Returns at once, without a schedule point, if it
+        is already finished."""
+        if self.finished:
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Mark it finished (failed with ``error``) and wake its waiter."""
+        self.error = error
+        self.finished = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+
+def _refuse_abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
 
 
 class LogProposer:
@@ -65,6 +89,7 @@ class LogProposer:
         self._dirty = False
         self._queue: list[Submission] = []
         self._wakeup = trio.Event()
+        self._writing = False  # the committer is writing a batch (or switching segments)
         # While compacting: the snapshot's version, and the bodies of later commits (copied
         # into the new segment at the switch); and the switch the committer must make.
         self._compacting: Version | None = None
@@ -77,11 +102,31 @@ class LogProposer:
     def submit(
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Submission:
-        """Queue the next commit; its ``commit`` callback runs once it is durable."""
-        if self.log.failed is not None:
-            raise ProposalFailed(f"the log failed earlier ({self.log.failed!r}); reopen the store")
+        """Queue the next commit; its ``commit`` callback runs once it is durable.
+
+        A lone commit (nothing queued or being written, no other task runnable that could
+        join its group) is written and fsynced at once in this thread, as sqlite does, and
+        returned finished: sending it to a worker thread and waking up for the result costs
+        more than the fsync, and there is nothing to overlap it with. ProposalFailed if that
+        write fails (the log is then failed for good)."""
+        log = self.log
+        if log.failed is not None:
+            raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
         version = self._version = Version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
+        if (
+            not self._queue
+            and not self._writing
+            and self._switch is None
+            and trio.lowlevel.current_statistics().tasks_runnable == 0
+        ):
+            try:
+                log.append([submission.body], self.durability == "always")
+            except ProposalFailed:
+                self._version = Version(version.index - 1)
+                raise
+            self._written([submission])
+            return submission
         self._queue.append(submission)
         self._wakeup.set()
         return submission
@@ -91,10 +136,7 @@ class LogProposer:
     ) -> Version:
         """Commit ``actions`` as the next version (see :class:`Proposer`)."""
         submission = self.submit(actions, commit)
-        # Once queued it will be written: waiting is shielded so a cancelled caller cannot
-        # undo locally a change that is about to commit (fsync waits are short).
-        with trio.CancelScope(shield=True):
-            await submission.done.wait()
+        await submission.wait()
         if submission.error is not None:
             raise submission.error
         return submission.version
@@ -112,33 +154,47 @@ class LogProposer:
     async def run(self) -> None:
         """The group committer: runs until cancelled (started by ``open_store``)."""
         sync = self.durability == "always"
-        while True:
-            await self._wakeup.wait()
-            # One scheduling round first: writers that are already runnable (woken by the
-            # previous batch) submit now and share this batch's fsync.
-            await trio.lowlevel.checkpoint()
-            self._wakeup = trio.Event()
-            batch, self._queue = self._queue, []
-            try:
-                if self._switch is not None:
-                    await self._make_switch()
-                if not batch:
+        try:
+            while True:
+                await self._wakeup.wait()
+                # One scheduling round first: writers that are already runnable (woken by
+                # the previous batch) submit now and share this batch's fsync.
+                await trio.lowlevel.checkpoint()
+                self._wakeup = trio.Event()
+                batch, self._queue = self._queue, []
+                self._writing = True
+                try:
+                    if self._switch is not None:
+                        await self._make_switch()
+                    if not batch:
+                        continue
+                    bodies = [s.body for s in batch]
+                    await trio.to_thread.run_sync(self.log.append, bodies, sync)
+                except ProposalFailed as exc:
+                    failed, self._queue = [*batch, *self._queue], []
+                    for submission in failed:
+                        submission.finish(exc)
                     continue
-                await trio.to_thread.run_sync(self.log.append, [s.body for s in batch], sync)
-            except ProposalFailed as exc:
-                failed, self._queue = [*batch, *self._queue], []
-                for submission in failed:
-                    submission.error = exc
-                    submission.done.set()
-                continue
-            if self._compacting is not None:
-                self._tail.extend((s.version, s.body) for s in batch)
-            elif self.log.size - self.log.snapshot_end > self.compact_bytes:
-                self.compaction_due.set()
-            self._dirty = not sync
-            for submission in batch:
-                submission.commit(submission.version)
-                submission.done.set()
+                finally:
+                    self._writing = False
+                self._written(batch)
+        finally:
+            # Closing: what was queued was never written, so it is known not to commit.
+            closed = ProposalFailed("the store closed before this commit was written")
+            for submission in self._queue:
+                submission.finish(closed)
+            self._queue = []
+
+    def _written(self, batch: list[Submission]) -> None:
+        """After ``batch`` is in the log: note it for compaction, then commit it in order."""
+        if self._compacting is not None:
+            self._tail.extend((s.version, s.body) for s in batch)
+        elif self.log.size - self.log.snapshot_end > self.compact_bytes:
+            self.compaction_due.set()
+        self._dirty = self.durability != "always"
+        for submission in batch:
+            submission.commit(submission.version)
+            submission.finish()
 
     async def compact(
         self,

@@ -25,6 +25,10 @@ class LazySortedSet:
         """Add a member that is not present."""
         self._pending.add(member)
 
+    def update(self, members: Any) -> None:
+        """Add members none of which is present (in bulk: O(n), sorted at the next read)."""
+        self._pending.update(members)
+
     def remove(self, member: Any) -> None:
         """Remove a present member."""
         pending = self._pending

@@ -31,6 +31,7 @@ from ._log import EpochLog, Restored
 from ._logproposer import Durability, LogProposer, Submission
 from ._proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
 from ._state import Snapshot, StoreState
+from ._tables import restore_tables
 from ._txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
 from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
@@ -160,9 +161,13 @@ class Store:
             lock.release()
         if submission is not None:
             # The next writers may begin while this commit is on its way to the disk. Once
-            # submitted it will be written, so the wait is shielded (it is short).
-            with trio.CancelScope(shield=True):
-                await submission.done.wait()
+            # submitted it will be written, so the wait cannot be cancelled (it is short).
+            if not submission.finished:
+                await submission.wait()  # a schedule point: no other one is needed
+                if submission.error is not None:
+                    self._undo_uncommitted()
+                    raise submission.error
+                return result
             if submission.error is not None:
                 self._undo_uncommitted()
                 raise submission.error
@@ -379,17 +384,14 @@ class Store:
             await trio.lowlevel.checkpoint()
 
     def _restore(self, restored: Restored) -> None:
-        """Load what a log held: its snapshot, then its changes (each one a commit again,
-        so they are in the history for ``watch_from``)."""
+        """Load what a log held: its snapshot and its changes, the tables in bulk; each
+        change is then published as a commit, so it is in the history for ``watch_from``."""
         state = self._state
-        for name, objects in restored.objects.items():
-            table = state.by_name[name]
-            for obj in objects:
-                table.write(obj.id, None, obj)
-        state.version = restored.snapshot_version
+        committed = restore_tables(state.by_name, restored.objects, restored.changes)
+        state.version = restored.version
         self._hub.floor = restored.snapshot_version
-        for change in restored.changes:
-            self._apply_replicated(change)
+        for change in committed:
+            self._committed(change)
 
     def _apply_replicated(self, change: Change) -> None:
         """Apply a change committed elsewhere (the replication path) and publish it."""

@@ -14,16 +14,20 @@ so re-stamping an object's metadata never touches them.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidObject, InvalidQuery
+from ._errors import InvalidObject, InvalidQuery, StoreError
+from ._model import ActionKind, Change, new_action, new_change
 from ._query import AnyOf, Between, Prefix, starts_with
 from ._schema import IndexSpec, Table, key_family
 from ._sorted import LazySortedSet
 from ._writer import compile_write
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
 
 
 class IndexState:
@@ -84,6 +88,50 @@ class IndexState:
             self.family = None
             self.key_type = None
 
+    def bulk_buckets(self, rows: dict[str, Any]) -> dict[Any, Any] | None:
+        """The buckets of this (empty) index over ``rows``, built in one pass; None where
+        the keys need the per-object checks of ``add`` (mixed or other than plain str or
+        int keys, multi-valued, or a unique key held twice): ``TableState.load`` then
+        writes object by object, which checks everything and raises the precise error."""
+        spec = self.spec
+        if spec.multi:
+            return None
+        get = attrgetter(spec.plain_field) if spec.plain_field is not None else spec.extract
+        keys = list(map(get, rows.values()))
+        types = set(map(type, keys))
+        types.discard(type(None))
+        if len(types) > 1 or not types <= {str, int}:
+            return None
+        unique = spec.unique
+        groups: dict[Any, Any] = {}
+        held_by = groups.get
+        for id, key in zip(rows, keys, strict=True):
+            if key is None:
+                continue
+            held = held_by(key)
+            if held is None:
+                groups[key] = id
+            elif type(held) is str:
+                if unique:
+                    return None
+                groups[key] = [held, id]
+            else:
+                held.append(id)
+        for key, held in groups.items():
+            if type(held) is list:
+                bucket = groups[key] = LazySortedSet()
+                bucket.update(held)
+        return groups
+
+    def load(self, buckets: dict[Any, Any]) -> None:
+        """Install buckets made by ``bulk_buckets`` into this empty index."""
+        self.buckets.update(buckets)  # the same dict: the compiled write holds it
+        self.keys.update(buckets)
+        if buckets:
+            key = next(iter(buckets))
+            self.family = key_family(key)
+            self.key_type = type(key)
+
     def scan_keys(self, condition: Any) -> Iterator[Any]:
         """Yield the keys matching a normalised condition, in order."""
         keys = self.keys.ordered()
@@ -124,6 +172,27 @@ class TableState:
         Every key of ``new`` is checked (orderable, unique) before anything changes, so on an
         exception the table is exactly as it was. See ``_writer.py``.
         """
+
+    def load(self, rows: dict[str, Any]) -> None:
+        """Fill this empty table with ``rows`` (id -> object) at once: the indexes are built
+        in one pass each and sorted lazily, as writes leave them. Where an index needs the
+        per-object checks, every object goes through ``write`` instead (nothing is changed
+        before that choice), which raises what an invalid object would raise there."""
+        if self.rows:
+            raise StoreError(f"table {self.name} is not empty: it cannot be loaded in bulk")
+        built = {}
+        for name, index in self.indexes.items():
+            buckets = index.bulk_buckets(rows)
+            if buckets is None:
+                write = self.write
+                for id, obj in rows.items():
+                    write(id, None, obj)
+                return
+            built[name] = buckets
+        self.rows.update(rows)  # the same dict: the compiled write holds it
+        self.ids.update(rows)
+        for name, buckets in built.items():
+            self.indexes[name].load(buckets)
 
     def index(self, name: str) -> IndexState:
         """Return the index called ``name`` or raise InvalidQuery."""
@@ -181,3 +250,56 @@ class TableState:
                     yield id
         elif condition in self.rows:
             yield condition
+
+
+def restore_tables(
+    tables: Mapping[str, TableState],
+    objects: Mapping[str, Sequence[Any]],
+    changes: Sequence[Change],
+) -> list[Change]:
+    """Load a snapshot's ``objects``, then ``changes`` after it, into empty ``tables``.
+
+    The changes are folded into the rows first and every table is then loaded once
+    (``TableState.load``): replaying them one transaction at a time would maintain the
+    indexes object by object. Returns the changes as committing them here gives them (what
+    ``StoreState.apply`` returns): an UPDATE carries the object it replaced, a DELETE the
+    object it removed, and an action's kind follows the state (a decoded action that already
+    says so is kept as it is).
+    """
+    rows_of: dict[str, dict[str, Any]] = {name: {} for name in tables}
+    for name, objs in objects.items():
+        rows_of[name].update(zip(map(attrgetter("id"), objs), objs, strict=True))
+    committed: list[Change] = []
+    for change in changes:
+        actions = change.actions
+        out: list[Any] | None = None  # made only when an action differs from the decoded one
+        for i, action in enumerate(actions):
+            name = action.table
+            rows = rows_of[name]
+            obj = action.obj
+            id = obj.id
+            old = rows.get(id)
+            if action.kind is DELETE:
+                if old is None:
+                    raise StoreError(
+                        f"version {change.version.index} deletes {name} {id!r}, which does "
+                        "not exist at that point of the log"
+                    )
+                del rows[id]
+                fixed = new_action(DELETE, name, old, None)
+            else:
+                rows[id] = obj
+                if old is not None:
+                    fixed = new_action(UPDATE, name, obj, old)
+                elif action.kind is CREATE and action.old is None:
+                    fixed = action
+                else:
+                    fixed = new_action(CREATE, name, obj, None)
+            if fixed is not action and out is None:
+                out = list(actions[:i])
+            if out is not None:
+                out.append(fixed)
+        committed.append(change if out is None else new_change(change.version, out))
+    for name, table in tables.items():
+        table.load(rows_of[name])
+    return committed
