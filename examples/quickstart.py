@@ -1,6 +1,6 @@
 """A short tour of watchstore: tables, indexes, transactions, conflicts, snapshots, batches.
 
-Run it with ``make demo`` (or ``python examples/quickstart.py``).
+Run it with ``python examples/quickstart.py`` (``make demo`` runs the scheduler demo).
 """
 
 from __future__ import annotations
