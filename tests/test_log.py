@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pytest
+import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -380,6 +381,72 @@ async def test_after_a_failed_fsync_a_reopen_has_only_the_commits_before_it(
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
         await store.update(commit_2)
         assert store.version == ws.Version(2)
+
+
+async def test_concurrent_writers_fail_together_when_their_shared_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers whose commits were grouped into one failed fsync all get ProposalFailed and
+    none of their writes is visible or comes back on reopen. (The first of 8 writers
+    started at once commits alone, its fsync succeeds; the other 7 share the next one.)"""
+    real = os.fdatasync
+    calls: list[int] = []
+
+    def fails_after_the_first(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 1:
+            failing_fdatasync(fd)
+        real(fd)
+
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        monkeypatch.setattr(os, "fdatasync", fails_after_the_first)
+        failures: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            try:
+                await store.update(lambda tx: tx.create(Task(f"g{i}", "svc-a")))
+            except ws.ProposalFailed as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(write, i)
+        assert len(failures) == 7
+        assert store.version == ws.Version(1)
+        committed = contents(store)
+        assert len(committed) == 1
+    monkeypatch.undo()
+    assert await load(tmp_path) == (ws.Version(1), committed)
+
+
+async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: 32 writers committing 4 times each need far fewer fsyncs than their
+    128 commits; a lone writer's commit is fsynced before update() returns."""
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+
+        async def write(i: int) -> None:
+            for j in range(4):
+                await store.update(lambda tx: tx.create(Task(f"w{i}-{j}", "svc-a")))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(32):
+                nursery.start_soon(write, i)
+        assert store.version == ws.Version(128)
+        assert len(synced) <= 128 // 4
+        before = len(synced)
+        await store.update(lambda tx: tx.create(Task("alone", "svc-a")))
+        assert len(synced) == before + 1
+    assert (await load(tmp_path))[0] == ws.Version(129)
 
 
 # -- watch_from from the log -------------------------------------------------------------------

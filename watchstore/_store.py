@@ -71,6 +71,7 @@ class Store:
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
         self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._committing = 0  # update() calls waiting for their submission to finish
         self._closed: BaseException | None = None
 
     # -- reads -------------------------------------------------------------------------------
@@ -147,7 +148,11 @@ class Store:
             # The next writers may begin while this commit is on its way to the disk. Once
             # submitted it will be written, so the wait cannot be cancelled (it is short).
             if not submission.finished:
-                await submission.wait()  # a schedule point: no other one is needed
+                self._committing += 1
+                try:
+                    await submission.wait()  # a schedule point: no other one is needed
+                finally:
+                    self._committing -= 1
                 if submission.error is not None:
                     self._undo_uncommitted()
                     raise submission.error
@@ -166,8 +171,11 @@ class Store:
             state.rollback(tx)
             return None
         assert self._submit is not None
+        # Alone: no other writer is waiting for the lock or for its commit, so none could
+        # share this commit's fsync (the proposer may then write it at once).
+        alone = not self._committing and not self._write_lock._lot
         try:
-            return self._submit(actions, self._commit_oldest)
+            return self._submit(actions, self._commit_oldest, alone=alone)
         except BaseException as exc:
             state.rollback(tx)
             failed = _as_proposal_failed(exc)
