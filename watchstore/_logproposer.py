@@ -109,24 +109,17 @@ class LogProposer:
         """Queue the next commit; its ``commit`` callback runs once it is durable.
 
         ``alone`` says the caller knows of no other commit on its way. Such a commit, with
-        nothing queued or being written and no other task runnable (which might be a writer
-        about to commit), is written (and fsynced) at once in this thread, as sqlite does,
-        and returned finished: handing it to a worker thread and waking up for the result
-        costs more than the fsync, and nothing could share it. Tasks that become runnable
-        meanwhile wait for that one fsync. ProposalFailed if the write fails (the log is
-        then failed for good)."""
+        nothing queued or being written, is written (and fsynced) at once in this thread,
+        as sqlite does, and returned finished: handing it to a worker thread and waking up
+        for the result costs more than the fsync, and nothing could share it. Other tasks
+        wait for that one fsync. ProposalFailed if the write fails (the log is then failed
+        for good)."""
         log = self.log
         if log.failed is not None:
             raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
         version = self._version = Version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
-        if (
-            alone
-            and not self._queue
-            and not self._writing
-            and self._switch is None
-            and trio.lowlevel.current_statistics().tasks_runnable == 0
-        ):
+        if alone and not self._queue and not self._writing and self._switch is None:
             try:
                 log.append([submission.body], self.durability == "always")
             except ProposalFailed:

@@ -71,7 +71,7 @@ class Store:
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
         self._waiters: list[tuple[int, int, trio.Event]] = []
-        self._committing = 0  # update() calls waiting for their submission to finish
+        self._updating = 0  # update() calls under way
         self._closed: BaseException | None = None
 
     # -- reads -------------------------------------------------------------------------------
@@ -123,45 +123,45 @@ class Store:
         ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
         proposing, the change is undone locally unless it had already committed.
         """
-        lock = self._write_lock
-        if lock.held or self._closed is not None:
-            await self._take_write_lock()
-        else:  # the uncontended fast path of _take_write_lock, without a coroutine
-            await trio.lowlevel.checkpoint_if_cancelled()
-            lock.held = True
-        submission = None
+        self._updating += 1  # a writer on its way: see _submit_pipelined
         try:
-            state = self._state
-            tx = state.begin()
+            lock = self._write_lock
+            if lock.held or self._closed is not None:
+                await self._take_write_lock()
+            else:  # the uncontended fast path of _take_write_lock, without a coroutine
+                await trio.lowlevel.checkpoint_if_cancelled()
+                lock.held = True
+            submission = None
             try:
-                result = _run_in_tx(fn, tx)
-            except BaseException:
-                state.rollback(tx)
-                raise
-            if self._submit is None:
-                await self._propose(tx)
-            else:
-                submission = self._submit_pipelined(tx)
-        finally:
-            lock.release()
-        if submission is not None:
-            # The next writers may begin while this commit is on its way to the disk. Once
-            # submitted it will be written, so the wait cannot be cancelled (it is short).
-            if not submission.finished:
-                self._committing += 1
+                state = self._state
+                tx = state.begin()
                 try:
-                    await submission.wait()  # a schedule point: no other one is needed
-                finally:
-                    self._committing -= 1
+                    result = _run_in_tx(fn, tx)
+                except BaseException:
+                    state.rollback(tx)
+                    raise
+                if self._submit is None:
+                    await self._propose(tx)
+                else:
+                    submission = self._submit_pipelined(tx)
+            finally:
+                lock.release()
+            if submission is not None:
+                # The next writers may begin while this commit is on its way to the disk.
+                # Once submitted it will be written, so the wait cannot be cancelled (it is
+                # short).
+                waited = not submission.finished
+                if waited:
+                    await submission.wait()
                 if submission.error is not None:
                     self._undo_uncommitted()
                     raise submission.error
-                return result
-            if submission.error is not None:
-                self._undo_uncommitted()
-                raise submission.error
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return result
+                if waited:
+                    return result  # the wait was a schedule point: no other one is needed
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+        finally:
+            self._updating -= 1
 
     def _submit_pipelined(self, tx: Tx) -> Submission | None:
         """Queue ``tx`` with a pipelining proposer; None if it changed nothing."""
@@ -171,9 +171,10 @@ class Store:
             state.rollback(tx)
             return None
         assert self._submit is not None
-        # Alone: no other writer is waiting for the lock or for its commit, so none could
-        # share this commit's fsync (the proposer may then write it at once).
-        alone = not self._committing and not self._write_lock._lot
+        # Alone: no other update() is under way (waiting for the lock or its commit, or
+        # about to return), so no commit could share this one's fsync: the proposer may
+        # write it at once.
+        alone = self._updating == 1
         try:
             return self._submit(actions, self._commit_oldest, alone=alone)
         except BaseException as exc:
