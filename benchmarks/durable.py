@@ -53,8 +53,10 @@ in one process, on the same objects built outside the timed regions; rows report
 lowest p99 of ``--compact-reps`` (1 with ``--quick``). Times are WALL time
 (``time.perf_counter``), not CPU time as in the core benchmark: waiting for fsync is the point.
 The clock covers the commits only, not opening or closing the store. sqlite runs in the trio
-thread (blocking it, as the core benchmark does); watchstore appends in a worker thread. The
-garbage collector stays at Python's defaults, as applications run it.
+thread (blocking it, as the core benchmark does); so does watchstore's append of a lone commit
+(one no other update() is waiting beside, as in rows 1 and 2+), while commits of concurrent
+writers (row 2) are grouped and written in a worker thread. The garbage collector stays at
+Python's defaults, as applications run it.
 """
 
 from __future__ import annotations
@@ -891,8 +893,8 @@ def render(
             else "several commits share an fsync (group commit)."
         ),
         "- 2+: 'interval' fsyncs at most every 50 ms, 'none' never (each commit is still "
-        "written in a worker thread); sqlite WAL+NORMAL fsyncs only at checkpoints, "
-        "WAL+OFF never.",
+        "written, in the trio thread as a lone commit); sqlite WAL+NORMAL fsyncs only at "
+        "checkpoints, WAL+OFF never.",
         f"- 3: built with store.batch in {info.build_seconds:.1f} s: {info.commits:,} commits "
         f"of up to {env['batch_max_changes']} creates (compacting when due, as by default); "
         f"the store directory held {info.log_bytes / 1e6:,.1f} MB in {info.log_segments} "

@@ -7,8 +7,9 @@ the full state at a version) followed by CHANGE records (one per committed trans
 Opening takes the lock, verifies every record of the newest segment, truncates a torn tail
 (an append that was never acknowledged) before anything is appended, and gives back the
 snapshot and the changes after it. Damage anywhere else raises LogCorrupt naming the file, the
-offset and the last good version. Appends are written and (by default) fsynced in a worker
-thread before the commit is acknowledged; a failed write or fsync fails the log for good.
+offset and the last good version. Appends are written and (by default) fsynced before the
+commit is acknowledged (by the group committer's worker thread, or by the trio thread for a
+lone commit; see ``_logproposer``); a failed write or fsync fails the log for good.
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ class EpochLog:
         log.snapshot_end = records[1].offset if len(records) > 1 else end
         return log, restored
 
-    # -- appending (called in a worker thread) ---------------------------------------------
+    # -- appending (in a worker thread, or the trio thread for a lone commit) ---------------
 
     def append(self, bodies: Sequence[bytes], sync: bool) -> None:
         """Write CHANGE records at the end of the segment in one write, then fsync if

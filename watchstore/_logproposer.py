@@ -1,9 +1,11 @@
 """LogProposer: commits through the epoch log with group commit, and its durability modes.
 
 ``submit`` queues a commit synchronously; the ``run`` task writes everything queued with one
-write and one fsync, then commits the batch in order through the store's callback, so
-concurrent writers share fsyncs. Compaction hands the committer a prepared epoch to switch
-to between two batches (see ``_log.EpochLog.switch``).
+write and one fsync (in a worker thread), then commits the batch in order through the store's
+callback, so concurrent writers share fsyncs. A lone commit, which nothing could share an
+fsync with, is written by ``submit`` itself in the calling thread, as sqlite does.
+Compaction hands the committer a prepared epoch to switch to between two batches (see
+``_log.EpochLog.switch``).
 """
 
 from __future__ import annotations
