@@ -27,10 +27,10 @@ from ._codec import (
     DecodeError,
     decoder_for,
     dump_data,
-    encode,
     load_members,
     load_value,
     loads,
+    object_json,
     skip_space,
     skip_to,
 )
@@ -575,7 +575,7 @@ def rollback(
 
 def encode_piece(objects: Sequence[Any]) -> bytes:
     """Encode a run of objects as comma-separated JSON (a piece of a snapshot's table)."""
-    return dump_data([encode(o) for o in objects])[1:-1]
+    return ",".join([object_json(o) for o in objects]).encode()
 
 
 def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) -> bytes:
@@ -590,13 +590,21 @@ def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) ->
 
 
 def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
-    """The CHANGE record body of one commit."""
-    return dump_data(
-        {
-            "version": version.index,
-            "actions": [[int(a.kind), a.table, encode(a.obj)] for a in actions],
-        }
-    )
+    """The CHANGE record body of one commit: ``{"version":V,"actions":[[kind,table,obj],...]}``
+    (the JSON of ``encode``'s values, written directly)."""
+    names = _TABLE_JSON
+    parts = []
+    for action in actions:
+        table = action.table
+        name = names.get(table)
+        if name is None:
+            name = names[table] = object_json(table)
+        parts.append(f"[{action.kind:d},{name},{object_json(action.obj)}]")
+    return f'{{"version":{version.index:d},"actions":[{",".join(parts)}]}}'.encode()
+
+
+_TABLE_JSON: dict[str, str] = {}
+"""The JSON text of table names (a str each; few)."""
 
 
 def _decode_snapshot(
