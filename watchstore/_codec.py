@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections.abc
 import enum
+import itertools
 import json
 import json.encoder
 import json.scanner
@@ -18,13 +19,13 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from json.encoder import encode_basestring
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 
-from ._model import Meta, Version, new_meta, new_version
+from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta, new_version
 
 
 def encode(value: Any) -> Any:
@@ -502,3 +503,51 @@ def skip_to(text: str, index: int, expected: str) -> int:
     if text[index : index + 1] != expected:
         raise ValueError(f"expected {expected!r} at character {index}")
     return index + 1
+
+
+class LoggedActions(Sequence[StoreAction]):
+    """The actions of a change decoded from the log: kinds, table names and objects in three
+    lists, each StoreAction made when it is read (``old`` is None: the log holds new objects
+    only). A restore keeps every change of the epoch (the history for ``watch_from``); an
+    object per action fewer is a third fewer objects for Python's cyclic collector to scan,
+    again and again, while a large store is restored (``_tables.restore_tables`` reads the
+    lists directly)."""
+
+    __slots__ = ("kinds", "objs", "tables")
+
+    def __init__(self, kinds: list[ActionKind], tables: list[str], objs: list[Any]) -> None:
+        self.kinds = kinds
+        self.tables = tables
+        self.objs = objs
+
+    def __len__(self) -> int:
+        return len(self.objs)
+
+    @overload
+    def __getitem__(self, index: int) -> StoreAction: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[StoreAction]: ...
+
+    def __getitem__(self, index: int | slice) -> StoreAction | list[StoreAction]:
+        if isinstance(index, slice):
+            return list(
+                map(new_action, self.kinds[index], self.tables[index], self.objs[index], _NONES)
+            )
+        return new_action(self.kinds[index], self.tables[index], self.objs[index], None)
+
+    def __iter__(self) -> Iterator[StoreAction]:
+        return map(new_action, self.kinds, self.tables, self.objs, _NONES)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+_NONES: Final = itertools.repeat(None)

@@ -18,6 +18,7 @@ import errno
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,6 +26,7 @@ import attrs
 
 from ._codec import (
     DecodeError,
+    LoggedActions,
     decoder_for,
     dump_data,
     load_members,
@@ -43,7 +45,7 @@ from ._errors import (
     UnsupportedFormat,
 )
 from ._lock import DirectoryLock, fsync_dir, write_atomically
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version, new_action, new_change
+from ._model import ORIGIN, ActionKind, Change, StoreAction, Version, new_change
 from ._records import (
     CHANGE,
     FLAG_ENCRYPTED,
@@ -679,8 +681,9 @@ def _decode_change(
 ) -> Change:
     try:
         data = loads(body)
-        actions = []
-        kinds = _KINDS
+        kinds: list[ActionKind] = []
+        tables: list[str] = []
+        objs: list[Any] = []
         for kind, table, obj in data["actions"]:
             decode = decoders.get(table)
             if decode is None:
@@ -690,8 +693,10 @@ def _decode_change(
                 )
             if type(table) is not str:
                 raise TypeError(f"table name {table!r} is not a str")
-            actions.append(new_action(kinds[kind], table, decode(obj), None))
-        return new_change(Version(data["version"]), actions)
+            kinds.append(_KINDS[kind])
+            tables.append(table)
+            objs.append(decode(obj))
+        return new_change(Version(data["version"]), LoggedActions(kinds, tables, objs))
     except (ValueError, KeyError, TypeError, DecodeError) as exc:
         raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
 
