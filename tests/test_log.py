@@ -492,3 +492,50 @@ async def test_watch_from_the_log_replays_the_events_watchers_saw_live(tmp_path:
             assert [replay_all.receive_nowait() for _ in range(replay_all.pending())] == live_all
         async with store.watch_from(ws.Version(0), spec) as replay_n1:
             assert [replay_n1.receive_nowait() for _ in range(replay_n1.pending())] == live_n1
+
+
+# -- zeros written ahead -----------------------------------------------------------------------
+
+
+async def test_appends_overwrite_zeros_written_ahead_and_close_cuts_them_off(
+    tmp_path: Path,
+) -> None:
+    """While open, the segment ends in zeros written ahead of the records (so an fsync has
+    no change of size to journal); closing leaves exactly the records."""
+    segment = tmp_path / "00000001.wslog"
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        for commit in COMMITS:
+            await store.update(commit)
+        data = segment.read_bytes()
+        records = scan(data, parse_header(data))
+        assert records.torn  # what follows the records is zeros: a torn tail to an opener
+        assert data[records.end :] == bytes(len(data) - records.end)
+        assert len(data) - records.end >= 1 << 19
+    assert segment.stat().st_size == records.end
+
+
+async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
+    tmp_path: Path,
+) -> None:
+    """A copy of the segment taken while the store is open is what a crash leaves: every
+    acknowledged commit, then zeros, which the open cuts off; a record half written into
+    the zeros is a torn tail (its commit was never acknowledged)."""
+    live, crashed, torn = tmp_path / "live", tmp_path / "crashed", tmp_path / "torn"
+    async with ws.open_store(SCHEMA, path=live) as store:
+        for commit in COMMITS:
+            await store.update(commit)
+        expected = (store.version, contents(store))
+        data = (live / "00000001.wslog").read_bytes()
+    records = scan(data, parse_header(data))
+    crashed.mkdir()
+    (crashed / "00000001.wslog").write_bytes(data)
+    async with ws.open_store(SCHEMA, path=crashed) as store:
+        assert (store.version, contents(store)) == expected
+        assert store.recovery is not None
+        assert store.recovery.repaired_tail == len(data) - records.end
+    last = records.records[-1]
+    half = last.offset + (records.end - last.offset) // 2
+    torn.mkdir()
+    (torn / "00000001.wslog").write_bytes(data[:half] + bytes(len(data) - half))
+    version, _contents = await load(torn)
+    assert version == ws.Version(expected[0].index - 1)

@@ -14,6 +14,7 @@ lone commit; see ``_logproposer``); a failed write or fsync fails the log for go
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -69,6 +70,9 @@ if TYPE_CHECKING:
 FORMAT: Final = 1
 """The format version this library writes (and the newest it reads)."""
 
+PREALLOCATE: Final = 1 << 20
+"""Zeros written ahead of the records at the end of the current segment (see ``append``)."""
+
 
 @attrs.frozen
 class Restored:
@@ -78,7 +82,8 @@ class Restored:
     objects: dict[str, list[Any]]
     changes: list[Change]
     repaired_tail: int
-    """Bytes truncated from the end: a torn tail, or what salvage discarded (0: clean)."""
+    """Bytes truncated from the end: a torn tail (with the zeros written ahead of the
+    records, after a crash), or what salvage discarded (0: clean)."""
     salvage: Salvage | None = None
     """What salvage found and dropped, when the log was damaged and opened with salvage."""
 
@@ -120,7 +125,8 @@ def _salvage(
     write_atomically(copy, data)
     lost = set()
     offset = end + 1
-    while offset < len(data):
+    stop = len(data.rstrip(b"\0"))  # a record never ends in zero: none lies in the zeros
+    while offset < stop:
         found = scan(data, header, start=offset).records
         if not found:
             offset += 1
@@ -211,6 +217,8 @@ class EpochLog:
         self.file = segment_path(directory, header.segment)
         self._fd = fd
         self.size = size
+        # The file's length: appends overwrite zeros written ahead (see ``append``).
+        self.allocated = os.fstat(fd).st_size
         self.snapshot_end = size  # set by _restore/switch: where the epoch's changes start
         self.failed: BaseException | None = None
 
@@ -260,7 +268,7 @@ class EpochLog:
             os.fsync(f.fileno())
         os.replace(tmp, file)
         fsync_dir(path)
-        fd = os.open(file, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(file, os.O_WRONLY)
         restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
         return cls(path, lock, header, fd, len(data), schema, sealer), restored
 
@@ -324,7 +332,7 @@ class EpochLog:
                 f.truncate(end)
                 f.flush()
                 os.fsync(f.fileno())
-        fd = os.open(file, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(file, os.O_WRONLY)
         restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
         log = cls(path, lock, header, fd, end, schema, sealer)
         log.snapshot_end = records[1].offset if len(records) > 1 else end
@@ -334,7 +342,13 @@ class EpochLog:
 
     def append(self, bodies: Sequence[bytes], sync: bool) -> None:
         """Write CHANGE records at the end of the segment in one write, then fsync if
-        ``sync``. Any failure fails the log for good (ProposalFailed)."""
+        ``sync``. Any failure fails the log for good (ProposalFailed).
+
+        The records overwrite zeros written ahead: a write that reaches past the file's end
+        carries ``PREALLOCATE`` bytes of zeros after its records, so the fsyncs of the next
+        appends write data only, with no change of the file's size to journal (on ext4
+        about 90 us instead of 130). A crash still leaves what the format expects of a torn
+        append: a prefix of it, then zeros (docs/format.md); ``close`` cuts the zeros off."""
         if self.failed is not None:
             raise ProposalFailed(f"the log failed earlier ({self.failed!r}); reopen the store")
         records = []
@@ -344,8 +358,10 @@ class EpochLog:
             records.append(record)
             offset += len(record)
         data = b"".join(records)
+        if offset > self.allocated:
+            data += bytes(PREALLOCATE)
         try:
-            written = os.write(self._fd, data)
+            written = os.pwrite(self._fd, data, self.size)
             if written != len(data):
                 raise OSError(errno.EIO, f"short write: {written} of {len(data)} bytes")
             if sync:
@@ -357,6 +373,7 @@ class EpochLog:
                 f"writing {self.file} at offset {self.size} failed: {exc}; the store accepts "
                 "no more writes (reads go on); reopen it once the disk is fixed"
             ) from exc
+        self.allocated = max(self.allocated, self.size + len(data))
         self.size = offset
 
     def _unwrite(self) -> None:
@@ -365,6 +382,7 @@ class EpochLog:
         log is failed either way)."""
         try:
             os.ftruncate(self._fd, self.size)
+            self.allocated = self.size
             os.fdatasync(self._fd)
         except OSError:
             pass
@@ -498,12 +516,14 @@ class EpochLog:
         except OSError as exc:
             self.failed = exc
             raise ProposalFailed(f"switching to {epoch.final} failed: {exc}") from exc
-        old_fd = self._fd
-        self._fd = os.open(epoch.final, os.O_WRONLY | os.O_APPEND)
+        old_fd, old_size = self._fd, self.size
+        self._fd = os.open(epoch.final, os.O_WRONLY)
+        with contextlib.suppress(OSError):  # an old segment reads the same with them
+            os.ftruncate(old_fd, old_size)  # the zeros written ahead (see ``append``)
         os.close(old_fd)
         self.header = epoch.header
         self.file = epoch.final
-        self.size = offset
+        self.size = self.allocated = offset
         self.snapshot_end = epoch.size
         for path in sorted(self.directory.glob("*.wslog")):
             if path.stem.isdigit() and int(path.stem) <= epoch.header.segment - keep:
@@ -511,8 +531,11 @@ class EpochLog:
         fsync_dir(self.directory)
 
     def close(self) -> None:
-        """Close the segment and release the lock."""
+        """Cut off the zeros written ahead, close the segment and release the lock."""
         try:
+            if self.allocated > self.size:
+                with contextlib.suppress(OSError):  # else the next open cuts them off
+                    os.ftruncate(self._fd, self.size)
             os.close(self._fd)
         finally:
             self.lock.release()
