@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import watchstore as ws
 from tests.schema import Node, State, Task
-from watchstore._codec import DecodeError, decoder_for, dump_data, encode
+from watchstore._codec import DecodeError, decoder_for, dump_data, encode, object_json
 
 
 @attrs.frozen
@@ -98,3 +102,33 @@ def test_an_object_encodes_to_the_text_the_format_defines() -> None:
     )
     assert dump_data(encode(ws.Meta())) == b"[null,0.0,0.0]"
     assert dump_data("é\n") == '"é\\n"'.encode()
+
+
+@attrs.frozen
+class Plain:
+    id: str
+    count: int | None
+    anything: Any
+    meta: ws.Meta = ws.Meta()
+
+
+_times = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.sampled_from(State)
+)
+
+
+@hypothesis.given(
+    id=st.text(),
+    count=st.one_of(st.none(), st.integers(-(2**70), 2**70)),
+    anything=_values,
+    version=st.one_of(st.none(), st.integers(0, 2**64)),
+    created=_times,
+    updated=_times,
+)
+def test_the_direct_json_writer_writes_what_encode_and_json_write(
+    id: str, count: int | None, anything: Any, version: int | None, created: Any, updated: Any
+) -> None:
+    meta = ws.Meta(None if version is None else ws.Version(version), created, updated)
+    obj = Plain(id, count, anything, meta)
+    assert object_json(obj).encode() == dump_data(encode(obj))

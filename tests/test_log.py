@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pytest
+import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -382,6 +383,72 @@ async def test_after_a_failed_fsync_a_reopen_has_only_the_commits_before_it(
         assert store.version == ws.Version(2)
 
 
+async def test_concurrent_writers_fail_together_when_their_shared_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers whose commits were grouped into one failed fsync all get ProposalFailed and
+    none of their writes is visible or comes back on reopen. (The first of 8 writers
+    started at once commits alone, its fsync succeeds; the other 7 share the next one.)"""
+    real = os.fdatasync
+    calls: list[int] = []
+
+    def fails_after_the_first(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 1:
+            failing_fdatasync(fd)
+        real(fd)
+
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        monkeypatch.setattr(os, "fdatasync", fails_after_the_first)
+        failures: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            try:
+                await store.update(lambda tx: tx.create(Task(f"g{i}", "svc-a")))
+            except ws.ProposalFailed as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(write, i)
+        assert len(failures) == 7
+        assert store.version == ws.Version(1)
+        committed = contents(store)
+        assert len(committed) == 1
+    monkeypatch.undo()
+    assert await load(tmp_path) == (ws.Version(1), committed)
+
+
+async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: 32 writers committing 4 times each need far fewer fsyncs than their
+    128 commits; a lone writer's commit is fsynced before update() returns."""
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+
+        async def write(i: int) -> None:
+            for j in range(4):
+                await store.update(lambda tx: tx.create(Task(f"w{i}-{j}", "svc-a")))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(32):
+                nursery.start_soon(write, i)
+        assert store.version == ws.Version(128)
+        assert len(synced) <= 128 // 4
+        before = len(synced)
+        await store.update(lambda tx: tx.create(Task("alone", "svc-a")))
+        assert len(synced) == before + 1
+    assert (await load(tmp_path))[0] == ws.Version(129)
+
+
 # -- watch_from from the log -------------------------------------------------------------------
 
 
@@ -425,3 +492,50 @@ async def test_watch_from_the_log_replays_the_events_watchers_saw_live(tmp_path:
             assert [replay_all.receive_nowait() for _ in range(replay_all.pending())] == live_all
         async with store.watch_from(ws.Version(0), spec) as replay_n1:
             assert [replay_n1.receive_nowait() for _ in range(replay_n1.pending())] == live_n1
+
+
+# -- zeros written ahead -----------------------------------------------------------------------
+
+
+async def test_appends_overwrite_zeros_written_ahead_and_close_cuts_them_off(
+    tmp_path: Path,
+) -> None:
+    """While open, the segment ends in zeros written ahead of the records (so an fsync has
+    no change of size to journal); closing leaves exactly the records."""
+    segment = tmp_path / "00000001.wslog"
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        for commit in COMMITS:
+            await store.update(commit)
+        data = segment.read_bytes()
+        records = scan(data, parse_header(data))
+        assert records.torn  # what follows the records is zeros: a torn tail to an opener
+        assert data[records.end :] == bytes(len(data) - records.end)
+        assert len(data) - records.end >= 1 << 19
+    assert segment.stat().st_size == records.end
+
+
+async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
+    tmp_path: Path,
+) -> None:
+    """A copy of the segment taken while the store is open is what a crash leaves: every
+    acknowledged commit, then zeros, which the open cuts off; a record half written into
+    the zeros is a torn tail (its commit was never acknowledged)."""
+    live, crashed, torn = tmp_path / "live", tmp_path / "crashed", tmp_path / "torn"
+    async with ws.open_store(SCHEMA, path=live) as store:
+        for commit in COMMITS:
+            await store.update(commit)
+        expected = (store.version, contents(store))
+        data = (live / "00000001.wslog").read_bytes()
+    records = scan(data, parse_header(data))
+    crashed.mkdir()
+    (crashed / "00000001.wslog").write_bytes(data)
+    async with ws.open_store(SCHEMA, path=crashed) as store:
+        assert (store.version, contents(store)) == expected
+        assert store.recovery is not None
+        assert store.recovery.repaired_tail == len(data) - records.end
+    last = records.records[-1]
+    half = last.offset + (records.end - last.offset) // 2
+    torn.mkdir()
+    (torn / "00000001.wslog").write_bytes(data[:half] + bytes(len(data) - half))
+    version, _contents = await load(torn)
+    assert version == ws.Version(expected[0].index - 1)

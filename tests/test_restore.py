@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 import watchstore as ws
-from watchstore._codec import decoder_for, dump_data, encode, load_members
+from watchstore._codec import LoggedActions, decoder_for, dump_data, encode, load_members
 from watchstore._log import _decode_snapshot
 from watchstore._model import ActionKind, Change, Meta, StoreAction, Version
 from watchstore._state import StoreState
@@ -165,3 +165,52 @@ def test_a_snapshot_body_decodes_whatever_its_white_space_and_key_order() -> Non
 def test_a_snapshot_body_with_extra_or_missing_parts_is_corrupt(body: bytes) -> None:
     with pytest.raises(ws.LogCorrupt):
         _decode_snapshot(body, {"Pod": decoder_for(Pod)}, "f", 44)
+
+
+def logged(version: int, *actions: tuple[ActionKind, Pod]) -> Change:
+    """A Change as _log decodes it: LoggedActions."""
+    return Change(
+        Version(version),
+        LoggedActions([k for k, _ in actions], ["Pod"] * len(actions), [o for _, o in actions]),
+    )
+
+
+def test_logged_actions_read_as_the_list_of_store_actions_they_stand_for() -> None:
+    a, b = pods(2, seed=7)
+    actions = LoggedActions([ActionKind.CREATE, ActionKind.DELETE], ["Pod", "Pod"], [a, b])
+    expected = [StoreAction(ActionKind.CREATE, "Pod", a), StoreAction(ActionKind.DELETE, "Pod", b)]
+    assert len(actions) == 2
+    assert list(actions) == expected
+    assert actions == expected
+    assert expected == actions
+    assert actions[1] == expected[1]
+    assert actions[-1:] == expected[-1:]
+    assert repr(actions) == repr(expected)
+    assert Change(Version(3), actions) == Change(Version(3), expected)
+
+
+def test_logged_changes_restore_as_applying_them_one_by_one_does() -> None:
+    """The decoded form: creates-only changes are kept as decoded; a change with an update,
+    a delete, a create of an id that exists, or an id twice goes action by action."""
+    objs = pods(30, seed=8)
+    snapshot, later = objs[:10], objs[10:]
+    moved = attrs.evolve(objs[0], rank=99)
+    twice = attrs.evolve(later[5], rank=50)
+    changes = [
+        logged(2, *((ActionKind.CREATE, o) for o in later[:5])),
+        logged(3, (ActionKind.CREATE, later[5]), (ActionKind.CREATE, twice)),
+        logged(4, (ActionKind.UPDATE, moved), (ActionKind.CREATE, later[6])),
+        logged(5, (ActionKind.CREATE, attrs.evolve(objs[1], rank=77))),  # exists: an update
+        logged(6, (ActionKind.DELETE, objs[2]), (ActionKind.CREATE, later[7])),
+        logged(7),
+    ]
+    bulk = StoreState(SCHEMA, Version(1))
+    committed = restore_tables(bulk.by_name, {"Pod": snapshot}, changes)
+    one_by_one = StoreState(SCHEMA, Version(1))
+    table = one_by_one.by_name["Pod"]
+    for obj in snapshot:
+        table.write(obj.id, None, obj)
+    expected = [one_by_one.apply(change) for change in changes]
+    assert committed == expected
+    assert committed[0] is changes[0]  # kept as decoded
+    assert layout(bulk.by_name["Pod"]) == layout(table)

@@ -8,6 +8,7 @@ import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
+from watchstore._records import parse_header, scan
 
 if TYPE_CHECKING:
     import pathlib
@@ -15,13 +16,11 @@ if TYPE_CHECKING:
 
 async def ten_commits(path: pathlib.Path) -> list[int]:
     """Commit ten single-task transactions; return each record's offset in the segment."""
-    offsets = []
-    segment = path / "00000001.wslog"
     async with ws.open_store(SCHEMA, path=path) as store:
         for i in range(10):
-            offsets.append(segment.stat().st_size)
             await store.update(lambda tx: tx.create(Task(f"t{i}", "s1")))
-    return offsets
+    data = (path / "00000001.wslog").read_bytes()
+    return [record.offset for record in scan(data, parse_header(data)).records[1:]]
 
 
 def flip(path: pathlib.Path, offset: int) -> None:

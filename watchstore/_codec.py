@@ -11,18 +11,21 @@ from __future__ import annotations
 import base64
 import collections.abc
 import enum
+import itertools
 import json
 import json.encoder
 import json.scanner
+import math
 import re
 import types
 import typing
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Sequence
+from json.encoder import encode_basestring
+from typing import Any, Final, overload
 
 import attrs
 
-from ._model import Meta, Version, new_meta, new_version
+from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta, new_version
 
 
 def encode(value: Any) -> Any:
@@ -85,7 +88,90 @@ def _class_encoder(cls: type) -> Callable[[Any], Any]:
 
 def encoded_size(obj: Any) -> int:
     """Encoded size in bytes of one stored object."""
-    return len(dump_data(encode(obj)))
+    return len(object_json(obj).encode())
+
+
+def object_json(obj: Any) -> str:
+    """The JSON text of a stored object: ``dump_data(encode(obj))`` as a str, written
+    directly for the plain fields of its class (see ``_json_writer``)."""
+    writer = _JSON_WRITERS.get(type(obj))
+    if writer is None:
+        writer = _json_writer(type(obj))
+    return writer(obj)
+
+
+def _value_json(value: Any) -> str:
+    """The JSON text of any value (the general path of ``object_json``)."""
+    return "".join(_dump_chunks(encode(value), 0)) if _dump_chunks else _JSON.encode(encode(value))
+
+
+_isfinite: Final = math.isfinite
+
+
+def _meta_json(meta: Any) -> str:
+    version = meta.version
+    created = meta.created_at
+    updated = meta.updated_at
+    if (
+        type(created) is float
+        and type(updated) is float
+        and _isfinite(created)
+        and _isfinite(updated)
+    ):
+        if version is None:
+            return f"[null,{created!r},{updated!r}]"
+        if type(version) is Version and type(version.index) is int:
+            return f"[{version.index:d},{created!r},{updated!r}]"
+    return _value_json(meta)
+
+
+_JSON_WRITERS: dict[type, Callable[[Any], str]] = {}
+
+
+def _json_writer(cls: type) -> Callable[[Any], str]:
+    """Compile the JSON text writer of an object of ``cls`` (not necessarily an attrs class:
+    anything else gets the general path). Fields in order, as ``encode`` gives them: a str
+    escaped as json does, an int and None as they are, a Meta with finite float times
+    inline; any other value through ``encode`` and the C encoder. A commit writes every
+    object it changes, and building the dicts only for json to walk them costs twice as
+    much."""
+    if not attrs.has(cls) or cls is Meta:
+        writer: Callable[[Any], str] = _value_json
+        _JSON_WRITERS[cls] = writer
+        return writer
+    names = [a.name for a in attrs.fields(cls)]
+    # Field names are identifiers: no "%" to escape in the template.
+    template = "{" + ",".join(f"{encode_basestring(name)}:%s" for name in names) + "}"
+    lines = ["def write(o):"]
+    for i, name in enumerate(names):
+        lines += [
+            f"    v = o.{name}",
+            "    t = type(v)",
+            "    if t is str:",
+            f"        p{i} = esc(v)",
+            "    elif t is int:",
+            f"        p{i} = int_text(v)",
+            "    elif v is None:",
+            f"        p{i} = 'null'",
+            "    elif t is Meta:",
+            f"        p{i} = meta(v)",
+            "    else:",
+            f"        p{i} = value(v)",
+        ]
+    parts = ", ".join(f"p{i}" for i in range(len(names)))
+    lines.append(f"    return template % ({parts},)")
+    namespace: dict[str, Any] = {
+        "esc": encode_basestring,
+        "int_text": int.__repr__,
+        "meta": _meta_json,
+        "value": _value_json,
+        "Meta": Meta,
+        "template": template,
+    }
+    exec("\n".join(lines), namespace)
+    writer = namespace["write"]
+    _JSON_WRITERS[cls] = writer
+    return writer
 
 
 class DecodeError(ValueError):
@@ -417,3 +503,51 @@ def skip_to(text: str, index: int, expected: str) -> int:
     if text[index : index + 1] != expected:
         raise ValueError(f"expected {expected!r} at character {index}")
     return index + 1
+
+
+class LoggedActions(Sequence[StoreAction]):
+    """The actions of a change decoded from the log: kinds, table names and objects in three
+    lists, each StoreAction made when it is read (``old`` is None: the log holds new objects
+    only). A restore keeps every change of the epoch (the history for ``watch_from``); an
+    object per action fewer is a third fewer objects for Python's cyclic collector to scan,
+    again and again, while a large store is restored (``_tables.restore_tables`` reads the
+    lists directly)."""
+
+    __slots__ = ("kinds", "objs", "tables")
+
+    def __init__(self, kinds: list[ActionKind], tables: list[str], objs: list[Any]) -> None:
+        self.kinds = kinds
+        self.tables = tables
+        self.objs = objs
+
+    def __len__(self) -> int:
+        return len(self.objs)
+
+    @overload
+    def __getitem__(self, index: int) -> StoreAction: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[StoreAction]: ...
+
+    def __getitem__(self, index: int | slice) -> StoreAction | list[StoreAction]:
+        if isinstance(index, slice):
+            return list(
+                map(new_action, self.kinds[index], self.tables[index], self.objs[index], _NONES)
+            )
+        return new_action(self.kinds[index], self.tables[index], self.objs[index], None)
+
+    def __iter__(self) -> Iterator[StoreAction]:
+        return map(new_action, self.kinds, self.tables, self.objs, _NONES)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+_NONES: Final = itertools.repeat(None)

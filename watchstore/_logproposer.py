@@ -1,9 +1,11 @@
 """LogProposer: commits through the epoch log with group commit, and its durability modes.
 
 ``submit`` queues a commit synchronously; the ``run`` task writes everything queued with one
-write and one fsync, then commits the batch in order through the store's callback, so
-concurrent writers share fsyncs. Compaction hands the committer a prepared epoch to switch
-to between two batches (see ``_log.EpochLog.switch``).
+write and one fsync (in a worker thread), then commits the batch in order through the store's
+callback, so concurrent writers share fsyncs. A lone commit, which nothing could share an
+fsync with, is written by ``submit`` itself in the calling thread, as sqlite does.
+Compaction hands the committer a prepared epoch to switch to between two batches (see
+``_log.EpochLog.switch``).
 """
 
 from __future__ import annotations
@@ -100,26 +102,26 @@ class LogProposer:
         self.compaction_due = trio.Event()
 
     def submit(
-        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
+        self,
+        actions: Sequence[StoreAction],
+        commit: Callable[[Version], None],
+        *,
+        alone: bool = False,
     ) -> Submission:
         """Queue the next commit; its ``commit`` callback runs once it is durable.
 
-        A lone commit (nothing queued or being written, no other task runnable that could
-        join its group) is written and fsynced at once in this thread, as sqlite does, and
-        returned finished: sending it to a worker thread and waking up for the result costs
-        more than the fsync, and there is nothing to overlap it with. ProposalFailed if that
-        write fails (the log is then failed for good)."""
+        ``alone`` says the caller knows of no other commit on its way. Such a commit, with
+        nothing queued or being written, is written (and fsynced) at once in this thread,
+        as sqlite does, and returned finished: handing it to a worker thread and waking up
+        for the result costs more than the fsync, and nothing could share it. Other tasks
+        wait for that one fsync. ProposalFailed if the write fails (the log is then failed
+        for good)."""
         log = self.log
         if log.failed is not None:
             raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
         version = self._version = Version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
-        if (
-            not self._queue
-            and not self._writing
-            and self._switch is None
-            and trio.lowlevel.current_statistics().tasks_runnable == 0
-        ):
+        if alone and not self._queue and not self._writing and self._switch is None:
             try:
                 log.append([submission.body], self.durability == "always")
             except ProposalFailed:

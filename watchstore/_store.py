@@ -81,6 +81,7 @@ class Store:
         # A proposer that checks reads at commit (etcd) gets whole transactions instead.
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
         self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._updating = 0  # update() calls under way
         self._closed: BaseException | None = None
 
     # -- reads -------------------------------------------------------------------------------
@@ -138,41 +139,45 @@ class Store:
         """
         if self._remote is not None:
             return await self._update_remote(fn, self._remote)
-        lock = self._write_lock
-        if lock.held or self._closed is not None:
-            await self._take_write_lock()
-        else:  # the uncontended fast path of _take_write_lock, without a coroutine
-            await trio.lowlevel.checkpoint_if_cancelled()
-            lock.held = True
-        submission = None
+        self._updating += 1  # a writer on its way: see _submit_pipelined
         try:
-            state = self._state
-            tx = state.begin()
+            lock = self._write_lock
+            if lock.held or self._closed is not None:
+                await self._take_write_lock()
+            else:  # the uncontended fast path of _take_write_lock, without a coroutine
+                await trio.lowlevel.checkpoint_if_cancelled()
+                lock.held = True
+            submission = None
             try:
-                result = _run_in_tx(fn, tx)
-            except BaseException:
-                state.rollback(tx)
-                raise
-            if self._submit is None:
-                await self._propose(tx)
-            else:
-                submission = self._submit_pipelined(tx)
-        finally:
-            lock.release()
-        if submission is not None:
-            # The next writers may begin while this commit is on its way to the disk. Once
-            # submitted it will be written, so the wait cannot be cancelled (it is short).
-            if not submission.finished:
-                await submission.wait()  # a schedule point: no other one is needed
+                state = self._state
+                tx = state.begin()
+                try:
+                    result = _run_in_tx(fn, tx)
+                except BaseException:
+                    state.rollback(tx)
+                    raise
+                if self._submit is None:
+                    await self._propose(tx)
+                else:
+                    submission = self._submit_pipelined(tx)
+            finally:
+                lock.release()
+            if submission is not None:
+                # The next writers may begin while this commit is on its way to the disk.
+                # Once submitted it will be written, so the wait cannot be cancelled (it is
+                # short).
+                waited = not submission.finished
+                if waited:
+                    await submission.wait()
                 if submission.error is not None:
                     self._undo_uncommitted()
                     raise submission.error
-                return result
-            if submission.error is not None:
-                self._undo_uncommitted()
-                raise submission.error
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return result
+                if waited:
+                    return result  # the wait was a schedule point: no other one is needed
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+        finally:
+            self._updating -= 1
 
     async def _update_remote(self, fn: Callable[[Tx], R], remote: TransactionalProposer) -> R:
         attempt = 0
@@ -253,8 +258,12 @@ class Store:
             state.rollback(tx)
             return None
         assert self._submit is not None
+        # Alone: no other update() is under way (waiting for the lock or its commit, or
+        # about to return), so no commit could share this one's fsync: the proposer may
+        # write it at once.
+        alone = self._updating == 1
         try:
-            return self._submit(actions, self._commit_oldest)
+            return self._submit(actions, self._commit_oldest, alone=alone)
         except BaseException as exc:
             state.rollback(tx)
             failed = _as_proposal_failed(exc)

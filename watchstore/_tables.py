@@ -17,6 +17,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from ._codec import LoggedActions
 from ._errors import InvalidObject, InvalidQuery, StoreError
 from ._model import ActionKind, Change, new_action, new_change
 from ._query import AnyOf, Between, Prefix, starts_with
@@ -263,8 +264,8 @@ def restore_tables(
     (``TableState.load``): replaying them one transaction at a time would maintain the
     indexes object by object. Returns the changes as committing them here gives them (what
     ``StoreState.apply`` returns): an UPDATE carries the object it replaced, a DELETE the
-    object it removed, and an action's kind follows the state (a decoded action that already
-    says so is kept as it is).
+    object it removed, and an action's kind follows the state. A decoded change that only
+    creates new objects is returned as it is.
     """
     rows_of: dict[str, dict[str, Any]] = {name: {} for name in tables}
     for name, objs in objects.items():
@@ -272,34 +273,61 @@ def restore_tables(
     committed: list[Change] = []
     for change in changes:
         actions = change.actions
-        out: list[Any] | None = None  # made only when an action differs from the decoded one
-        for i, action in enumerate(actions):
+        if type(actions) is LoggedActions and _only_creates(actions, rows_of):
+            committed.append(change)  # as decoded: each action a CREATE of a new object
+            continue
+        # Action by action, as StoreState.apply does: the net effect per object, in the
+        # order objects first appear (an UPDATE with the object it replaced).
+        net: dict[tuple[str, str], list[Any]] = {}
+        for action in actions:
             name = action.table
             rows = rows_of[name]
-            obj = action.obj
-            id = obj.id
-            old = rows.get(id)
+            id = action.obj.id
+            current = rows.get(id)
             if action.kind is DELETE:
-                if old is None:
+                if current is None:
                     raise StoreError(
                         f"version {change.version.index} deletes {name} {id!r}, which does "
                         "not exist at that point of the log"
                     )
                 del rows[id]
-                fixed = new_action(DELETE, name, old, None)
+                new = None
             else:
-                rows[id] = obj
-                if old is not None:
-                    fixed = new_action(UPDATE, name, obj, old)
-                elif action.kind is CREATE and action.old is None:
-                    fixed = action
-                else:
-                    fixed = new_action(CREATE, name, obj, None)
-            if fixed is not action and out is None:
-                out = list(actions[:i])
-            if out is not None:
-                out.append(fixed)
-        committed.append(change if out is None else new_change(change.version, out))
+                new = rows[id] = action.obj
+            entry = net.get((name, id))
+            if entry is None:
+                net[name, id] = [current, new]
+            else:
+                entry[1] = new
+        out = []
+        for (name, _id), (old, new) in net.items():
+            if old is new:
+                continue
+            if old is None:
+                out.append(new_action(CREATE, name, new, None))
+            elif new is None:
+                out.append(new_action(DELETE, name, old, None))
+            else:
+                out.append(new_action(UPDATE, name, new, old))
+        committed.append(new_change(change.version, out))
     for name, table in tables.items():
         table.load(rows_of[name])
     return committed
+
+
+def _only_creates(actions: LoggedActions, rows_of: dict[str, dict[str, Any]]) -> bool:
+    """If every action of a decoded change creates an object whose id is new (the common
+    case: a batch of creates), add them to the rows and return True; else change nothing
+    and return False (the caller then goes action by action)."""
+    kinds, tables = actions.kinds, actions.tables
+    if not tables:
+        return True
+    name = tables[0]
+    if kinds.count(CREATE) != len(kinds) or tables.count(name) != len(tables):
+        return False
+    rows = rows_of[name]
+    ids = [obj.id for obj in actions.objs]
+    if len(set(ids)) != len(ids) or not rows.keys().isdisjoint(ids):
+        return False
+    rows.update(zip(ids, actions.objs, strict=True))
+    return True
