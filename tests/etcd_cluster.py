@@ -103,7 +103,7 @@ class EtcdCluster:
                         ) from exc
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"etcd member {i} did not start") from exc
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # a separate process starting: poll, it has no event
 
     def leader(self) -> int:
         """The index of the current leader."""

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from watchstore._codec import encode
 from watchstore._etcdclient import b64
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 ROOT = Path(__file__).parent.parent
 
@@ -58,6 +59,16 @@ def prefix() -> str:
     return f"test{os.getpid()}-{next(_prefixes)}"
 
 
+@asynccontextmanager
+async def two_stores(endpoints: list[str], prefix: str) -> AsyncIterator[tuple[ws.Store, ws.Store]]:
+    """Two stores sharing one prefix, as two processes would."""
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+    ):
+        yield a, b
+
+
 def state_of(store: ws.Store) -> dict[str, Any]:
     """The whole replica, encoded (metadata and versions included)."""
     return store.view(
@@ -72,11 +83,7 @@ async def test_writes_reach_every_replica_with_the_etcd_revision_as_version(
     single: EtcdCluster, prefix: str
 ) -> None:
     endpoints = single.endpoints
-    async with (
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
-        b.watch(ws.on(Task)) as events,
-    ):
+    async with two_stores(endpoints, prefix) as (a, b), b.watch(ws.on(Task)) as events:
         task = await a.update(lambda tx: tx.create(Task("t1", "web")))
         assert a.view(lambda tx: tx.get(Task, "t1")) is not None
         created = await events.receive()
@@ -123,11 +130,7 @@ async def test_a_stale_version_raises_sequence_conflict_at_once(
 async def test_concurrent_read_modify_writes_lose_no_update(
     single: EtcdCluster, prefix: str
 ) -> None:
-    endpoints = single.endpoints
-    async with (
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
-    ):
+    async with two_stores(single.endpoints, prefix) as (a, b):
         await a.update(lambda tx: tx.create(Task("counter", "c")))
         await b.wait_for(a.version)
         runs = 0
@@ -156,11 +159,7 @@ async def test_concurrent_read_modify_writes_lose_no_update(
 
 
 async def test_unique_keys_hold_across_stores(single: EtcdCluster, prefix: str) -> None:
-    endpoints = single.endpoints
-    async with (
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
-    ):
+    async with two_stores(single.endpoints, prefix) as (a, b):
         outcomes: list[str] = []
 
         async def claim(store: ws.Store, id: str) -> None:
@@ -188,11 +187,7 @@ async def test_unique_keys_hold_across_stores(single: EtcdCluster, prefix: str) 
 async def test_a_transaction_whose_reads_changed_does_not_commit(
     single: EtcdCluster, prefix: str
 ) -> None:
-    endpoints = single.endpoints
-    async with (
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
-        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
-    ):
+    async with two_stores(single.endpoints, prefix) as (a, b):
         await a.update(lambda tx: tx.create(Node("n1", "one")))
         await b.wait_for(a.version)
         opened = trio.Event()
@@ -343,6 +338,7 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
                     break
                 except ws.EtcdError as exc:  # no leader yet: retry
                     errors.append(repr(exc))
+                    # Real time against a real cluster electing a leader: nothing to wait on.
                     await trio.sleep(0.1)
             acknowledged.add(id)
             if len(acknowledged) >= 100:
