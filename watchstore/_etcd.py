@@ -85,7 +85,6 @@ class Prepared:
     """Each compared object key and the mod_revision the transaction saw (0: absent)."""
     written: list[bytes]
     """The object keys it writes."""
-    size: int
 
 
 class EtcdProposer:
@@ -307,7 +306,7 @@ class EtcdProposer:
                 f"{self.max_request_bytes} per request (--max-request-bytes): split it, or "
                 "use store.batch()"
             )
-        return Prepared(compares, success, failure, expect, written, size)
+        return Prepared(compares, success, failure, expect, written)
 
     async def commit_prepared(self, prepared: Prepared) -> Version:
         """Send the txn; return its revision, or raise Conflict (the store catches up and

@@ -218,7 +218,8 @@ class Store:
         nothing) and every object ``tx`` saw, for the error if it keeps conflicting."""
         state = self._state
         try:
-            prepared = remote.prepare(tx, state.version) if tx.actions() else None
+            changed = any(old is not new for old, new in tx.changes.values())
+            prepared = remote.prepare(tx, state.version) if changed else None
         finally:
             seen = {key: entry[0] for key, entry in tx.changes.items()}
             seen.update(tx.reads)
