@@ -122,3 +122,45 @@ async def test_writers_are_serialised_and_each_gets_its_version() -> None:
             lambda tx: sorted(t.meta.version.index for t in tx.all(Task))  # type: ignore[union-attr]
         )
         assert versions == list(range(1, 21))
+
+
+async def _ticks_during_updates(store: ws.Store, updates: int) -> int:
+    """How many times a busy neighbour task ran while one task did ``updates`` updates."""
+    ticks = 0
+
+    async def neighbour() -> None:
+        nonlocal ticks
+        while True:
+            await trio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(neighbour)
+        await trio.lowlevel.checkpoint()  # the neighbour starts, and loops from now on
+        start = ticks
+        for i in range(updates):
+            await store.update(lambda tx, i=i: tx.create(Task(f"t{i}", "s")))
+        ran = ticks - start
+        nursery.cancel_scope.cancel()
+    return ran
+
+
+async def test_a_loop_of_updates_lets_other_tasks_run_every_schedule_every_calls() -> None:
+    async with ws.open_store(SCHEMA) as store:
+        assert await _ticks_during_updates(store, 160) == 160 // ws.SCHEDULE_EVERY
+    async with ws.open_store(SCHEMA, schedule_every=1) as store:
+        assert await _ticks_during_updates(store, 160) == 160
+    with pytest.raises(ValueError, match="schedule_every"):
+        async with ws.open_store(SCHEMA, schedule_every=0):
+            pass
+
+
+async def test_every_update_is_a_cancel_point_even_between_schedule_points() -> None:
+    async with ws.open_store(SCHEMA) as store:
+        await store.update(lambda tx: tx.create(Task("t0", "s")))  # not a schedule point
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await store.update(lambda tx: tx.create(Task("t1", "s")))
+        assert scope.cancelled_caught
+        assert store.view(lambda tx: tx.get(Task, "t1")) is None
+        assert store.version == ws.Version(1)

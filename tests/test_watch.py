@@ -216,3 +216,34 @@ def test_routing_visits_only_watchers_that_can_match() -> None:
 def test_a_specifier_with_an_unhashable_value_is_refused_when_made() -> None:
     with pytest.raises(ws.InvalidQuery, match="frozenset"):
         ws.on(Node, labels={"gpu"})
+
+
+def test_the_history_replays_exactly_the_commits_it_keeps() -> None:
+    from watchstore._history import History
+
+    def change(index: int, size: int) -> ws.Change:
+        actions = [
+            ws.StoreAction(ws.ActionKind.CREATE, "Task", Task(f"t{index}.{n}", "s"))
+            for n in range(size)
+        ]
+        return ws.Change(ws.Version(index), actions)
+
+    sizes = {1: 1, 2: 3, 3: 0, 4: 2, 5: 1, 6: 4, 7: 1}
+    changes = [change(index, size) for index, size in sizes.items()]
+    history = History(ws.Version(0), 3)
+    for kept, committed in enumerate(changes, start=1):
+        history.append(committed)
+        assert len(history) == min(kept, 3)
+        floor = max(kept - 3, 0)
+        assert history.floor == ws.Version(floor)
+        for after in range(kept + 1):
+            replayed = history.replay(ws.Version(after))
+            if after < floor:
+                assert replayed is None
+            else:
+                assert replayed == changes[after:kept]
+    nothing = History(ws.Version(5), 0)
+    nothing.append(change(6, 2))
+    assert nothing.floor == ws.Version(6)
+    assert nothing.replay(ws.Version(5)) is None
+    assert nothing.replay(ws.Version(6)) == []

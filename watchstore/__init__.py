@@ -80,6 +80,7 @@ from ._schema import Table as Table
 from ._state import Snapshot as Snapshot
 from ._store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from ._store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
+from ._store import SCHEDULE_EVERY as SCHEDULE_EVERY
 from ._store import Batch as Batch
 from ._store import Store as Store
 from ._store import open_store as open_store
@@ -94,6 +95,7 @@ from ._watch import Watch as Watch
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_CHANGES",
+    "SCHEDULE_EVERY",
     "ActionKind",
     "AnyOf",
     "Batch",

@@ -20,6 +20,7 @@ import trio
 
 from ._errors import WatchOverflow
 from ._events import Router, Spec
+from ._history import History
 from ._model import Change, Version
 
 if TYPE_CHECKING:
@@ -113,8 +114,17 @@ class Hub:
         self.router = Router()
         self._routed = self.router._specs  # a plain dict: testing it costs no Python call
         self.change_watchers: dict[Watch[Change], None] = {}
-        self.history: deque[Change] = deque(maxlen=max(history, 0))
-        self.floor = start
+        self.history = History(start, history)
+        self._record = self.history.append
+
+    @property
+    def floor(self) -> Version:
+        """The newest version not in the history: every commit after it is there."""
+        return self.history.floor
+
+    @floor.setter
+    def floor(self, version: Version) -> None:
+        self.history.floor = version
 
     def subscribe(self, watch: Watch[Any], specs: Sequence[Spec], *, changes: bool) -> None:
         """Start delivering to ``watch``: whole Changes if ``changes``, else routed events."""
@@ -132,10 +142,7 @@ class Hub:
 
     def publish(self, change: Change) -> None:
         """Deliver one committed change. Runs in the commit path: never waits."""
-        history = self.history
-        if len(history) == history.maxlen:
-            self.floor = history[0].version if history else change.version
-        history.append(change)
+        self._record(change)
         version = change.version
         if self._routed:
             for watch, events in self.router.route(change).items():
@@ -151,15 +158,7 @@ class Hub:
 
     def replay_from(self, version: Version) -> list[Change] | None:
         """The commits after ``version`` (in order), or None if some are not in memory."""
-        if version < self.floor:
-            return None
-        out: list[Change] = []
-        for change in reversed(self.history):
-            if change.version <= version:
-                break
-            out.append(change)
-        out.reverse()
-        return out
+        return self.history.replay(version)
 
 
 def replay_items(
