@@ -139,7 +139,7 @@ async def _ticks_during_updates(store: ws.Store, updates: int) -> int:
         await trio.lowlevel.checkpoint()  # the neighbour starts, and loops from now on
         start = ticks
         for i in range(updates):
-            await store.update(lambda tx, i=i: tx.create(Task(f"t{i}", "s")))
+            await store.update(functools.partial(ws.Tx.create, obj=Task(f"t{i}", "s")))
         ran = ticks - start
         nursery.cancel_scope.cancel()
     return ran
