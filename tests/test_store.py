@@ -146,10 +146,11 @@ async def _ticks_during_updates(store: ws.Store, updates: int) -> int:
 
 
 async def test_a_loop_of_updates_lets_other_tasks_run_every_schedule_every_calls() -> None:
+    # trio may run the two tasks of one batch in either order: counts are exact to one.
     async with ws.open_store(SCHEMA) as store:
-        assert await _ticks_during_updates(store, 160) == 160 // ws.SCHEDULE_EVERY
+        assert abs(await _ticks_during_updates(store, 160) - 160 // ws.SCHEDULE_EVERY) <= 1
     async with ws.open_store(SCHEMA, schedule_every=1) as store:
-        assert await _ticks_during_updates(store, 160) == 160
+        assert abs(await _ticks_during_updates(store, 160) - 160) <= 1
     with pytest.raises(ValueError, match="schedule_every"):
         async with ws.open_store(SCHEMA, schedule_every=0):
             pass
