@@ -209,6 +209,18 @@ def _compile_restamp(cls: type) -> Callable[[Any, Meta], Any]:
     return restamp
 
 
+def _compile_hash_fields(cls: type) -> Callable[[Any], int]:
+    """Build ``f(obj)`` hashing every field of ``obj`` but ``meta``: it raises TypeError if a
+    field holds something mutable. Cheaper than ``hash(obj)``, which also hashes the meta
+    and its version through three Python-level ``__hash__`` calls (and the meta is replaced
+    when the object is stored anyway)."""
+    fields = ", ".join(f"obj.{a.name}" for a in attrs.fields(cls) if a.name != "meta")
+    namespace: dict[str, Any] = {}
+    exec(f"def hash_fields(obj):\n    return hash(({fields},))", namespace)
+    hash_fields: Callable[[Any], int] = namespace["hash_fields"]
+    return hash_fields
+
+
 class Table:
     """A table of the schema: the frozen attrs class it holds and its secondary indexes.
 
@@ -216,7 +228,7 @@ class Table:
     field. ``name`` defaults to the class name.
     """
 
-    __slots__ = ("cls", "index_specs", "indexes", "name", "restamp")
+    __slots__ = ("_hash_fields", "cls", "index_specs", "indexes", "name", "restamp")
 
     def __init__(self, cls: type, indexes: Sequence[Index] = (), *, name: str | None = None):
         if not attrs.has(cls):
@@ -253,6 +265,7 @@ class Table:
             specs[index.index_name] = _compile_index(cls, index)
         self.index_specs = specs
         self.restamp = _compile_restamp(cls)
+        self._hash_fields = _compile_hash_fields(cls)
 
     def __repr__(self) -> str:
         return f"Table({self.cls.__name__}, indexes={list(self.index_specs)})"
@@ -267,7 +280,7 @@ class Table:
         if type(id) is not str or not id:
             raise InvalidObject(f"{self.name} objects need a non-empty str id, got {id!r}")
         try:
-            hash(obj)
+            self._hash_fields(obj)
         except TypeError:
             for attribute in attrs.fields(self.cls):
                 try:
