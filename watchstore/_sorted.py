@@ -20,23 +20,26 @@ from sortedcontainers import SortedList
 class LazySortedSet:
     """Distinct, mutually orderable members; iterate or bisect via :meth:`ordered`."""
 
-    __slots__ = ("_pending", "_sorted")
+    __slots__ = ("_sorted", "pending")
 
     def __init__(self, members: Any = ()) -> None:
         self._sorted: SortedList[Any] = SortedList(members)
-        self._pending: dict[Any, None] = {}
+        self.pending: dict[Any, None] = {}
+        """Members not sorted yet (always the same dict). ``pending[member] = None`` adds a
+        member that is not present, as :meth:`add` does, without a call: the write path
+        does it for every object it stores."""
 
     def add(self, member: Any) -> None:
         """Add a member that is not present."""
-        self._pending[member] = None
+        self.pending[member] = None
 
     def update(self, members: Any) -> None:
         """Add members none of which is present (in bulk: O(n), sorted at the next read)."""
-        self._pending.update(dict.fromkeys(members))
+        self.pending.update(dict.fromkeys(members))
 
     def remove(self, member: Any) -> None:
         """Remove a present member."""
-        pending = self._pending
+        pending = self.pending
         if member in pending:
             del pending[member]
         else:
@@ -44,15 +47,15 @@ class LazySortedSet:
 
     def ordered(self) -> SortedList[Any]:
         """The members as a SortedList (valid until the next add or remove)."""
-        pending = self._pending
+        pending = self.pending
         if pending:
             self._sorted.update(pending)
             pending.clear()
         return self._sorted
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._pending)
+        return len(self._sorted) + len(self.pending)
 
     def any_member(self) -> Any:
         """One member (without sorting): for a set known to hold exactly one."""
-        return next(iter(self._pending)) if self._pending else self._sorted[0]
+        return next(iter(self.pending)) if self.pending else self._sorted[0]

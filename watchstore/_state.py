@@ -296,7 +296,7 @@ class StoreState:
         del self.pending[0]
         self.version = version
         tx.committed = True
-        tx._end(TX_ENDED)
+        tx._tables = TX_ENDED  # tx._end(TX_ENDED), without the call
         return new_change(version, actions)
 
     def _restamp(self, tx: Tx, version: Version) -> None:

@@ -177,7 +177,9 @@ class Store:
                 state = self._state
                 tx = state.begin()
                 try:
-                    result = _run_in_tx(fn, tx)
+                    result = fn(tx)
+                    if hasattr(type(result), "__await__"):  # _run_in_tx, without the call
+                        _refuse_awaitable(result)
                 except BaseException:
                     state.rollback(tx)
                     raise
@@ -729,14 +731,19 @@ def _run_in_tx(fn: Callable[[Tx], R], tx: Tx) -> R:
     """Run a transaction function, refusing an async one (its writes would run later)."""
     result = fn(tx)
     if hasattr(type(result), "__await__"):
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()  # never started: no "coroutine was never awaited" warning
-        raise TypeError(
-            "transaction functions are synchronous; do the awaiting before update(), or "
-            "between the batch.update() calls of store.batch()"
-        )
+        _refuse_awaitable(result)
     return result
+
+
+def _refuse_awaitable(result: object) -> NoReturn:
+    """Raise for a transaction function that returned an awaitable."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()  # never started: no "coroutine was never awaited" warning
+    raise TypeError(
+        "transaction functions are synchronous; do the awaiting before update(), or "
+        "between the batch.update() calls of store.batch()"
+    )
 
 
 def _as_proposal_failed(exc: BaseException) -> ProposalFailed | None:

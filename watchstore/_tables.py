@@ -72,7 +72,7 @@ class IndexState:
         elif type(bucket) is str:
             buckets[key] = LazySortedSet((bucket, id))
         else:
-            bucket.add(id)  # O(1): sorted at the next ordered read
+            bucket.pending[id] = None  # O(1): sorted at the next ordered read
 
     def remove(self, key: Any, id: str) -> None:
         buckets = self.buckets

@@ -238,7 +238,10 @@ class Tx(ReadTx):
 
     def create(self, obj: T) -> T:
         """Store a new object; ObjectExists if its id is taken. Returns the stored object."""
-        table = self._table(type(obj), InvalidObject)
+        try:
+            table = self._tables[type(obj)]
+        except KeyError:
+            table = self._table(type(obj), InvalidObject)  # raises the precise error
         id = table.table.check(obj)
         current = table.rows.get(id)
         if current is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import UniqueConflict
+from ._sorted import LazySortedSet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +33,8 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
     indexes = list(table.indexes.values())
     env: dict[str, Any] = {
         "rows": table.rows,
-        "ids_add": table.ids.add,
+        "ids_pending": table.ids.pending,
+        "LazySortedSet": LazySortedSet,
         "ids_remove": table.ids.remove,
         "name": table.name,
         "UniqueConflict": UniqueConflict,
@@ -83,7 +85,15 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
             f"            ix{i}.check_key(k{i}, name, id)\n"
             + (unique.replace("(k)", f"(k{i})").replace(", k,", f", k{i},") if spec.unique else "")
         )
-        insert.append(f"    if k{i} is not None:\n        add{i}(k{i}, id)\n")
+        # A key held by several ids already: add to its bucket without a call.
+        insert.append(
+            f"    if k{i} is not None:\n"
+            f"        h = b{i}.get(k{i})\n"
+            f"        if type(h) is LazySortedSet:\n"
+            f"            h.pending[id] = None\n"
+            f"        else:\n"
+            f"            add{i}(k{i}, id)\n"
+        )
         delete.append(f"    o = ex{i}(old)\n    if o is not None:\n        rem{i}(o, id)\n")
         replace.append(
             f"    o = ex{i}(old)\n"
@@ -101,7 +111,7 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
         + "".join(check)
         + "    rows[id] = new\n"
         "    if old is None:\n"
-        "        ids_add(id)\n" + _indent(insert) + "        return\n" + "".join(replace)
+        "        ids_pending[id] = None\n" + _indent(insert) + "        return\n" + "".join(replace)
     )
     exec(source, env)
     write: Callable[[str, Any, Any], None] = env["write"]
