@@ -1,39 +1,44 @@
 """The recent commits, for ``watch_from`` (sans-I/O), kept lean for the garbage collector.
 
-A deque of ``Change`` objects would leave, per commit, a Change, its Version and its list of
-actions alive for as many commits as the history holds: long enough for CPython's cyclic
-collector to promote them to its oldest generation, where every full collection walks them
-again and where they make full collections come sooner. Here a commit leaves its version's
-index (a plain int, which the collector does not track) and its StoreAction (or, for a
-commit of several objects, its sequence of them), in two deques; ``replay`` rebuilds the
-Change objects, which is rare: a watcher resuming.
+A deque of ``Change`` objects would leave, per commit, a Change, its Version, its list and
+its StoreActions alive for as many commits as the history holds: long enough for CPython's
+cyclic collector to walk them in every young collection, promote them to its oldest
+generation, and make full collections come sooner. Even one such object per commit costs
+about 0.7 us per single-object commit (``python -m benchmarks core``). So a commit leaves
+only references to what exists anyway: its version's index (a plain int, which the
+collector does not track) and, in a flat deque, the kind, table, object and old object of
+its one action (or, for a commit of several, a marker and its list of actions). ``replay``
+rebuilds the Change objects, which is rare: a watcher resuming.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
-from ._model import StoreAction, new_change, new_version
+from ._model import new_action, new_change, new_version
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from ._model import Change, Version
+
+
+FIELDS = 4  # entries per commit in History._entries
 
 
 class History:
     """The last ``limit`` commits in order; ``floor`` is the newest version *not* kept:
     every commit after it is here."""
 
-    __slots__ = ("_actions", "_floor", "_indexes", "limit")
+    __slots__ = ("_entries", "_floor", "_indexes", "limit")
 
     def __init__(self, floor: Version, limit: int) -> None:
         self.limit = limit = max(limit, 0)
         self._floor = floor.index
         self._indexes: deque[int] = deque(maxlen=limit)
-        # Per commit: its one StoreAction, or its sequence of them (none, or several).
-        self._actions: deque[StoreAction | Sequence[StoreAction]] = deque(maxlen=limit)
+        # FIELDS entries per commit: kind, table, obj, old of its one action, or
+        # None, None, its actions, None. The maxlen drops the oldest commit's.
+        self._entries: deque[Any] = deque(maxlen=FIELDS * limit)
 
     @property
     def floor(self) -> Version:
@@ -54,18 +59,28 @@ class History:
             self._floor = indexes[0] if indexes else change.version.index
         indexes.append(change.version.index)
         actions = change.actions
-        self._actions.append(actions[0] if len(actions) == 1 else actions)
+        if len(actions) == 1:
+            action = actions[0]
+            self._entries.extend((action.kind, action.table, action.obj, action.old))
+        else:
+            self._entries.extend((None, None, actions, None))
 
     def replay(self, version: Version) -> list[Change] | None:
         """The commits after ``version``, in order, or None if some are no longer kept."""
         after = version.index
         if after < self._floor:
             return None
-        out: list[Change] = []
-        for index, actions in zip(reversed(self._indexes), reversed(self._actions), strict=True):
+        indexes: list[int] = []
+        for index in reversed(self._indexes):
             if index <= after:
                 break
-            kept = [actions] if isinstance(actions, StoreAction) else list(actions)
-            out.append(new_change(new_version(index), kept))
-        out.reverse()
+            indexes.append(index)
+        indexes.reverse()
+        entries = list(islice(reversed(self._entries), FIELDS * len(indexes)))
+        entries.reverse()
+        out: list[Change] = []
+        for at, index in zip(range(0, len(entries), FIELDS), indexes, strict=True):
+            kind, table, obj, old = entries[at : at + FIELDS]
+            actions = list(obj) if kind is None else [new_action(kind, table, obj, old)]
+            out.append(new_change(new_version(index), actions))
         return out

@@ -251,7 +251,9 @@ class Tx(ReadTx):
         return new  # type: ignore[no-any-return]
 
     def _first_meta(self) -> Meta:
-        now = self._now or self._clock()
+        now = self._now
+        if not now:
+            now = self._now = time.time()  # self._clock(), without the call
         meta = self._meta_create = new_meta(self.version, now, now)
         return meta
 
