@@ -16,7 +16,7 @@ import trio
 
 from ._errors import ProposalFailed, StoreError
 from ._log import EpochLog, PreparedEpoch, change_body
-from ._model import Change, StoreAction, Version
+from ._model import Change, StoreAction, Version, new_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -119,7 +119,7 @@ class LogProposer:
         log = self.log
         if log.failed is not None:
             raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
-        version = self._version = Version(self._version.index + 1)
+        version = self._version = new_version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
         if alone and not self._queue and not self._writing and self._switch is None:
             try:

@@ -151,12 +151,14 @@ class Store:
         proposing, the change is undone locally unless it had already committed.
 
         Every call is a cancel point (a cancelled caller gets ``trio.Cancelled`` before
-        anything runs). It is a schedule point (other tasks run) whenever it waits, for the
-        lock, the disk or the network, and otherwise on every ``schedule_every``-th call
-        (``open_store``'s argument, default 16): a memory commit takes microseconds and
-        trio's schedule point costs about as much again, so a loop of updates yields often
-        enough to starve nobody without paying it on every commit. ``schedule_every=1``
-        follows trio's own convention of a schedule point in every call.
+        anything runs). It is a schedule point (other tasks run) whenever it suspends: for
+        the lock, a group commit's fsync or etcd. A call that did not (a memory commit, or
+        a lone durable commit written and fsynced inline) is one on every
+        ``schedule_every``-th call (``open_store``'s argument, default 16): a memory commit
+        takes microseconds and trio's schedule point costs about as much again, so a loop
+        of updates yields often enough to starve nobody without paying it on every commit.
+        ``schedule_every=1`` follows trio's own convention of a schedule point in every
+        call.
 
         With a transactional proposer (etcd), ``fn`` runs on the local replica and is run
         again, up to the proposer's ``max_retries`` times, when another process changed
