@@ -245,11 +245,14 @@ class EpochLog:
                 leftover.unlink(missing_ok=True)
             segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
             if not segments:
-                return cls._create(path, lock, schema, key)
-            return cls._restore(path, lock, segments[-1], schema, salvage, key)
+                log, restored = cls._create(path, lock, schema, key)
+            else:
+                log, restored = cls._restore(path, lock, segments[-1], schema, salvage, key)
         except BaseException:
             lock.release()
             raise
+        log.write_ahead()
+        return log, restored
 
     @classmethod
     def _create(
@@ -375,6 +378,22 @@ class EpochLog:
             ) from exc
         self.allocated = max(self.allocated, self.size + len(data))
         self.size = offset
+
+    def write_ahead(self) -> None:
+        """Write ``PREALLOCATE`` zeros past the end now, and fsync them (see ``append``),
+        unless that many are there already: done when the log is opened and when it switches
+        segments, so that the first commits after that do not pay for growing the file
+        (about 8 ms on ext4, for the commit that happens to need it). Best effort: if it
+        fails, the next append grows the file itself."""
+        if self.allocated >= self.size + PREALLOCATE:
+            return
+        try:
+            os.pwrite(self._fd, bytes(PREALLOCATE), self.size)
+            os.fdatasync(self._fd)
+            self.allocated = self.size + PREALLOCATE
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.allocated = max(self.allocated, os.fstat(self._fd).st_size)
 
     def _unwrite(self) -> None:
         """After a failed write or fsync, cut the file back to its last durable size, so
@@ -529,6 +548,7 @@ class EpochLog:
             if path.stem.isdigit() and int(path.stem) <= epoch.header.segment - keep:
                 path.unlink()
         fsync_dir(self.directory)
+        self.write_ahead()
 
     def close(self) -> None:
         """Cut off the zeros written ahead, close the segment and release the lock."""

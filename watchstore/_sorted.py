@@ -18,13 +18,18 @@ from sortedcontainers import SortedList
 
 
 class LazySortedSet:
-    """Distinct, mutually orderable members; iterate or bisect via :meth:`ordered`."""
+    """Distinct, mutually orderable members; iterate or bisect via :meth:`ordered`.
+
+    The SortedList itself is made at the first ordered read: building one costs about a
+    microsecond, and most index buckets (a key held by a few ids) are written far more
+    often than they are read in order.
+    """
 
     __slots__ = ("_sorted", "pending")
 
     def __init__(self, members: Any = ()) -> None:
-        self._sorted: SortedList[Any] = SortedList(members)
-        self.pending: dict[Any, None] = {}
+        self._sorted: SortedList[Any] | None = None
+        self.pending: dict[Any, None] = dict.fromkeys(members)
         """Members not sorted yet (always the same dict). ``pending[member] = None`` adds a
         member that is not present, as :meth:`add` does, without a call: the write path
         does it for every object it stores."""
@@ -43,19 +48,27 @@ class LazySortedSet:
         if member in pending:
             del pending[member]
         else:
+            assert self._sorted is not None  # a present member not pending was sorted
             self._sorted.remove(member)
 
     def ordered(self) -> SortedList[Any]:
         """The members as a SortedList (valid until the next add or remove)."""
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = SortedList()
         pending = self.pending
         if pending:
-            self._sorted.update(pending)
+            ordered.update(pending)
             pending.clear()
-        return self._sorted
+        return ordered
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self.pending)
+        ordered = self._sorted
+        return len(self.pending) + (0 if ordered is None else len(ordered))
 
     def any_member(self) -> Any:
         """One member (without sorting): for a set known to hold exactly one."""
-        return next(iter(self.pending)) if self.pending else self._sorted[0]
+        if self.pending:
+            return next(iter(self.pending))
+        assert self._sorted is not None
+        return self._sorted[0]
