@@ -13,6 +13,7 @@ import watchstore as ws
 from tests.schema import SCHEMA, Task
 
 if TYPE_CHECKING:
+    import pathlib
     from collections.abc import Callable, Sequence
 
 
@@ -165,3 +166,15 @@ async def test_every_update_is_a_cancel_point_even_between_schedule_points() -> 
         assert scope.cancelled_caught
         assert store.view(lambda tx: tx.get(Task, "t1")) is None
         assert store.version == ws.Version(1)
+
+
+async def test_a_lone_commit_fsynced_inline_lets_other_tasks_run_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Writing and fsyncing a lone commit holds the thread for the disk: the update yields
+    right after, so other writers get in and share the next fsync. Without the fsync it
+    yields every ``schedule_every``-th call, as a memory commit does."""
+    async with ws.open_store(SCHEMA, path=tmp_path / "always") as store:
+        assert abs(await _ticks_during_updates(store, 32) - 32) <= 1
+    async with ws.open_store(SCHEMA, path=tmp_path / "none", durability="none") as store:
+        assert abs(await _ticks_during_updates(store, 32) - 32 // ws.SCHEDULE_EVERY) <= 1

@@ -35,7 +35,7 @@ class Submission:
     """A commit waiting for the group committer: ``finished`` once it is durable (and
     committed) or failed (``error``); ``await wait()`` until then."""
 
-    __slots__ = ("_task", "body", "commit", "error", "finished", "version")
+    __slots__ = ("_task", "body", "commit", "error", "finished", "synced_inline", "version")
 
     def __init__(self, version: Version, body: bytes, commit: Callable[[Version], None]) -> None:
         self.version = version
@@ -44,6 +44,8 @@ class Submission:
         self.finished = False
         self.error: BaseException | None = None
         self._task: trio.lowlevel.Task | None = None
+        self.synced_inline = False
+        """True if ``submit`` wrote and fsynced it at once, blocking the calling thread."""
 
     async def wait(self) -> None:
         """Return once the commit is durable or failed. Not cancellable: once submitted, a
@@ -142,11 +144,13 @@ class LogProposer:
         version = self._version = new_version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
         if alone and not self._queue and not self._writing and self._switch is None:
+            sync = self.durability == "always"
             try:
-                log.append([submission.body], self.durability == "always")
+                log.append([submission.body], sync)
             except ProposalFailed:
                 self._version = Version(version.index - 1)
                 raise
+            submission.synced_inline = sync
             self._written([submission])
             return submission
         self._queue.append(submission)

@@ -151,12 +151,13 @@ class Store:
         proposing, the change is undone locally unless it had already committed.
 
         Every call is a cancel point (a cancelled caller gets ``trio.Cancelled`` before
-        anything runs). It is a schedule point (other tasks run) whenever it suspends: for
-        the lock, a group commit's fsync or etcd. A call that did not (a memory commit, or
-        a lone durable commit written and fsynced inline) is one on every
-        ``schedule_every``-th call (``open_store``'s argument, default 16): a memory commit
-        takes microseconds and trio's schedule point costs about as much again, so a loop
-        of updates yields often enough to starve nobody without paying it on every commit.
+        anything runs). It is a schedule point (other tasks run) whenever it suspends (for
+        the lock, a group commit's fsync or etcd) or fsynced a lone commit itself. Any other
+        call (a memory commit, or a lone commit written inline with durability "interval"
+        or "none") is one on every ``schedule_every``-th call (``open_store``'s argument,
+        default 16): a memory commit takes microseconds and trio's schedule point costs
+        about as much again, so a loop of updates yields often enough to starve nobody
+        without paying it on every commit.
         ``schedule_every=1`` follows trio's own convention of a schedule point in every
         call.
 
@@ -206,6 +207,11 @@ class Store:
                 if waited:
                     self._until_schedule = self._schedule_every
                     return result  # the wait was a schedule point: no other one is needed
+                if submission.synced_inline:
+                    # It held the thread for an fsync: let the other writers in now, so that
+                    # their commits share the next fsync instead of queueing behind this
+                    # task's next ones.
+                    self._until_schedule = 1
             self._until_schedule -= 1
             if not self._until_schedule:
                 self._until_schedule = self._schedule_every
