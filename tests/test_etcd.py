@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,10 @@ import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore._codec import encode
-from watchstore._etcdclient import b64
+from watchstore._etcdclient import Compacted, EtcdUnavailable, b64
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 ROOT = Path(__file__).parent.parent
 
@@ -422,3 +422,77 @@ async def test_a_frozen_member_does_not_stall_the_replica(three: EtcdCluster, pr
             await a.wait_for(b.version)
         assert follower.client.endpoint != endpoints[0]
         assert state_of(a) == state_of(b)
+
+
+@asynccontextmanager
+async def fake_http(response: bytes, step: int) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A one-connection HTTP server: reads a request, sends ``response`` ``step`` bytes at a
+    time (a yield between pieces, so the reader sees them apart), then closes."""
+    requests: list[bytes] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        requests.append(data)
+        for i in range(0, len(response), step):
+            await stream.send_all(response[i : i + step])
+            await trio.sleep(0.001)  # let the reader take each piece on its own
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        yield f"http://127.0.0.1:{listener.socket.getsockname()[1]}", requests
+        nursery.cancel_scope.cancel()
+
+
+async def _collect(
+    results: AsyncGenerator[dict[str, Any], None], into: list[dict[str, Any]]
+) -> None:
+    async with aclosing(results):
+        async for result in results:
+            into.append(result)
+
+
+def _chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
+async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: int) -> None:
+    first = json.dumps({"result": {"header": {"revision": "5"}, "events": [{"n": 1}]}}).encode()
+    second = json.dumps({"result": {"events": [{"n": 2}, {"n": 3}]}}).encode()
+    body = _chunked(first[:10], first[10:] + b"\n" + second[:4], second[4:], b"\n", b"\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    async with fake_http(head + body, step) as (endpoint, requests):
+        client = ws.EtcdProposer([endpoint]).client
+        got: list[dict[str, Any]] = []
+        with pytest.raises(ws.EtcdError, match="ended"):
+            await _collect(client.watch({"key": "AA=="}), got)
+        await client.aclose()
+    assert got == [json.loads(first)["result"], json.loads(second)["result"]]
+    assert requests[0].startswith(b"POST /v3/watch HTTP/1.1\r\n")
+
+
+async def test_a_refused_watch_gives_the_servers_error() -> None:
+    error = b'{"error":"etcdserver: mvcc: required revision has been compacted","code":11}'
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(error)
+    async with fake_http(head + error + b"ignored", 5) as (endpoint, _requests):
+        client = ws.EtcdProposer([endpoint]).client
+        with pytest.raises(Compacted):
+            await _collect(client.watch({"key": "AA=="}), [])
+        await client.aclose()
+
+
+async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with fake_http(head + b'40\r\n{"result":{}}\n', 4) as (endpoint, _requests):
+        client = ws.EtcdProposer([endpoint]).client
+        got: list[dict[str, Any]] = []
+        with pytest.raises(EtcdUnavailable, match="broke"):
+            await _collect(client.watch({"key": "AA=="}), got)
+        await client.aclose()
+    assert got == [{}]
