@@ -21,7 +21,7 @@ import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore._codec import encode
-from watchstore._etcdclient import Compacted, EtcdUnavailable, b64
+from watchstore._etcdclient import Compacted, EtcdUnavailable, OutcomeUnknown, b64, unb64
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -496,3 +496,121 @@ async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
             await _collect(client.watch({"key": "AA=="}), got)
         await client.aclose()
     assert got == [{}]
+
+
+class Faults:
+    """Scripted faults for a proposer's next kv/txn calls: ``hold`` keeps the request back
+    (never sent) and reports an unknown outcome; ``lose`` sends it and loses the answer."""
+
+    def __init__(self, proposer: ws.EtcdProposer) -> None:
+        self.real = proposer.client.call
+        self.script: list[str] = []
+        self.held: list[dict[str, Any]] = []
+        proposer.client.call = self.call  # type: ignore[method-assign]
+
+    async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
+        if method == "kv/txn" and self.script:
+            action = self.script.pop(0)
+            if action == "hold":
+                self.held.append(body)
+                raise OutcomeUnknown("test: the connection broke before etcd got it")
+            assert action == "lose"
+            await self.real(method, body, write=write)
+            raise OutcomeUnknown("test: the connection broke before the answer came")
+        return await self.real(method, body, write=write)
+
+
+def slot_keys(endpoint: str, prefix: str) -> list[bytes]:
+    start = f"{prefix}/x/".encode()
+    response = post(endpoint, "kv/range", {"key": b64(start), "range_end": b64(start[:-1] + b"0")})
+    return [unb64(kv["key"]) for kv in response.get("kvs", [])]
+
+
+@pytest.mark.parametrize(
+    ("script", "warm", "runs"),
+    [
+        (["hold"], True, ["t0", "t1"]),  # never applied: fenced, run again
+        (["hold"], False, ["t0", "t1"]),  # the same on a slot not yet created
+        (["lose"], True, ["t0"]),  # applied: found at the slot's revision
+        (["hold", "lose"], True, ["t0", "t1"]),  # the fence's answer lost too
+    ],
+)
+async def test_an_unknown_outcome_is_settled_exactly_through_the_slot(
+    single: EtcdCluster, prefix: str, script: list[str], warm: bool, runs: list[str]
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    calls: list[str] = []
+
+    def create_next(tx: ws.Tx) -> str:  # creates another object on each run
+        calls.append(f"t{len(calls)}")
+        tx.create(Task(calls[-1], "web"))
+        return calls[-1]
+
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        if warm:
+            await store.update(lambda tx: tx.create(Node("n0", "warm")))
+        faults.script = script
+        with trio.fail_after(10):  # a wrong answer may be a revision the replica never sees
+            assert await store.update(create_next) == runs[-1]
+        assert calls == runs
+        for body in faults.held:  # a lost txn arriving late: the fence stops it
+            assert not (await faults.real("kv/txn", body, write=True)).get("succeeded")
+        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
+            assert [t.id for t in fresh.view(lambda tx: tx.all(Task))] == [runs[-1]]
+            await store.wait_for(fresh.version)
+            assert state_of(fresh) == state_of(store)
+        stored = store.view(lambda tx: tx.get(Task, runs[-1]))
+        assert stored is not None
+        key = b64(f"{prefix}/o/Task/{runs[-1]}".encode())
+        response = post(single.endpoints[0], "kv/range", {"key": key})
+        assert stored.meta.version == ws.Version(int(response["kvs"][0]["mod_revision"]))
+        assert len(slot_keys(single.endpoints[0], prefix)) == 1  # one slot, reused
+    assert slot_keys(single.endpoints[0], prefix) == []  # deleted on close
+
+
+async def test_slots_are_reused_and_taken_back_when_changed_from_outside(
+    single: EtcdCluster, prefix: str
+) -> None:
+    async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as store:
+
+        async def create(i: int) -> None:
+            await store.update(lambda tx: tx.create(Task(f"t{i}", "web")))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(create, i)
+        slots = slot_keys(single.endpoints[0], prefix)
+        assert 1 <= len(slots) <= 8
+        for i in range(8, 40):
+            await create(i)
+        assert slot_keys(single.endpoints[0], prefix) == slots  # no new keys per commit
+        start = f"{prefix}/x/".encode()
+        post(
+            single.endpoints[0],
+            "kv/deleterange",
+            {"key": b64(start), "range_end": b64(start[:-1] + b"0")},
+        )
+        await create(40)  # the slot's compare fails once; the txn goes through on retry
+        assert store.view(lambda tx: tx.count(Task)) == 41
+    assert slot_keys(single.endpoints[0], prefix) == []
+
+
+async def test_a_slot_lost_during_an_unknown_outcome_gives_proposal_failed(
+    single: EtcdCluster, prefix: str
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        await store.update(lambda tx: tx.create(Task("t0", "web")))
+        real = faults.real
+
+        async def delete_slots_then_call(method: str, body: dict[str, Any], **kw: bool) -> Any:
+            for key in slot_keys(single.endpoints[0], prefix):
+                post(single.endpoints[0], "kv/deleterange", {"key": b64(key)})
+            return await real(method, body, **kw)
+
+        faults.real = delete_slots_then_call
+        faults.script = ["hold"]
+        with pytest.raises(ws.ProposalFailed, match="may or may not"):
+            await store.update(lambda tx: tx.create(Task("t1", "web")))
