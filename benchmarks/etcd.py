@@ -96,8 +96,9 @@ VARIANTS: Final = ("store", "raw", "raw watched", "txn watched")
 """The commit variants: the store, and raw requests (see the module docstring)."""
 
 
-async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, float]:
-    best: dict[str, float] = {}
+async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[float]]:
+    """Each variant's rate in each round, by ``"variant/writers"``."""
+    rounds: dict[str, list[float]] = {}
     client = EtcdClient([endpoint])
     slots: dict[tuple[int, int], int] = {}  # (writers, writer) -> the slot's mod_revision
     try:
@@ -152,11 +153,11 @@ async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, float
                     for name in order:
                         rate = await _rate(writers, count, writes[name])
                         key = f"{name}/{writers}"
-                        best[key] = max(best.get(key, 0.0), rate)
+                        rounds.setdefault(key, []).append(rate)
                     await store.wait_for(store.version)  # raw watched puts are applied
     finally:
         await client.aclose()
-    return best
+    return rounds
 
 
 def _mod_equal(key: str, revision: int) -> dict[str, object]:
@@ -235,12 +236,13 @@ def main(argv: Sequence[str]) -> int:
         try:
             endpoint = cluster.endpoints[0]
             progress(f"commits: {args.count} per variant, {args.reps} rounds")
-            rates = trio.run(_commit_rates, endpoint, args.count, args.reps)
+            rounds = trio.run(_commit_rates, endpoint, args.count, args.reps)
             progress(f"replica lag: {args.lag_count} pings")
             lags = _lag(endpoint, args.lag_count)
         finally:
             cluster.stop()
     print(f"etcd {cluster_version()} (one member, fsync on), httpx {version_of('httpx')}")
+    rates = {key: max(values) for key, values in rounds.items()}
     rows = []
     for writers in (1, WRITERS):
         raw, store = rates[f"raw/{writers}"], rates[f"store/{writers}"]
@@ -264,6 +266,15 @@ def main(argv: Sequence[str]) -> int:
         "txn, watched",
     ]
     print("\n".join(grid(headers, rows)))
+    for writers in (1, WRITERS):
+        ratios = [
+            store / raw
+            for store, raw in zip(rounds[f"store/{writers}"], rounds[f"raw/{writers}"], strict=True)
+        ]
+        print(
+            f"ws vs raw in each round, {writers} writer{'s' if writers > 1 else ''}: "
+            f"{' '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+        )
     p50, p99 = _percentile(lags, 0.5), _percentile(lags, 0.99)
     print(
         f"replica lag (commit here -> event in another process), {len(lags)} pings: "
