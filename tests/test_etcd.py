@@ -24,7 +24,7 @@ from watchstore._codec import encode
 from watchstore._etcdclient import Compacted, EtcdUnavailable, OutcomeUnknown, b64, unb64
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 
 ROOT = Path(__file__).parent.parent
 
@@ -500,20 +500,31 @@ async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
 
 class Faults:
     """Scripted faults for a proposer's next kv/txn calls: ``hold`` keeps the request back
-    (never sent) and reports an unknown outcome; ``lose`` sends it and loses the answer."""
+    (never sent) and reports an unknown outcome; ``lose`` sends it and loses the answer;
+    ``down`` reports that no member answered; ``interfere`` awaits ``interfere()`` first."""
 
     def __init__(self, proposer: ws.EtcdProposer) -> None:
         self.real = proposer.client.call
         self.script: list[str] = []
         self.held: list[dict[str, Any]] = []
+        self.interfere: Callable[[], Awaitable[object]] | None = None
+        self.txns: list[dict[str, Any]] = []  # every kv/txn body, in order
         proposer.client.call = self.call  # type: ignore[method-assign]
 
     async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
+        if method == "kv/txn":
+            self.txns.append(body)
         if method == "kv/txn" and self.script:
             action = self.script.pop(0)
             if action == "hold":
                 self.held.append(body)
                 raise OutcomeUnknown("test: the connection broke before etcd got it")
+            if action == "down":
+                raise EtcdUnavailable("test: no member answered")
+            if action == "interfere":
+                assert self.interfere is not None
+                await self.interfere()
+                return await self.real(method, body, write=write)
             assert action == "lose"
             await self.real(method, body, write=write)
             raise OutcomeUnknown("test: the connection broke before the answer came")
@@ -614,3 +625,42 @@ async def test_a_slot_lost_during_an_unknown_outcome_gives_proposal_failed(
         faults.script = ["hold"]
         with pytest.raises(ws.ProposalFailed, match="may or may not"):
             await store.update(lambda tx: tx.create(Task("t1", "web")))
+
+
+@pytest.mark.parametrize("read", ["answers", "down"])
+async def test_a_failed_compare_reads_the_keys_then_runs_again(
+    single: EtcdCluster, prefix: str, read: str
+) -> None:
+    """The txn has no failure branch: after a failed compare one read says how far to catch
+    up; if that read fails too, the function runs again on what the replica has."""
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    async with (
+        ws.open_store(SCHEMA, proposer=proposer) as a,
+        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Task("counter", "c")))
+        await b.wait_for(a.version)
+
+        def add(tx: ws.Tx) -> None:
+            task = tx.get(Task, "counter")
+            assert task is not None
+            tx.update(attrs.evolve(task, slot=task.slot + 1))
+
+        async def b_adds_first() -> None:  # after a ran add, before its txn reaches etcd
+            await b.update(add)
+
+        faults.interfere = b_adds_first
+        faults.script = ["interfere"] if read == "answers" else ["interfere", "down"]
+        faults.txns.clear()
+        with trio.fail_after(10):
+            await a.update(add)
+        assert faults.script == []
+        failed, reread, *_rerun = faults.txns  # the txn, then a read of its keys and slot
+        assert "failure" not in failed
+        assert "compare" not in reread
+        assert len(reread["success"]) == len(failed["compare"])
+        await a.wait_for(b.version)
+        await b.wait_for(a.version)
+        assert a.view(lambda tx: tx.get(Task, "counter")).slot == 2  # type: ignore[union-attr]
+        assert state_of(a) == state_of(b)
