@@ -25,10 +25,11 @@ has in flight, reused from txn to txn. When a connection breaks after a txn was 
 fencing txn with the same slot compare puts ``fenced`` into the slot: if it succeeds, the
 lost txn can never apply; if its compare fails, the slot moved, and only the lost txn (or
 an earlier fence whose answer was lost too: its value says so) can have moved it; the txn
-committed at the slot's ``mod_revision``. Slots are plain keys (no lease: a lease on every
-commit's key costs etcd more, and markers that expire in bulk make a large delete); a
-process deletes its slots when it closes, and one that dies leaves one small key per txn it
-had in flight at its busiest.
+committed at the slot's ``mod_revision``. Slots are plain keys that do not grow with the
+commits (the leased marker key per commit they replace meant a lease to renew, an attach per
+commit, and every marker of a lease deleted in one go when it expired); a process deletes
+its slots when it closes, and one that dies leaves one small key per txn it had in flight
+at its busiest.
 
 Key layout under ``prefix``: ``o/<table>/<id>`` objects (JSON, meta version null: the
 revision is the version), ``u/<table>/<index>/<key JSON>`` unique keys (value: the holder's
