@@ -5,16 +5,26 @@ loopback port with a temporary data dir, and stopped at the end.
 
 1. Commits/s, 1 writer: ``await store.update(lambda tx: tx.create(obj))`` per object on a
    store opened with ``etcd=[endpoint]`` (each is one etcd txn: compares, puts of the object
-   and of the proposal's marker; the call returns once the store's own watch has applied it),
-   next to raw ``kv/put`` calls of the same JSON through the same HTTP client
-   (``watchstore._etcdclient.EtcdClient``, httpx): the floor for one etcd write.
+   and of the writer's slot key; the call returns once the store's own watch has applied
+   it), next to raw ``kv/put`` calls of the same JSON through the same HTTP client
+   (``watchstore._etcdclient.EtcdClient``, its own instance, same settings): the floor for
+   one etcd write, with nobody watching its keys.
 2. The same with 16 concurrent writers (trio tasks on one store / one client).
 3. Replica lag: a second OS process holds a replica of the same prefix and watches it; this
    process commits objects carrying ``time.time()``, one at a time, and the other records
    ``time.time()`` when each event arrives. p50 and p99 of the difference.
 
 Target (issue 5): store commits/s at least 0.8x raw puts/s, with 1 and with 16 writers.
-Times are wall time; the variants alternate over ``--reps`` rounds and each keeps its best.
+
+Two more raw variants (same client, same objects) say where a gap comes from; they do not
+count for the target: ``kv/put, watched`` puts into the store's own prefix, so etcd sends
+each put to the store's watch and the store applies it (what every store commit costs on
+top of a bare put), and ``txn, watched`` sends the very txn a store commit sends (compare
+the object's and the slot's ``mod_revision``, put both) into the store's prefix without
+the store around it: the ceiling for any client work.
+
+Times are wall time; the variants alternate over ``--reps`` rounds, in reverse order every
+other round, and each keeps its best.
 """
 
 from __future__ import annotations
@@ -67,13 +77,13 @@ SCHEMA: Final = ws.Schema(ws.Table(Ping))
 PAYLOAD: Final = "x" * 200
 
 
-async def _rate(writers: int, count: int, write: Callable[[int], Awaitable[object]]) -> float:
-    """Writes per second: ``writers`` tasks share ``count`` calls of ``write(i)``."""
+async def _rate(writers: int, count: int, write: Callable[[int, int], Awaitable[object]]) -> float:
+    """Writes per second: ``writers`` tasks share ``count`` calls of ``write(writer, i)``."""
     per = count // writers
 
     async def worker(w: int) -> None:
         for i in range(w * per, (w + 1) * per):
-            await write(i)
+            await write(w, i)
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -82,33 +92,76 @@ async def _rate(writers: int, count: int, write: Callable[[int], Awaitable[objec
     return writers * per / (time.perf_counter() - start)
 
 
-async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, float]:
-    best: dict[str, float] = {}
+VARIANTS: Final = ("store", "raw", "raw watched", "txn watched")
+"""The commit variants: the store, and raw requests (see the module docstring)."""
+
+
+async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[float]]:
+    """Each variant's rate in each round, by ``"variant/writers"``."""
+    rounds: dict[str, list[float]] = {}
     client = EtcdClient([endpoint])
+    slots: dict[tuple[int, int], int] = {}  # (writers, writer) -> the slot's mod_revision
     try:
         async with ws.open_store(SCHEMA, etcd=[endpoint], prefix="bench-store") as store:
+
+            def value(id: str) -> str:  # what the store writes: meta stamped, no version
+                now = time.time()
+                meta = ws.Meta(created_at=now, updated_at=now)
+                return b64(dump_data(encode(Ping(id, now, PAYLOAD, meta))))
+
+            async def commit(tag: str, w: int, i: int) -> None:
+                obj = Ping(f"ws-{tag}-{i}", time.time(), PAYLOAD)
+                await store.update(lambda tx: tx.create(obj))
+
+            async def put(tag: str, w: int, i: int) -> None:
+                key = b64(f"bench-plain/o/Ping/ws-{tag}-{i}".encode())  # as long as the store's
+                await client.call(
+                    "kv/put", {"key": key, "value": value(f"ws-{tag}-{i}")}, write=True
+                )
+
+            async def put_watched(tag: str, w: int, i: int) -> None:
+                key = b64(f"bench-store/o/Ping/rw-{tag}-{i}".encode())
+                await client.call(
+                    "kv/put", {"key": key, "value": value(f"rw-{tag}-{i}")}, write=True
+                )
+
+            async def txn_watched(tag: str, w: int, i: int, writers: int) -> None:
+                key = b64(f"bench-store/o/Ping/tw-{tag}-{i}".encode())
+                slot = b64(f"bench-store/x/bench-{writers}/{w}".encode())
+                seen = slots.get((writers, w), 0)
+                body = {
+                    "compare": [_mod_equal(key, 0), _mod_equal(slot, seen)],
+                    "success": [
+                        {"request_put": {"key": key, "value": value(f"tw-{tag}-{i}")}},
+                        {"request_put": {"key": slot}},
+                    ],
+                }
+                response = await client.call("kv/txn", body, write=True)
+                assert response.get("succeeded"), response
+                slots[writers, w] = int(response["header"]["revision"])
+
             for rep in range(reps):
                 for writers in (1, WRITERS):
-
-                    async def put(i: int, tag: str = f"{rep}-{writers}") -> None:
-                        obj = Ping(f"raw-{tag}-{i}", time.time(), PAYLOAD)
-                        key = f"bench-raw/o/Ping/{obj.id}".encode()
-                        value = dump_data(encode(obj))
-                        await client.call(
-                            "kv/put", {"key": b64(key), "value": b64(value)}, write=True
-                        )
-
-                    async def commit(i: int, tag: str = f"{rep}-{writers}") -> None:
-                        obj = Ping(f"ws-{tag}-{i}", time.time(), PAYLOAD)
-                        await store.update(lambda tx: tx.create(obj))
-
-                    for name, write in (("raw", put), ("store", commit)):
-                        rate = await _rate(writers, count, write)
+                    tag = f"{rep}-{writers}"
+                    writes = {
+                        "store": functools.partial(commit, tag),
+                        "raw": functools.partial(put, tag),
+                        "raw watched": functools.partial(put_watched, tag),
+                        "txn watched": functools.partial(txn_watched, tag, writers=writers),
+                    }
+                    order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
+                    for name in order:
+                        rate = await _rate(writers, count, writes[name])
                         key = f"{name}/{writers}"
-                        best[key] = max(best.get(key, 0.0), rate)
+                        rounds.setdefault(key, []).append(rate)
+                    await store.wait_for(store.version)  # raw watched puts are applied
     finally:
         await client.aclose()
-    return best
+    return rounds
+
+
+def _mod_equal(key: str, revision: int) -> dict[str, object]:
+    return {"target": "MOD", "key": key, "result": "EQUAL", "mod_revision": revision}
 
 
 def _lag(endpoint: str, count: int) -> list[float]:
@@ -183,24 +236,45 @@ def main(argv: Sequence[str]) -> int:
         try:
             endpoint = cluster.endpoints[0]
             progress(f"commits: {args.count} per variant, {args.reps} rounds")
-            rates = trio.run(_commit_rates, endpoint, args.count, args.reps)
+            rounds = trio.run(_commit_rates, endpoint, args.count, args.reps)
             progress(f"replica lag: {args.lag_count} pings")
             lags = _lag(endpoint, args.lag_count)
         finally:
             cluster.stop()
     print(f"etcd {cluster_version()} (one member, fsync on), httpx {version_of('httpx')}")
+    rates = {key: max(values) for key, values in rounds.items()}
     rows = []
     for writers in (1, WRITERS):
         raw, store = rates[f"raw/{writers}"], rates[f"store/{writers}"]
+        put_w, txn_w = rates[f"raw watched/{writers}"], rates[f"txn watched/{writers}"]
         rows.append(
             [
                 f"{writers} writer{'s' if writers > 1 else ''}",
                 f"{store:,.0f}/s",
                 f"{raw:,.0f}/s",
                 fmt_ratio(store / raw),
+                f"{put_w:,.0f}/s ({fmt_ratio(put_w / raw)})",
+                f"{txn_w:,.0f}/s ({fmt_ratio(txn_w / raw)})",
             ]
         )
-    print("\n".join(grid(["commits", "watchstore", "raw kv/put", "ws vs raw"], rows)))
+    headers = [
+        "commits",
+        "watchstore",
+        "raw kv/put",
+        "ws vs raw",
+        "kv/put, watched",
+        "txn, watched",
+    ]
+    print("\n".join(grid(headers, rows)))
+    for writers in (1, WRITERS):
+        ratios = [
+            store / raw
+            for store, raw in zip(rounds[f"store/{writers}"], rounds[f"raw/{writers}"], strict=True)
+        ]
+        print(
+            f"ws vs raw in each round, {writers} writer{'s' if writers > 1 else ''}: "
+            f"{' '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+        )
     p50, p99 = _percentile(lags, 0.5), _percentile(lags, 0.99)
     print(
         f"replica lag (commit here -> event in another process), {len(lags)} pings: "
@@ -218,6 +292,8 @@ def main(argv: Sequence[str]) -> int:
             f"commits, {w} writer{'s' if w > 1 else ''}": {
                 "watchstore": _per_op(rates[f"store/{w}"]),
                 "raw kv/put": _per_op(rates[f"raw/{w}"]),
+                "raw kv/put, watched": _per_op(rates[f"raw watched/{w}"]),
+                "raw txn of the store's shape, watched": _per_op(rates[f"txn watched/{w}"]),
             }
             for w in (1, WRITERS)
         }

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,10 @@ import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore._codec import encode
-from watchstore._etcdclient import b64
+from watchstore._etcdclient import Compacted, EtcdUnavailable, OutcomeUnknown, b64, unb64
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 
 ROOT = Path(__file__).parent.parent
 
@@ -421,4 +421,246 @@ async def test_a_frozen_member_does_not_stall_the_replica(three: EtcdCluster, pr
         with trio.fail_after(20):
             await a.wait_for(b.version)
         assert follower.client.endpoint != endpoints[0]
+        assert state_of(a) == state_of(b)
+
+
+@asynccontextmanager
+async def fake_http(response: bytes, step: int) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A one-connection HTTP server: reads a request, sends ``response`` ``step`` bytes at a
+    time (a yield between pieces, so the reader sees them apart), then closes."""
+    requests: list[bytes] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        requests.append(data)
+        for i in range(0, len(response), step):
+            await stream.send_all(response[i : i + step])
+            await trio.sleep(0.001)  # let the reader take each piece on its own
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        yield f"http://127.0.0.1:{listener.socket.getsockname()[1]}", requests
+        nursery.cancel_scope.cancel()
+
+
+async def _collect(
+    results: AsyncGenerator[dict[str, Any], None], into: list[dict[str, Any]]
+) -> None:
+    async with aclosing(results):
+        async for result in results:
+            into.append(result)
+
+
+def _chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
+async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: int) -> None:
+    first = json.dumps({"result": {"header": {"revision": "5"}, "events": [{"n": 1}]}}).encode()
+    second = json.dumps({"result": {"events": [{"n": 2}, {"n": 3}]}}).encode()
+    body = _chunked(first[:10], first[10:] + b"\n" + second[:4], second[4:], b"\n", b"\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    async with fake_http(head + body, step) as (endpoint, requests):
+        client = ws.EtcdProposer([endpoint]).client
+        got: list[dict[str, Any]] = []
+        with pytest.raises(ws.EtcdError, match="ended"):
+            await _collect(client.watch({"key": "AA=="}), got)
+        await client.aclose()
+    assert got == [json.loads(first)["result"], json.loads(second)["result"]]
+    assert requests[0].startswith(b"POST /v3/watch HTTP/1.1\r\n")
+
+
+async def test_a_refused_watch_gives_the_servers_error() -> None:
+    error = b'{"error":"etcdserver: mvcc: required revision has been compacted","code":11}'
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(error)
+    async with fake_http(head + error + b"ignored", 5) as (endpoint, _requests):
+        client = ws.EtcdProposer([endpoint]).client
+        with pytest.raises(Compacted):
+            await _collect(client.watch({"key": "AA=="}), [])
+        await client.aclose()
+
+
+async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with fake_http(head + b'40\r\n{"result":{}}\n', 4) as (endpoint, _requests):
+        client = ws.EtcdProposer([endpoint]).client
+        got: list[dict[str, Any]] = []
+        with pytest.raises(EtcdUnavailable, match="broke"):
+            await _collect(client.watch({"key": "AA=="}), got)
+        await client.aclose()
+    assert got == [{}]
+
+
+class Faults:
+    """Scripted faults for a proposer's next kv/txn calls: ``hold`` keeps the request back
+    (never sent) and reports an unknown outcome; ``lose`` sends it and loses the answer;
+    ``down`` reports that no member answered; ``interfere`` awaits ``interfere()`` first."""
+
+    def __init__(self, proposer: ws.EtcdProposer) -> None:
+        self.real = proposer.client.call
+        self.script: list[str] = []
+        self.held: list[dict[str, Any]] = []
+        self.interfere: Callable[[], Awaitable[object]] | None = None
+        self.txns: list[dict[str, Any]] = []  # every kv/txn body, in order
+        proposer.client.call = self.call  # type: ignore[method-assign]
+
+    async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
+        if method == "kv/txn":
+            self.txns.append(body)
+        if method == "kv/txn" and self.script:
+            action = self.script.pop(0)
+            if action == "hold":
+                self.held.append(body)
+                raise OutcomeUnknown("test: the connection broke before etcd got it")
+            if action == "down":
+                raise EtcdUnavailable("test: no member answered")
+            if action == "interfere":
+                assert self.interfere is not None
+                await self.interfere()
+                return await self.real(method, body, write=write)
+            assert action == "lose"
+            await self.real(method, body, write=write)
+            raise OutcomeUnknown("test: the connection broke before the answer came")
+        return await self.real(method, body, write=write)
+
+
+def slot_keys(endpoint: str, prefix: str) -> list[bytes]:
+    start = f"{prefix}/x/".encode()
+    response = post(endpoint, "kv/range", {"key": b64(start), "range_end": b64(start[:-1] + b"0")})
+    return [unb64(kv["key"]) for kv in response.get("kvs", [])]
+
+
+@pytest.mark.parametrize(
+    ("script", "warm", "runs"),
+    [
+        (["hold"], True, ["t0", "t1"]),  # never applied: fenced, run again
+        (["hold"], False, ["t0", "t1"]),  # the same on a slot not yet created
+        (["lose"], True, ["t0"]),  # applied: found at the slot's revision
+        (["hold", "lose"], True, ["t0", "t1"]),  # the fence's answer lost too
+    ],
+)
+async def test_an_unknown_outcome_is_settled_exactly_through_the_slot(
+    single: EtcdCluster, prefix: str, script: list[str], warm: bool, runs: list[str]
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    calls: list[str] = []
+
+    def create_next(tx: ws.Tx) -> str:  # creates another object on each run
+        calls.append(f"t{len(calls)}")
+        tx.create(Task(calls[-1], "web"))
+        return calls[-1]
+
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        if warm:
+            await store.update(lambda tx: tx.create(Node("n0", "warm")))
+        faults.script = script
+        with trio.fail_after(10):  # a wrong answer may be a revision the replica never sees
+            assert await store.update(create_next) == runs[-1]
+        assert calls == runs
+        for body in faults.held:  # a lost txn arriving late: the fence stops it
+            assert not (await faults.real("kv/txn", body, write=True)).get("succeeded")
+        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
+            assert [t.id for t in fresh.view(lambda tx: tx.all(Task))] == [runs[-1]]
+            await store.wait_for(fresh.version)
+            assert state_of(fresh) == state_of(store)
+        stored = store.view(lambda tx: tx.get(Task, runs[-1]))
+        assert stored is not None
+        key = b64(f"{prefix}/o/Task/{runs[-1]}".encode())
+        response = post(single.endpoints[0], "kv/range", {"key": key})
+        assert stored.meta.version == ws.Version(int(response["kvs"][0]["mod_revision"]))
+        assert len(slot_keys(single.endpoints[0], prefix)) == 1  # one slot, reused
+    assert slot_keys(single.endpoints[0], prefix) == []  # deleted on close
+
+
+async def test_slots_are_reused_and_taken_back_when_changed_from_outside(
+    single: EtcdCluster, prefix: str
+) -> None:
+    async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as store:
+
+        async def create(i: int) -> None:
+            await store.update(lambda tx: tx.create(Task(f"t{i}", "web")))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(create, i)
+        slots = slot_keys(single.endpoints[0], prefix)
+        assert 1 <= len(slots) <= 8
+        for i in range(8, 40):
+            await create(i)
+        assert slot_keys(single.endpoints[0], prefix) == slots  # no new keys per commit
+        start = f"{prefix}/x/".encode()
+        post(
+            single.endpoints[0],
+            "kv/deleterange",
+            {"key": b64(start), "range_end": b64(start[:-1] + b"0")},
+        )
+        await create(40)  # the slot's compare fails once; the txn goes through on retry
+        assert store.view(lambda tx: tx.count(Task)) == 41
+    assert slot_keys(single.endpoints[0], prefix) == []
+
+
+async def test_a_slot_lost_during_an_unknown_outcome_gives_proposal_failed(
+    single: EtcdCluster, prefix: str
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        await store.update(lambda tx: tx.create(Task("t0", "web")))
+        real = faults.real
+
+        async def delete_slots_then_call(method: str, body: dict[str, Any], **kw: bool) -> Any:
+            for key in slot_keys(single.endpoints[0], prefix):
+                post(single.endpoints[0], "kv/deleterange", {"key": b64(key)})
+            return await real(method, body, **kw)
+
+        faults.real = delete_slots_then_call
+        faults.script = ["hold"]
+        with pytest.raises(ws.ProposalFailed, match="may or may not"):
+            await store.update(lambda tx: tx.create(Task("t1", "web")))
+
+
+@pytest.mark.parametrize("read", ["answers", "down"])
+async def test_a_failed_compare_reads_the_keys_then_runs_again(
+    single: EtcdCluster, prefix: str, read: str
+) -> None:
+    """The txn has no failure branch: after a failed compare one read says how far to catch
+    up; if that read fails too, the function runs again on what the replica has."""
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    async with (
+        ws.open_store(SCHEMA, proposer=proposer) as a,
+        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Task("counter", "c")))
+        await b.wait_for(a.version)
+
+        def add(tx: ws.Tx) -> None:
+            task = tx.get(Task, "counter")
+            assert task is not None
+            tx.update(attrs.evolve(task, slot=task.slot + 1))
+
+        async def b_adds_first() -> None:  # after a ran add, before its txn reaches etcd
+            await b.update(add)
+
+        faults.interfere = b_adds_first
+        faults.script = ["interfere"] if read == "answers" else ["interfere", "down"]
+        faults.txns.clear()
+        with trio.fail_after(10):
+            await a.update(add)
+        assert faults.script == []
+        failed, reread, *_rerun = faults.txns  # the txn, then a read of its keys and slot
+        assert "failure" not in failed
+        assert "compare" not in reread
+        assert len(reread["success"]) == len(failed["compare"])
+        await a.wait_for(b.version)
+        await b.wait_for(a.version)
+        assert a.view(lambda tx: tx.get(Task, "counter")).slot == 2  # type: ignore[union-attr]
         assert state_of(a) == state_of(b)

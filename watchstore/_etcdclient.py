@@ -1,8 +1,10 @@
-"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), for trio, built on httpx.
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), for trio.
 
-Only what the EtcdProposer needs: unary calls (range, txn, compaction, lease grant) and one
-watch stream per request. Keys and values are bytes here and base64 on the wire; etcd's int64
-fields arrive as strings and zero values are omitted, so readers use ``.get`` with defaults.
+Only what the EtcdProposer needs: unary calls (range, txn, delete) through httpx, and one
+watch stream per request, read straight off its own connection (every commit of the store
+comes back through the watch, so its cost per message counts). Keys and values are bytes
+here and base64 on the wire; etcd's int64 fields arrive as strings and zero values are
+omitted, so readers use ``.get`` with defaults.
 
 Fail-over: a request that could not be sent (connection refused, connect timeout) moves on to
 the next endpoint and is retried there. A write that may have reached a server before the
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any, Final
+import ssl
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
@@ -93,8 +97,6 @@ class EtcdClient:
         self._timeout = timeout
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits)
-        # Watches are long requests: a client of their own, with no read timeout.
-        self._watch_client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None))
 
     @property
     def endpoint(self) -> str:
@@ -109,7 +111,6 @@ class EtcdClient:
         """Close the connections."""
         with trio.CancelScope(shield=True):
             await self._client.aclose()
-            await self._watch_client.aclose()
 
     async def check_version(self) -> str:
         """Return the server's version; EtcdError if it is older than 3.4."""
@@ -185,19 +186,26 @@ class EtcdClient:
     async def watch(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Open one watch (``body`` is its ``create_request``) and yield each ``result``.
 
-        Messages are split on newlines, not on HTTP chunks. Raises EtcdUnavailable when the
-        stream cannot be opened or breaks, Compacted when its start revision is gone.
+        Raises EtcdUnavailable when the stream cannot be opened or breaks, Compacted when its
+        start revision is gone. The stream is read straight off a socket (:class:`_Stream`),
+        not through httpx: every commit of the store comes back through this stream, so its
+        cost per message is paid once per commit.
         """
-        httpx = self._httpx
         url = f"{self.endpoint}/v3/watch"
+        data = json.dumps({"create_request": body}, separators=(",", ":")).encode()
         try:
-            async with self._watch_client.stream(
-                "POST", url, json={"create_request": body}
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _error_of(response)
-                async for line in response.aiter_lines():
+            with trio.fail_after(self._timeout):
+                stream = await _Stream.post(self.endpoint, "/v3/watch", data)
+            async with stream:
+                if stream.status != 200:
+                    with trio.fail_after(self._timeout):
+                        text = await stream.read_all()
+                    try:
+                        error: Any = json.loads(text)
+                    except ValueError:
+                        error = {"message": text.decode(errors="replace")}
+                    raise _error_from(error, stream.status)
+                while (line := await stream.line()) is not None:
                     if not line.strip():
                         continue
                     message = json.loads(line)
@@ -210,11 +218,167 @@ class EtcdClient:
                             int(result["compact_revision"]),
                         )
                     yield result
-        except httpx.TransportError as exc:
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, _BadResponse) as exc:
             self.fail_over()
             raise EtcdUnavailable(f"etcd watch at {url} broke: {exc!r}") from exc
         self.fail_over()
         raise EtcdUnavailable(f"etcd watch at {url} ended")
+
+
+class _BadResponse(Exception):
+    """The server closed the connection early or sent something that is not HTTP/1.1."""
+
+
+_RECEIVE: Final = 65536
+_MAX_HEAD: Final = 65536
+
+
+class _Stream:
+    """One HTTP/1.1 POST on its own connection, its response body read line by line as it
+    arrives (chunked, by length, or up to the end of the connection).
+
+    Only for the watch: a long response of newline-delimited JSON messages. It does what the
+    watch needs (``http``/``https`` URLs, no proxies, no redirects) and nothing more.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._raw = bytearray()  # received, not yet decoded
+        self._body = bytearray()  # decoded body, not yet returned
+        self.status = 0
+        self._chunked = False
+        self._left: int | None = None  # body bytes (identity) or chunk bytes still to come
+        self._done = False
+
+    @classmethod
+    async def post(cls, endpoint: str, path: str, data: bytes) -> _Stream:
+        """Connect to ``endpoint``, send the POST and read the response's head."""
+        url = urllib.parse.urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(url.hostname, port)
+        try:
+            if url.scheme == "https":
+                stream = trio.SSLStream(
+                    stream, ssl.create_default_context(), server_hostname=url.hostname
+                )
+            head = (
+                f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                "Content-Type: application/json\r\nConnection: close\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            )
+            await stream.send_all(head.encode("ascii") + data)
+            response = cls(stream)
+            await response._read_head()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return response
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await trio.aclose_forcefully(self._stream)
+
+    async def _receive(self) -> None:
+        data = await self._stream.receive_some(_RECEIVE)
+        if not data:
+            raise _BadResponse("the connection closed in the middle of the response")
+        self._raw += data
+
+    async def _read_head(self) -> None:
+        raw = self._raw
+        while (end := raw.find(b"\r\n\r\n")) < 0:
+            if len(raw) > _MAX_HEAD:
+                raise _BadResponse("the response head is too long")
+            await self._receive()
+        lines = raw[:end].decode("latin-1").split("\r\n")
+        del raw[: end + 4]
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise _BadResponse(f"not an HTTP/1.x response: {lines[0]!r}")
+        self.status = int(rest[:3])
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "transfer-encoding":
+                self._chunked = "chunked" in value.lower()
+            elif name == "content-length":
+                self._left = int(value.strip())
+        if self._chunked:
+            self._left = 0
+
+    async def line(self) -> bytes | None:
+        """The body's next line (without its newline); None at the end of the body."""
+        body = self._body
+        while True:
+            end = body.find(b"\n")
+            if end >= 0:
+                line = bytes(body[:end])
+                del body[: end + 1]
+                return line
+            if self._done:
+                line = bytes(body)
+                body.clear()
+                return line or None
+            await self._more()
+
+    async def read_all(self) -> bytes:
+        """The rest of the body."""
+        while not self._done:
+            await self._more()
+        data = bytes(self._body)
+        self._body.clear()
+        return data
+
+    async def _more(self) -> None:
+        """Move the next received bytes of the body into ``_body`` (sets ``_done`` at its
+        end)."""
+        raw = self._raw
+        if not self._chunked:
+            if self._left is None:  # the body ends with the connection
+                if not raw:
+                    data = await self._stream.receive_some(_RECEIVE)
+                    if not data:
+                        self._done = True
+                        return
+                    raw += data
+                self._body += raw
+                raw.clear()
+                return
+            if self._left and not raw:
+                await self._receive()
+            take = raw[: self._left]
+            del raw[: len(take)]
+            self._body += take
+            self._left -= len(take)
+            self._done = self._left == 0
+            return
+        assert self._left is not None
+        if self._left == 0:  # at a chunk's size line
+            while (end := raw.find(b"\r\n")) < 0:
+                if len(raw) > _MAX_HEAD:
+                    raise _BadResponse("a chunk size line is too long")
+                await self._receive()
+            try:
+                size = int(raw[:end].split(b";")[0], 16)
+            except ValueError:
+                raise _BadResponse(f"bad chunk size {bytes(raw[:end])!r}") from None
+            del raw[: end + 2]
+            if size == 0:  # the last chunk (trailers, if any, are left unread)
+                self._done = True
+                return
+            self._left = size + 2  # the chunk and the CRLF after it
+        if not raw:
+            await self._receive()
+        take = raw[: self._left]
+        del raw[: len(take)]
+        self._left -= len(take)
+        if self._left < 2:  # some of the CRLF ending the chunk is in ``take``
+            take = take[: len(take) - (2 - self._left)]
+        self._body += take
 
 
 def _error_of(response: httpx.Response) -> StoreError:
