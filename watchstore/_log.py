@@ -161,12 +161,22 @@ def body_of(header: SegmentHeader, record: Record, sealer: Sealer | None, file: 
         raise LogCorrupt(file, record.offset, "record does not decrypt at its place") from None
 
 
-def _sealer_for(file: Path, header: SegmentHeader, key: bytes | None) -> Sealer | None:
+def sealer_for(
+    file: Path,
+    header: SegmentHeader,
+    key: bytes | None,
+    *,
+    error: type[StoreError] = StoreError,
+    give_key: str = "open it with key=",
+    drop_key: str = "open it without key=",
+) -> Sealer | None:
+    """The sealer to read ``file`` with ``key``, or ``error`` if the key does not fit the
+    segment (its message says to ``give_key`` or to ``drop_key``)."""
     encrypted = bool(header.flags & FLAG_ENCRYPTED)
     if encrypted and key is None:
-        raise StoreError(f"{file} is encrypted: open it with key=")
+        raise error(f"{file} is encrypted: {give_key}")
     if not encrypted and key is not None:
-        raise StoreError(f"{file} is not encrypted: open it without key=")
+        raise error(f"{file} is not encrypted: {drop_key}")
     return Sealer(key) if key is not None else None
 
 
@@ -186,8 +196,12 @@ def read_segment(file: Path, limit: int | None = None) -> tuple[bytes, SegmentHe
             f"({FORMAT}); upgrade watchstore to open it"
         )
     result = scan(data, header)
-    if not result.records or result.records[0].kind != SNAPSHOT:
-        raise LogCorrupt(str(file), HEADER_SIZE, "the segment does not start with a snapshot")
+    if not result.records:
+        reason = result.corrupt or "the segment holds no snapshot"
+        raise LogCorrupt(str(file), HEADER_SIZE, reason)
+    first = result.records[0]
+    if first.kind != SNAPSHOT:
+        raise LogCorrupt(str(file), first.offset, "the segment does not start with a snapshot")
     return data, header, result
 
 
@@ -286,7 +300,7 @@ class EpochLog:
         key: bytes | None,
     ) -> tuple[EpochLog, Restored]:
         data, header, result = read_segment(file)
-        sealer = _sealer_for(file, header, key)
+        sealer = sealer_for(file, header, key)
         records = result.records
         decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
         if sealer is not None:
@@ -580,7 +594,7 @@ def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) 
         if not file.stem.isdigit():
             continue
         data, header, result = read_segment(file)
-        body = body_of(header, result.records[0], _sealer_for(file, header, key), str(file))
+        body = body_of(header, result.records[0], sealer_for(file, header, key), str(file))
         version = Version(loads(body)["version"])
         out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
     return out
@@ -606,7 +620,7 @@ def rollback(
                 "list them with watchstore.list_epochs(path)"
             )
         _data, old, result = read_segment(chosen.file)
-        sealer = _sealer_for(chosen.file, old, key)
+        sealer = sealer_for(chosen.file, old, key)
         body = body_of(old, result.records[0], sealer, str(chosen.file))
         number = epochs[-1].segment + 1
         header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())

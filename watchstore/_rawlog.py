@@ -1,0 +1,314 @@
+"""Reading a store's log without its schema: tables by name, objects as decoded JSON dicts.
+
+The ``watchstore`` command inspects, verifies and dumps any store this way, whatever program
+wrote it. ``read_epoch`` checks a segment as opening does (``_log.read_segment``), then every
+record's JSON and the order of versions, and carries on past damage to report it; ``replay``
+gives the state at the end of an epoch (``strict``: every object must make sense where it
+is); ``rebuild`` loads an epoch as typed objects under a schema, which rebuilds and checks
+every index.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ._codec import decoder_for, loads
+from ._crypto import Sealer, SealError
+from ._errors import LogCorrupt, StoreError
+from ._log import body_of, read_segment, sealer_for
+from ._model import ActionKind, Change, StoreAction, Version
+from ._records import CHANGE, Record, SegmentHeader, record_size
+from ._state import StoreState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from ._schema import Schema
+
+
+class StoreNotFound(StoreError):
+    """The path holds no store (not a directory, or no segment files)."""
+
+
+class UnreadableLog(StoreError):
+    """The log cannot be read with the key given: missing, superfluous or wrong."""
+
+
+Object = dict[str, Any]
+"""A stored object read without its class: its fields as decoded JSON."""
+
+CREATE: Final = int(ActionKind.CREATE)
+UPDATE: Final = int(ActionKind.UPDATE)
+DELETE: Final = int(ActionKind.DELETE)
+KIND_NAMES: Final = {CREATE: "create", UPDATE: "update", DELETE: "delete"}
+
+
+def _ignore(_size: int) -> None:
+    pass
+
+
+@attrs.frozen
+class RawChange:
+    """One CHANGE record: its offset, version and actions as (kind, table, object)."""
+
+    offset: int
+    version: int
+    actions: list[tuple[int, str, Object]]
+
+
+@attrs.frozen
+class RawEpoch:
+    """One segment file read generically: its snapshot and changes, checked record by record.
+
+    ``changes`` are the good ones. ``damage`` is the LogCorrupt that stopped the reading
+    (None: the whole file is good); ``torn`` the size of a torn tail after the last good
+    record (an append that was never acknowledged; the next open truncates it).
+    """
+
+    file: Path
+    header: SegmentHeader
+    size: int
+    snapshot_offset: int
+    snapshot_version: int
+    tables: dict[str, list[Object]]
+    changes: list[RawChange]
+    torn: int
+    damage: LogCorrupt | None
+
+    @property
+    def last_version(self) -> int:
+        """The version of the last good record."""
+        return self.changes[-1].version if self.changes else self.snapshot_version
+
+    @property
+    def records(self) -> int:
+        """How many good records the segment holds."""
+        return 1 + len(self.changes)
+
+
+def segment_files(path: Path) -> list[Path]:
+    """The segment files of the store in ``path``, oldest first; NOT_FOUND if there are none."""
+    if not path.is_dir():
+        raise StoreNotFound(f"{path} is not a directory")
+    files = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
+    if not files:
+        raise StoreNotFound(f"{path} holds no watchstore store (no NNNNNNNN.wslog segment files)")
+    return files
+
+
+def key_sealer(file: Path, header: SegmentHeader, key: bytes | None) -> Sealer | None:
+    """The sealer to read ``file`` with ``key`` (a ``--key-file``'s); UnreadableLog if the
+    key does not fit."""
+    return sealer_for(
+        file,
+        header,
+        key,
+        error=UnreadableLog,
+        give_key="pass its key with --key-file",
+        drop_key="drop --key-file",
+    )
+
+
+def _object(data: Any) -> Object:
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        raise TypeError(f"an object needs a non-empty str 'id', got {str(data)[:80]}")
+    return data
+
+
+def _version(data: Any) -> int:
+    if type(data) is not int or data < 0:
+        raise TypeError(f"a version is a non-negative int, got {data!r}")
+    return data
+
+
+def read_epoch(
+    file: Path, key: bytes | None = None, advance: Callable[[int], None] = _ignore
+) -> RawEpoch:
+    """Read a segment and check every record: header, framing and checksums (as opening
+    does), JSON bodies, and versions following one another. Damage after the snapshot stops
+    the reading and is returned in ``damage``; a damaged header or snapshot raises
+    LogCorrupt. ``advance(n)`` is told of each n bytes read."""
+    data, header, result = read_segment(file)  # the checks opening makes
+    records = result.records
+    first = records[0]
+    sealer = key_sealer(file, header, key)
+    if sealer is not None:
+        try:
+            sealer.open(header, first.offset, first.kind, first.body)
+        except SealError:
+            raise UnreadableLog(
+                f"{file}: wrong encryption key (the snapshot's checksum is correct but it "
+                "does not decrypt with this key)"
+            ) from None
+    try:
+        snapshot = loads(body_of(header, first, sealer, str(file)))
+        version = snapshot_version = _version(snapshot["version"])
+        tables = {
+            str(name): [_object(o) for o in objects] for name, objects in snapshot["tables"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LogCorrupt(str(file), first.offset, f"snapshot does not decode: {exc}") from None
+    advance(first.offset + record_size(len(first.body)))
+    changes: list[RawChange] = []
+    damage = None
+    try:
+        for record in records[1:]:
+            change = _read_change(file, header, record, sealer, version)
+            changes.append(change)
+            version = change.version
+            advance(record_size(len(record.body)))
+        if result.corrupt is not None:
+            raise LogCorrupt(str(file), result.end, result.corrupt, Version(version))
+    except LogCorrupt as exc:
+        damage = exc
+    torn = len(data) - result.end if result.torn and damage is None else 0
+    return RawEpoch(
+        file, header, len(data), first.offset, snapshot_version, tables, changes, torn, damage
+    )
+
+
+def _read_change(
+    file: Path, header: SegmentHeader, record: Record, sealer: Sealer | None, previous: int
+) -> RawChange:
+    if record.kind != CHANGE:
+        raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment", Version(previous))
+    try:
+        data = loads(body_of(header, record, sealer, str(file)))
+        version = _version(data["version"])
+        actions = []
+        for kind, table, obj in data["actions"]:
+            if kind not in KIND_NAMES or not isinstance(table, str):
+                raise TypeError(f"invalid action ({kind!r}, {table!r})")
+            actions.append((kind, table, _object(obj)))
+    except LogCorrupt as exc:
+        raise LogCorrupt(exc.file, exc.offset, exc.reason, Version(previous)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LogCorrupt(
+            str(file), record.offset, f"change does not decode: {exc}", Version(previous)
+        ) from None
+    if version != previous + 1:
+        raise LogCorrupt(
+            str(file), record.offset, f"version {version} follows {previous}", Version(previous)
+        )
+    return RawChange(record.offset, version, actions)
+
+
+State = dict[str, dict[str, Object]]
+"""A store's objects read generically: table name -> id -> object."""
+
+
+def replay(epoch: RawEpoch, *, strict: bool = False) -> State:
+    """The state at the end of ``epoch``: its snapshot with its changes applied.
+
+    With ``strict``, every object must make sense where it is (LogCorrupt otherwise): ids
+    unique in the snapshot; a create of an absent id; an update or delete of a present one;
+    each written object stamped with its commit's version (``meta[0]``).
+    """
+    state: State = {}
+    file = str(epoch.file)
+    for name, objects in epoch.tables.items():
+        rows = state[name] = {}
+        for obj in objects:
+            if strict:
+                if obj["id"] in rows:
+                    raise LogCorrupt(
+                        file,
+                        epoch.snapshot_offset,
+                        f"{name} {obj['id']!r} is twice in the snapshot",
+                    )
+                stamped = _stamp(obj)
+                if stamped is None or stamped > epoch.snapshot_version:
+                    raise LogCorrupt(
+                        file,
+                        epoch.snapshot_offset,
+                        f"{name} {obj['id']!r} carries version {stamped} in a snapshot "
+                        f"at version {epoch.snapshot_version}",
+                    )
+            rows[obj["id"]] = obj
+    for change in epoch.changes:
+        for kind, name, obj in change.actions:
+            rows = state.setdefault(name, {})
+            id = obj["id"]
+            if strict:
+                _check_action(epoch, change, kind, name, obj, id in rows)
+            if kind == DELETE:
+                rows.pop(id, None)
+            else:
+                rows[id] = obj
+    return state
+
+
+def _stamp(obj: Object) -> int | None:
+    meta = obj.get("meta")
+    if isinstance(meta, list) and len(meta) == 3 and type(meta[0]) is int:
+        return meta[0]
+    return None
+
+
+def _check_action(
+    epoch: RawEpoch, change: RawChange, kind: int, name: str, obj: Object, present: bool
+) -> None:
+    what = f"{name} {obj['id']!r}"
+    if kind == CREATE and present:
+        problem = f"creates {what}, which exists"
+    elif kind != CREATE and not present:
+        problem = f"{KIND_NAMES[kind]}s {what}, which does not exist"
+    elif kind != DELETE and _stamp(obj) != change.version:
+        problem = f"writes {what} stamped with version {_stamp(obj)}"
+    else:
+        return
+    raise LogCorrupt(
+        str(epoch.file),
+        change.offset,
+        f"version {change.version} {problem}",
+        Version(change.version - 1),
+    )
+
+
+def rebuild(
+    epoch: RawEpoch, schema: Schema, advance: Callable[[int], None] = _ignore
+) -> StoreState:
+    """Load ``epoch`` as typed objects into a fresh in-memory state, so every object is
+    decoded through its class and every unique and secondary index is rebuilt and checked.
+    Raises LogCorrupt at the record whose objects do not fit the schema."""
+    state = StoreState(schema)
+    decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+    file = str(epoch.file)
+
+    def decode(name: str, obj: Object, offset: int) -> Any:
+        decoder = decoders.get(name)
+        if decoder is None:
+            raise LogCorrupt(
+                file, offset, f"table {name!r} is not in the schema: give the schema that has it"
+            )
+        return decoder(obj)
+
+    for name in epoch.tables:
+        if name not in decoders:
+            decode(name, {}, epoch.snapshot_offset)
+
+    offset = epoch.snapshot_offset
+    try:
+        for name, objects in epoch.tables.items():
+            for obj in objects:
+                typed = decode(name, obj, offset)
+                state.by_name[name].write(typed.id, None, typed)
+        state.version = Version(epoch.snapshot_version)
+        ends = [c.offset for c in epoch.changes[1:]] + [epoch.size - epoch.torn]
+        advance(epoch.changes[0].offset if epoch.changes else ends[0])
+        for change, end in zip(epoch.changes, ends, strict=False):
+            offset = change.offset
+            actions = [
+                StoreAction(ActionKind(kind), name, decode(name, obj, offset))
+                for kind, name, obj in change.actions
+            ]
+            state.apply(Change(Version(change.version), actions))
+            advance(end - offset)
+    except LogCorrupt:
+        raise
+    except (StoreError, ValueError, TypeError) as exc:
+        raise LogCorrupt(file, offset, f"does not fit the schema: {exc}") from None
+    return state
