@@ -16,12 +16,20 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore._codec import encode
-from watchstore._etcdclient import Compacted, EtcdUnavailable, OutcomeUnknown, b64, unb64
+from watchstore._etcdclient import (
+    Compacted,
+    EtcdUnavailable,
+    OutcomeUnknown,
+    _Stream,
+    b64,
+    unb64,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -425,9 +433,8 @@ async def test_a_frozen_member_does_not_stall_the_replica(three: EtcdCluster, pr
 
 
 @asynccontextmanager
-async def fake_http(response: bytes, step: int) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A one-connection HTTP server: reads a request, sends ``response`` ``step`` bytes at a
-    time (a yield between pieces, so the reader sees them apart), then closes."""
+async def fake_http(response: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A one-connection HTTP server: reads a request, sends ``response``, then closes."""
     requests: list[bytes] = []
 
     async def serve(stream: trio.SocketStream) -> None:
@@ -435,9 +442,7 @@ async def fake_http(response: bytes, step: int) -> AsyncIterator[tuple[str, list
         while b"\r\n\r\n" not in data:
             data += await stream.receive_some(65536)
         requests.append(data)
-        for i in range(0, len(response), step):
-            await stream.send_all(response[i : i + step])
-            await trio.sleep(0.001)  # let the reader take each piece on its own
+        await stream.send_all(response)
         await stream.aclose()
 
     async with trio.open_nursery() as nursery:
@@ -460,27 +465,67 @@ def _chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
+def _pieces_stream(data: bytes, step: int) -> trio.StapledStream[Any, Any]:
+    """A stream whose every ``receive_some`` gets exactly the next ``step`` bytes of
+    ``data`` (then the end of the stream), whatever a socket would have coalesced."""
+    pieces = [data[i : i + step] for i in range(0, len(data), step)]
+
+    async def next_piece() -> None:
+        if pieces:
+            incoming.put_data(pieces.pop(0))
+        else:
+            incoming.put_eof()
+
+    incoming = trio.testing.MemoryReceiveStream(receive_some_hook=next_piece)
+    return trio.StapledStream(trio.testing.MemorySendStream(), incoming)
+
+
+FIRST = json.dumps({"result": {"header": {"revision": "5"}, "events": [{"n": 1}]}}).encode()
+SECOND = json.dumps({"result": {"events": [{"n": 2}, {"n": 3}]}}).encode()
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+CHUNKED_HEAD += b"Transfer-Encoding: chunked\r\n\r\n"
+CHUNKED_BODY = _chunked(FIRST[:10], FIRST[10:] + b"\n" + SECOND[:4], SECOND[4:], b"\n", b"\n")
+
+
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
 async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: int) -> None:
-    first = json.dumps({"result": {"header": {"revision": "5"}, "events": [{"n": 1}]}}).encode()
-    second = json.dumps({"result": {"events": [{"n": 2}, {"n": 3}]}}).encode()
-    body = _chunked(first[:10], first[10:] + b"\n" + second[:4], second[4:], b"\n", b"\n")
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-    head += b"Transfer-Encoding: chunked\r\n\r\n"
-    async with fake_http(head + body, step) as (endpoint, requests):
+    async with _Stream(_pieces_stream(CHUNKED_HEAD + CHUNKED_BODY, step)) as stream:
+        await stream._read_head()
+        assert stream.status == 200
+        lines = []
+        while (line := await stream.line()) is not None:
+            lines.append(line)
+    assert lines == [FIRST, SECOND, b""]
+
+
+@pytest.mark.parametrize("step", [1, 3, 4096])
+async def test_a_response_body_by_length_or_to_the_end_is_read_however_it_arrives(
+    step: int,
+) -> None:
+    body = FIRST + b"\n" + SECOND
+    by_length = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body)
+    to_the_end = b"HTTP/1.1 200 OK\r\n\r\n"
+    for head, rest in ((by_length, b"ignored"), (to_the_end, b"")):
+        async with _Stream(_pieces_stream(head + body + rest, step)) as stream:
+            await stream._read_head()
+            assert await stream.read_all() == body
+
+
+async def test_the_watch_yields_each_result_and_ends_unavailable() -> None:
+    async with fake_http(CHUNKED_HEAD + CHUNKED_BODY) as (endpoint, requests):
         client = ws.EtcdProposer([endpoint]).client
         got: list[dict[str, Any]] = []
         with pytest.raises(ws.EtcdError, match="ended"):
             await _collect(client.watch({"key": "AA=="}), got)
         await client.aclose()
-    assert got == [json.loads(first)["result"], json.loads(second)["result"]]
+    assert got == [json.loads(FIRST)["result"], json.loads(SECOND)["result"]]
     assert requests[0].startswith(b"POST /v3/watch HTTP/1.1\r\n")
 
 
 async def test_a_refused_watch_gives_the_servers_error() -> None:
     error = b'{"error":"etcdserver: mvcc: required revision has been compacted","code":11}'
     head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(error)
-    async with fake_http(head + error + b"ignored", 5) as (endpoint, _requests):
+    async with fake_http(head + error + b"ignored") as (endpoint, _requests):
         client = ws.EtcdProposer([endpoint]).client
         with pytest.raises(Compacted):
             await _collect(client.watch({"key": "AA=="}), [])
@@ -489,7 +534,7 @@ async def test_a_refused_watch_gives_the_servers_error() -> None:
 
 async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    async with fake_http(head + b'40\r\n{"result":{}}\n', 4) as (endpoint, _requests):
+    async with fake_http(head + b'40\r\n{"result":{}}\n') as (endpoint, _requests):
         client = ws.EtcdProposer([endpoint]).client
         got: list[dict[str, Any]] = []
         with pytest.raises(EtcdUnavailable, match="broke"):

@@ -97,13 +97,6 @@ class MemoryProposer:
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Version:
         """Commit ``actions`` as the next version (see :class:`Proposer`)."""
-        return self.commit_now(actions, commit)
-
-    def commit_now(
-        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
-    ) -> Version:
-        """``propose_value`` without the coroutine: the store calls this directly, as a
-        proposer that commits synchronously needs no await."""
         version = new_version(self._version.index + 1)
         self._version = version
         commit(version)

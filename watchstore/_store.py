@@ -84,14 +84,6 @@ class Store:
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
-        # MemoryProposer commits synchronously: called without a coroutine, unless a
-        # subclass changed how it proposes.
-        self._commit_now: Callable[..., Version] | None = (
-            proposer.commit_now
-            if isinstance(proposer, MemoryProposer)
-            and type(proposer).propose_value is MemoryProposer.propose_value
-            else None
-        )
         # A proposer that checks reads at commit (etcd) gets whole transactions instead.
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
         self._waiters: list[tuple[int, int, trio.Event]] = []
@@ -186,9 +178,7 @@ class Store:
                 except BaseException:
                     state.rollback(tx)
                     raise
-                if self._commit_now is not None:
-                    self._propose_now(tx, self._commit_now)
-                elif self._submit is None:
+                if self._submit is None:
                     await self._propose(tx)
                 else:
                     submission = self._submit_pipelined(tx)
@@ -207,13 +197,10 @@ class Store:
                 if waited:
                     self._until_schedule = self._schedule_every
                     return result  # the wait was a schedule point: no other one is needed
-                if submission.synced_inline:
-                    # It held the thread for an fsync: let the other writers in now, so that
-                    # their commits share the next fsync instead of queueing behind this
-                    # task's next ones.
-                    self._until_schedule = 1
             self._until_schedule -= 1
-            if not self._until_schedule:
+            # A lone commit fsynced inline held the thread for the disk: let the other
+            # writers in at once, so that their commits share the next fsync.
+            if not self._until_schedule or (submission is not None and submission.synced_inline):
                 self._until_schedule = self._schedule_every
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return result
@@ -367,46 +354,25 @@ class Store:
 
     async def _propose(self, tx: Tx) -> int:
         """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
-        if self._commit_now is not None:
-            return self._propose_now(tx, self._commit_now)
+        state = self._state
         actions = tx.proposed = tx.actions()
         if not actions:
-            self._state.rollback(tx)  # nothing to commit; release its place in the pipeline
+            state.rollback(tx)  # nothing to commit; release its place in the pipeline
             return 0
         try:
             await self._proposer.propose_value(actions, self._commit_oldest)
         except BaseException as exc:
-            self._proposal_failed(tx, exc)
-        if not tx.committed:
-            self._proposal_failed(tx, None)
-        return len(actions)
-
-    def _propose_now(self, tx: Tx, commit_now: Callable[..., Version]) -> int:
-        """``_propose`` for a proposer that commits synchronously."""
-        actions = tx.proposed = tx.actions()
-        if not actions:
-            self._state.rollback(tx)
-            return 0
-        try:
-            commit_now(actions, self._commit_oldest)
-        except BaseException as exc:
-            self._proposal_failed(tx, exc)
-        if not tx.committed:
-            self._proposal_failed(tx, None)
-        return len(actions)
-
-    def _proposal_failed(self, tx: Tx, exc: BaseException | None) -> NoReturn:
-        """Undo what the proposer did not commit and raise: ``exc`` itself if it is a store
-        error or a cancellation (or ``tx`` committed after all), else ProposalFailed."""
-        if exc is None:
-            self._undo_uncommitted()
-            raise ProposalFailed("the proposer returned without committing the change")
-        if not tx.committed:
+            if tx.committed:
+                raise
             self._undo_uncommitted()
             failed = _as_proposal_failed(exc)
-            if failed is not None:
-                raise failed from exc
-        raise exc
+            if failed is None:
+                raise
+            raise failed from exc
+        if not tx.committed:
+            self._undo_uncommitted()
+            raise ProposalFailed("the proposer returned without committing the change")
+        return len(actions)
 
     def _on_commit(self, version: Version) -> None:
         """The proposer's ``commit`` callback.
