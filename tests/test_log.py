@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import random
+import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -15,6 +17,7 @@ import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
+from watchstore import _logproposer as ws_logproposer
 from watchstore._records import HEADER_SIZE, Record, parse_header, scan
 
 if TYPE_CHECKING:
@@ -458,6 +461,78 @@ async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
         await store.update(lambda tx: tx.create(Task("alone", "svc-a")))
         assert len(synced) == before + 1
     assert (await load(tmp_path))[0] == ws.Version(129)
+
+
+def fsync_threads(
+    store: ws.Store, monkeypatch: pytest.MonkeyPatch, slow: set[int] | None = None
+) -> list[bool]:
+    """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the trio) thread;
+    the calls numbered in ``slow`` (from 0) also sleep 0.1 s, a slow disk. The store's
+    ``inline_write_limit`` becomes 0.05 s: a loaded machine's fsyncs stay below it."""
+    proposer = store._proposer
+    assert isinstance(proposer, ws_logproposer.LogProposer)
+    proposer.inline_write_limit = 0.05
+    threads: list[bool] = []
+    real = os.fdatasync
+    trio_thread = threading.get_ident()
+
+    def recording_fdatasync(fd: int) -> None:
+        if slow is not None and len(threads) in slow:
+            time.sleep(0.1)
+        threads.append(threading.get_ident() == trio_thread)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    return threads
+
+
+async def start_writers(store: ws.Store, count: int, commits: int = 1) -> None:
+    """``count`` tasks started at once, each creating ``commits`` Tasks one by one."""
+
+    async def write(i: int) -> None:
+        for j in range(commits):
+            await store.update(lambda tx: tx.create(Task(f"w{i}-{j}-{count}-{commits}", "svc-a")))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(write, i)
+
+
+async def test_a_batch_is_fsynced_in_the_trio_thread_only_if_every_writer_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 writers started at once, one commit each: the first commits alone (in the trio
+    thread); the other 7 share the next fsync, in a worker thread, since the first is still
+    under way (returning) and could go on meanwhile. Then 8 writers of 3 commits each: the
+    first commits alone, and it has made its second commit by the time the committer takes
+    the others' first ones, so each batch holds a commit of every writer: nothing could go on
+    during its fsync, and it is written in the trio thread, sparing the worker thread's round
+    trip."""
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        threads = fsync_threads(store, monkeypatch)
+        await start_writers(store, 8)
+        assert threads == [True, False]
+
+        del threads[:]
+        await start_writers(store, 8, commits=3)
+        # The lone first commit, then batches of all 8 writers (the last one may hold
+        # fewer, as writers finish).
+        assert threads[:3] == [True, True, True]
+        assert len(threads) == 4
+        assert store.view(lambda tx: tx.count(Task)) == 8 + 24
+
+
+async def test_after_a_slow_fsync_writes_leave_the_trio_thread_until_one_is_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that took longer than ``inline_write_limit`` sends the next write, even a
+    lone commit's, to a worker thread; once a write is quick again, lone commits are
+    fsynced in the trio thread again."""
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        threads = fsync_threads(store, monkeypatch, slow={1})
+        for i in range(4):
+            await store.update(lambda tx: tx.create(Task(f"t{i}", "svc-a")))
+        assert threads == [True, True, False, True]
 
 
 # -- watch_from from the log -------------------------------------------------------------------

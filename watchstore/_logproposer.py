@@ -1,9 +1,14 @@
 """LogProposer: commits through the epoch log with group commit, and its durability modes.
 
 ``submit`` queues a commit synchronously; the ``run`` task writes everything queued with one
-write and one fsync (in a worker thread), then commits the batch in order through the store's
-callback, so concurrent writers share fsyncs. A lone commit, which nothing could share an
-fsync with, is written by ``submit`` itself in the calling thread, as sqlite does.
+write and one fsync, then commits the batch in order through the store's callback, so
+concurrent writers share fsyncs. A write that every writer under way waits for (a lone
+commit, which nothing could share an fsync with, or a batch holding every writer's commit) is
+written in the trio thread, as sqlite does: nothing else of the store could go on meanwhile,
+and a worker thread's round trip costs about as much as a fast disk's fsync. Other batches
+are written in a worker thread, so the writers not in them go on. No write blocks the trio
+thread once the last one took longer than ``inline_write_limit``: a slow disk must not stall
+the other tasks.
 Compaction hands the committer a prepared epoch to switch to between two batches (see
 ``_log.EpochLog.switch``).
 """
@@ -11,7 +16,8 @@ Compaction hands the committer a prepared epoch to switch to between two batches
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import trio
 
@@ -29,6 +35,11 @@ Durability = Literal["always", "interval", "none"]
 default; nothing acknowledged is lost); ``interval`` fsyncs at most every ``sync_interval``
 seconds (a crash loses at most that window of acknowledged commits); ``none`` leaves it to
 the operating system (a crash of the machine can lose anything not yet written back)."""
+
+
+INLINE_WRITE_LIMIT: Final = 0.002
+"""Seconds: while the last append (write plus fsync) took at most this, one that every writer
+under way waits for is written in the trio thread, blocking it (see the module's docstring)."""
 
 
 class Submission:
@@ -122,18 +133,24 @@ class LogProposer:
         self.compact_bytes = 64 << 20
         """Start a new epoch once the current one holds this many bytes of changes."""
         self.compaction_due = trio.Event()
+        self.inline_write_limit = INLINE_WRITE_LIMIT
+        """Seconds; see ``INLINE_WRITE_LIMIT``."""
+        self.last_write = 0.0
+        """Seconds the last append took, in whichever thread wrote it."""
+        self._writers = 0  # writers under way at the last submit
 
     def submit(
         self,
         actions: Sequence[StoreAction],
         commit: Callable[[Version], None],
         *,
-        alone: bool = False,
+        writers: int = 0,
     ) -> Submission:
         """Queue the next commit; its ``commit`` callback runs once it is durable.
 
-        ``alone`` says the caller knows of no other commit on its way. Such a commit, with
-        nothing queued or being written, is written (and fsynced) at once in this thread,
+        ``writers`` is the number of the store's writers under way, this one included (0 if
+        not known). A commit with no other writer under way (1), nothing queued or being
+        written, is written (and fsynced) at once in this thread,
         as sqlite does, and returned finished: handing it to a worker thread and waking up
         for the result costs more than the fsync, and nothing could share it. Other tasks
         wait for that one fsync. ProposalFailed if the write fails (the log is then failed
@@ -143,10 +160,17 @@ class LogProposer:
             raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
         version = self._version = new_version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
-        if alone and not self._queue and not self._writing and self._switch is None:
+        self._writers = writers
+        if (
+            writers == 1
+            and not self._queue
+            and not self._writing
+            and self._switch is None
+            and self.last_write <= self.inline_write_limit
+        ):
             sync = self.durability == "always"
             try:
-                log.append([submission.body], sync)
+                self._append([submission.body], sync)
             except ProposalFailed:
                 self._version = Version(version.index - 1)
                 raise
@@ -195,7 +219,13 @@ class LogProposer:
                     if not batch:
                         continue
                     bodies = [s.body for s in batch]
-                    await _in_worker_thread(functools.partial(self.log.append, bodies, sync))
+                    quick = self.last_write <= self.inline_write_limit
+                    if quick and 0 < self._writers <= len(batch):
+                        # Every writer under way waits for this write: nothing else of the
+                        # store could go on while a worker thread writes it.
+                        self._append(bodies, sync)
+                    else:
+                        await _in_worker_thread(functools.partial(self._append, bodies, sync))
                 except ProposalFailed as exc:
                     failed, self._queue = [*batch, *self._queue], []
                     for submission in failed:
@@ -210,6 +240,14 @@ class LogProposer:
             for submission in self._queue:
                 submission.finish(closed)
             self._queue = []
+
+    def _append(self, bodies: list[bytes], sync: bool) -> None:
+        """``log.append``, timed into ``last_write``."""
+        start = time.perf_counter()
+        try:
+            self.log.append(bodies, sync)
+        finally:
+            self.last_write = time.perf_counter() - start
 
     def _written(self, batch: list[Submission]) -> None:
         """After ``batch`` is in the log: note it for compaction, then commit it in order."""

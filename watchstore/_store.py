@@ -287,12 +287,12 @@ class Store:
             state.rollback(tx)
             return None
         assert self._submit is not None
-        # Alone: no other update() is under way (waiting for the lock or its commit, or
-        # about to return), so no commit could share this one's fsync: the proposer may
-        # write it at once.
-        alone = self._updating == 1
+        # The update() calls under way (waiting for the lock or their commit, or about to
+        # return): with no other, no commit could share this one's fsync, and the proposer
+        # may write it at once; with others, it writes a batch in this thread only if all
+        # of them wait for it.
         try:
-            return self._submit(actions, self._commit_oldest, alone=alone)
+            return self._submit(actions, self._commit_oldest, writers=self._updating)
         except BaseException as exc:
             state.rollback(tx)
             failed = _as_proposal_failed(exc)
