@@ -5,6 +5,7 @@ and ``watch_from`` served from the log file. Real files and real fsync throughou
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import threading
@@ -466,19 +467,21 @@ async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
 def fsync_threads(
     store: ws.Store, monkeypatch: pytest.MonkeyPatch, slow: set[int] | None = None
 ) -> list[bool]:
-    """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the trio) thread;
-    the calls numbered in ``slow`` (from 0) also sleep 0.1 s, a slow disk. The store's
-    ``inline_write_limit`` becomes 0.05 s: a loaded machine's fsyncs stay below it."""
+    """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the trio) thread.
+
+    Without ``slow``, the store's ``inline_write_limit`` is lifted: no fsync of a loaded
+    machine makes a write count as slow. With it, the calls numbered in ``slow`` (from 0)
+    also sleep 0.5 s, a slow disk, and the limit becomes 0.25 s, far above a real fsync."""
     proposer = store._proposer
     assert isinstance(proposer, ws_logproposer.LogProposer)
-    proposer.inline_write_limit = 0.05
+    proposer.inline_write_limit = math.inf if slow is None else 0.25
     threads: list[bool] = []
     real = os.fdatasync
     trio_thread = threading.get_ident()
 
     def recording_fdatasync(fd: int) -> None:
         if slow is not None and len(threads) in slow:
-            time.sleep(0.1)
+            time.sleep(0.5)
         threads.append(threading.get_ident() == trio_thread)
         real(fd)
 
