@@ -5,11 +5,9 @@ and ``watch_from`` served from the log file. Real files and real fsync throughou
 from __future__ import annotations
 
 import errno
-import math
 import os
 import random
 import threading
-import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -464,28 +462,25 @@ async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
     assert (await load(tmp_path))[0] == ws.Version(129)
 
 
-def fsync_threads(
-    store: ws.Store, monkeypatch: pytest.MonkeyPatch, slow: set[int] | None = None
-) -> list[bool]:
+def fsync_threads(monkeypatch: pytest.MonkeyPatch, slow: set[int] | None = None) -> list[bool]:
     """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the trio) thread.
 
-    Without ``slow``, the store's ``inline_write_limit`` is lifted: no fsync of a loaded
-    machine makes a write count as slow. With it, the calls numbered in ``slow`` (from 0)
-    also sleep 0.5 s, a slow disk, and the limit becomes 0.25 s, far above a real fsync."""
-    proposer = store._proposer
-    assert isinstance(proposer, ws_logproposer.LogProposer)
-    proposer.inline_write_limit = math.inf if slow is None else 0.25
+    The clock the proposer times its writes with is replaced by one that stands still, so
+    no real fsync of a loaded machine counts as slow; the calls numbered in ``slow`` (from
+    0) move it on by 1 s, a slow disk."""
     threads: list[bool] = []
     real = os.fdatasync
     trio_thread = threading.get_ident()
+    now = [0.0]
 
     def recording_fdatasync(fd: int) -> None:
         if slow is not None and len(threads) in slow:
-            time.sleep(0.5)
+            now[0] += 1.0
         threads.append(threading.get_ident() == trio_thread)
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    monkeypatch.setattr(ws_logproposer, "perf_counter", lambda: now[0])
     return threads
 
 
@@ -512,7 +507,7 @@ async def test_a_batch_is_fsynced_in_the_trio_thread_only_if_every_writer_waits_
     during its fsync, and it is written in the trio thread, sparing the worker thread's round
     trip."""
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
-        threads = fsync_threads(store, monkeypatch)
+        threads = fsync_threads(monkeypatch)
         await start_writers(store, 8)
         assert threads == [True, False]
 
@@ -528,11 +523,11 @@ async def test_a_batch_is_fsynced_in_the_trio_thread_only_if_every_writer_waits_
 async def test_after_a_slow_fsync_writes_leave_the_trio_thread_until_one_is_quick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write that took longer than ``inline_write_limit`` sends the next write, even a
-    lone commit's, to a worker thread; once a write is quick again, lone commits are
-    fsynced in the trio thread again."""
+    """A write that took longer than ``inline_write_limit`` (2 ms; here 1 s on the patched
+    clock) sends the next write, even a lone commit's, to a worker thread; once a write is
+    quick again, lone commits are fsynced in the trio thread again."""
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
-        threads = fsync_threads(store, monkeypatch, slow={1})
+        threads = fsync_threads(monkeypatch, slow={1})
         for i in range(4):
             await store.update(lambda tx: tx.create(Task(f"t{i}", "svc-a")))
         assert threads == [True, True, False, True]

@@ -67,6 +67,23 @@ def layout(table: TableState) -> dict[str, Any]:
     return out
 
 
+def restore_both_ways(
+    snapshot: list[Pod], changes: list[Change]
+) -> tuple[list[Change], list[Change]]:
+    """Restore ``snapshot`` then ``changes`` in bulk (``restore_tables``) and one by one
+    (``write`` each object, ``apply`` each change); assert both tables end up with the same
+    layout and return what each committed."""
+    bulk = StoreState(SCHEMA, Version(1))
+    committed = restore_tables(bulk.by_name, {"Pod": snapshot}, changes)
+    one_by_one = StoreState(SCHEMA, Version(1))
+    table = one_by_one.by_name["Pod"]
+    for obj in snapshot:
+        table.write(obj.id, None, obj)
+    expected = [one_by_one.apply(change) for change in changes]
+    assert layout(bulk.by_name["Pod"]) == layout(table)
+    return committed, expected
+
+
 def written_one_by_one(objs: list[Pod]) -> TableState:
     table = StoreState(SCHEMA).by_name["Pod"]
     for obj in objs:
@@ -117,17 +134,8 @@ def test_restored_changes_are_those_applying_them_one_by_one_gives() -> None:
         version += 1
         changes.append(Change(Version(version), [StoreAction(ActionKind.DELETE, "Pod", obj)]))
 
-    bulk = StoreState(SCHEMA, Version(1))
-    committed = restore_tables(bulk.by_name, {"Pod": snapshot}, changes)
-
-    one_by_one = StoreState(SCHEMA, Version(1))
-    table = one_by_one.by_name["Pod"]
-    for obj in snapshot:
-        table.write(obj.id, None, obj)
-    expected = [one_by_one.apply(change) for change in changes]
-
+    committed, expected = restore_both_ways(snapshot, changes)
     assert committed == expected
-    assert layout(bulk.by_name["Pod"]) == layout(table)
 
 
 def test_a_restored_delete_of_a_missing_object_is_refused() -> None:
@@ -204,13 +212,6 @@ def test_logged_changes_restore_as_applying_them_one_by_one_does() -> None:
         logged(6, (ActionKind.DELETE, objs[2]), (ActionKind.CREATE, later[7])),
         logged(7),
     ]
-    bulk = StoreState(SCHEMA, Version(1))
-    committed = restore_tables(bulk.by_name, {"Pod": snapshot}, changes)
-    one_by_one = StoreState(SCHEMA, Version(1))
-    table = one_by_one.by_name["Pod"]
-    for obj in snapshot:
-        table.write(obj.id, None, obj)
-    expected = [one_by_one.apply(change) for change in changes]
+    committed, expected = restore_both_ways(snapshot, changes)
     assert committed == expected
     assert committed[0] is changes[0]  # kept as decoded
-    assert layout(bulk.by_name["Pod"]) == layout(table)

@@ -724,8 +724,14 @@ def build_parser() -> argparse.ArgumentParser:
     schema_help = "the program's schema, as module:ATTR (e.g. myapp.models:SCHEMA)"
 
     def command(
-        name: str, handler: Callable[..., int], help: str, parents: list[Any]
+        name: str,
+        handler: Callable[..., int],
+        help: str,
+        parents: list[Any],
+        *,
+        store_path: bool = True,
     ) -> argparse.ArgumentParser:
+        """A subcommand; ``store_path``: its first argument is the store directory."""
         sub = commands.add_parser(
             name,
             help=help,
@@ -735,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(handler=handler)
+        if store_path:
+            sub.add_argument("path", metavar="PATH", help="the store directory")
         return sub
 
     sub = command(
@@ -743,7 +751,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Show tables, row counts, version, epochs, segments, sizes and lock holder.",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub = command(
         "verify",
         cmd_verify,
@@ -751,7 +758,6 @@ def build_parser() -> argparse.ArgumentParser:
         "object ids); with --schema, also decode every object and rebuild every index.",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub.add_argument("--schema", metavar="MODULE:ATTR", help=schema_help)
     sub = command(
         "dump",
@@ -760,7 +766,6 @@ def build_parser() -> argparse.ArgumentParser:
         "changes after a version ({version, kind, table, object}).",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub.add_argument("--table", metavar="NAME", help="only this table")
     sub.add_argument(
         "--from", dest="start", metavar="VERSION", type=_version_arg, help="changes after VERSION"
@@ -772,7 +777,6 @@ def build_parser() -> argparse.ArgumentParser:
         "needs --schema, and the store must not be open elsewhere).",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub.add_argument("--schema", metavar="MODULE:ATTR", help=schema_help + " (required)")
     sub.add_argument("--keep", type=_positive, default=2, metavar="N", help="epochs to keep (2)")
     sub = command(
@@ -781,14 +785,12 @@ def build_parser() -> argparse.ArgumentParser:
         "List the kept epochs: snapshot versions and times, last versions, sizes.",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub = command(
         "rollback",
         cmd_rollback,
         "Make a kept snapshot the store's state (writes a new segment; deletes nothing).",
         [as_json, keyed],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub.add_argument(
         "--to", required=True, type=_version_arg, metavar="VERSION", help="a kept snapshot"
     )
@@ -798,12 +800,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Clear the lock of a holder that died; with --force, also the lock of a live one.",
         [as_json],
     )
-    sub.add_argument("path", metavar="PATH", help="the store directory")
     sub.add_argument(
         "--force", action="store_true", help="remove a lock that a running process holds"
     )
     sub = command(
-        "demo", cmd_demo, "Run the scheduler demo (examples/scheduler.py) on a durable store.", []
+        "demo",
+        cmd_demo,
+        "Run the scheduler demo (examples/scheduler.py) on a durable store.",
+        [],
+        store_path=False,
     )
     sub.add_argument("--path", dest="demo_path", metavar="DIR", help="the demo's store directory")
     return parser

@@ -16,7 +16,7 @@ Compaction hands the committer a prepared epoch to switch to between two batches
 from __future__ import annotations
 
 import functools
-import time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import trio
@@ -243,11 +243,11 @@ class LogProposer:
 
     def _append(self, bodies: list[bytes], sync: bool) -> None:
         """``log.append``, timed into ``last_write``."""
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             self.log.append(bodies, sync)
         finally:
-            self.last_write = time.perf_counter() - start
+            self.last_write = perf_counter() - start
 
     def _written(self, batch: list[Submission]) -> None:
         """After ``batch`` is in the log: note it for compaction, then commit it in order."""
