@@ -150,9 +150,10 @@ class LogProposer:
 
         ``writers`` is the number of the store's writers under way, this one included (0 if
         not known). A commit with no other writer under way (1), nothing queued or being
-        written, is written (and fsynced) at once in this thread,
-        as sqlite does, and returned finished: handing it to a worker thread and waking up
-        for the result costs more than the fsync, and nothing could share it. Other tasks
+        written, and a last write quicker than ``inline_write_limit`` is written (and
+        fsynced) at once in this thread, as sqlite does, and returned finished: handing it
+        to a worker thread and waking up for the result costs more than the fsync, and
+        nothing could share it. Other tasks
         wait for that one fsync. ProposalFailed if the write fails (the log is then failed
         for good)."""
         log = self.log
