@@ -178,3 +178,25 @@ async def test_a_lone_commit_fsynced_inline_lets_other_tasks_run_at_once(
         assert abs(await _ticks_during_updates(store, 32) - 32) <= 1
     async with ws.open_store(SCHEMA, path=tmp_path / "none", durability="none") as store:
         assert abs(await _ticks_during_updates(store, 32) - 32 // ws.SCHEDULE_EVERY) <= 1
+
+
+async def test_the_writers_lock_is_free_when_its_waiter_was_cancelled_before_release() -> None:
+    # The waiter is cancelled (it leaves the lot) but has not run yet when the holder
+    # releases: nobody is left to hand the lock to, so it must be free, not held by nobody.
+    from watchstore._store import WriteLock
+
+    lock = WriteLock()
+    lock.held = True
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def waiter() -> None:
+            with scope:
+                await lock.wait_turn()
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        lock.release()
+        assert not lock.held
+    assert lock.waiting == 0

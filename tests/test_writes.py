@@ -11,7 +11,7 @@ import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Generator
 
 
 @pytest.fixture
@@ -186,6 +186,36 @@ async def test_an_async_function_is_refused_and_nothing_applied(store: ws.Store)
 
     with pytest.raises(TypeError, match="synchronous"):
         await store.update(wrong)  # type: ignore[unused-coroutine]
+    assert store.view(lambda tx: tx.count(Task)) == 0
+
+
+async def test_awaitables_are_refused_whatever_results_came_before(store: ws.Store) -> None:
+    # The store remembers result types without __await__; more than it keeps must not
+    # let an awaitable through, in update() or in a batch.
+    for i in range(300):
+        kind = type(f"Result{i}", (), {})
+
+        def make(tx: ws.Tx, kind: type = kind) -> object:
+            return kind()
+
+        assert type(await store.update(make)) is kind
+
+    class Pending:
+        def __await__(self) -> Generator[None, None, None]:
+            yield
+
+    def wrong(tx: ws.Tx) -> Pending:
+        tx.create(Task("a", "s1"))
+        return Pending()
+
+    with pytest.raises(TypeError, match="synchronous"):
+        await store.update(wrong)
+
+    async def load(batch: ws.Batch) -> None:
+        await batch.update(wrong)
+
+    with pytest.raises(TypeError, match="synchronous"):
+        await store.batch(load)
     assert store.view(lambda tx: tx.count(Task)) == 0
 
 

@@ -87,7 +87,9 @@ class MemoryProposer:
     """Commits at once, in memory: versions count up from ``start``; nothing is kept.
 
     The default proposer of a store opened without a path. ``propose_value`` never suspends,
-    so a commit costs no scheduling round trip.
+    so a commit costs no scheduling round trip. A store given a MemoryProposer itself (not a
+    subclass, which may override ``propose_value``) calls ``commit_now`` instead: a commit
+    then costs no coroutine either.
     """
 
     def __init__(self, start: Version = ORIGIN) -> None:
@@ -97,10 +99,22 @@ class MemoryProposer:
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Version:
         """Commit ``actions`` as the next version (see :class:`Proposer`)."""
-        version = new_version(self._version.index + 1)
-        self._version = version
-        commit(version)
-        return version
+        return self.commit_now(actions, commit)
+
+    def commit_now(
+        self,
+        actions: Sequence[StoreAction],
+        commit: Callable[[Version], None],
+        expected: Version | None = None,
+    ) -> Version:
+        """``propose_value``, synchronously. ``expected`` is the version the caller
+        predicted: it is used, rather than a new equal one, if it is the next."""
+        index = self._version.index + 1
+        if expected is None or expected.index != index:
+            expected = new_version(index)
+        self._version = expected
+        commit(expected)
+        return expected
 
     def get_version(self) -> Version:
         """The last version committed through this proposer."""

@@ -12,7 +12,7 @@ import functools
 import heapq
 import os
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import trio
 
@@ -84,6 +84,8 @@ class Store:
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
+        # The default proposer commits at once: called without a coroutine (see _commit_now).
+        self._memory = proposer if type(proposer) is MemoryProposer else None
         # A proposer that checks reads at commit (etcd) gets whole transactions instead.
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
         self._waiters: list[tuple[int, int, trio.Event]] = []
@@ -173,12 +175,14 @@ class Store:
                 tx = state.begin()
                 try:
                     result = fn(tx)
-                    if hasattr(type(result), "__await__"):  # _run_in_tx, without the call
-                        _refuse_awaitable(result)
+                    if type(result) not in _NOT_AWAITABLE:  # _run_in_tx, without the call
+                        _check_result(result)
                 except BaseException:
                     state.rollback(tx)
                     raise
-                if self._submit is None:
+                if self._memory is not None:
+                    self._commit_now(tx, self._memory)
+                elif self._submit is None:
                     await self._propose(tx)
                 else:
                     submission = self._submit_pipelined(tx)
@@ -373,6 +377,20 @@ class Store:
             self._undo_uncommitted()
             raise ProposalFailed("the proposer returned without committing the change")
         return len(actions)
+
+    def _commit_now(self, tx: Tx, proposer: MemoryProposer) -> None:
+        """``_propose`` for the default MemoryProposer, which commits at once: no coroutine,
+        and the version ``tx`` predicted is the one it commits as."""
+        actions = tx.proposed = tx.actions()
+        if not actions:
+            self._state.rollback(tx)
+            return
+        try:
+            proposer.commit_now(actions, self._commit_oldest, tx.version)
+        except BaseException:
+            if not tx.committed:
+                self._undo_uncommitted()
+            raise
 
     def _on_commit(self, version: Version) -> None:
         """The proposer's ``commit`` callback.
@@ -683,34 +701,54 @@ class WriteLock:
     straight to the longest waiter, so nobody can barge in between.
     """
 
-    __slots__ = ("_lot", "held")
+    __slots__ = ("_lot", "held", "waiting")
 
     def __init__(self) -> None:
         self.held = False
+        self.waiting = 0  # tasks in wait_turn: an int test, not ParkingLot.__bool__'s call
         self._lot = trio.lowlevel.ParkingLot()
 
     async def wait_turn(self) -> None:
         """Wait until the lock is handed to this task (cancellable while waiting)."""
-        await self._lot.park()
+        self.waiting += 1
+        try:
+            await self._lot.park()
+        finally:
+            self.waiting -= 1
 
     def release(self) -> None:
-        """Release the lock, handing it to the longest waiter if there is one."""
-        if self._lot:
-            self._lot.unpark()
-        else:
+        """Release the lock, handing it to the longest waiter if there is one.
+
+        A waiter counts in ``waiting`` until it runs again; one cancelled meanwhile has
+        already left the lot, so ``unpark`` may find nobody, and then the lock is free."""
+        if not (self.waiting and self._lot.unpark()):
             self.held = False
 
 
 def _run_in_tx(fn: Callable[[Tx], R], tx: Tx) -> R:
     """Run a transaction function, refusing an async one (its writes would run later)."""
     result = fn(tx)
-    if hasattr(type(result), "__await__"):
-        _refuse_awaitable(result)
+    if type(result) not in _NOT_AWAITABLE:
+        _check_result(result)
     return result
 
 
-def _refuse_awaitable(result: object) -> NoReturn:
-    """Raise for a transaction function that returned an awaitable."""
+# Result types seen without ``__await__``: a set test costs a seventh of ``hasattr``, which
+# builds and drops an AttributeError for every type that lacks the attribute. Cleared when
+# full, so classes made on the fly cannot pile up.
+_NOT_AWAITABLE: set[type] = {type(None)}
+_NOT_AWAITABLE_MAX: Final = 256
+
+
+def _check_result(result: object) -> None:
+    """Raise if a transaction function returned an awaitable; else remember its type."""
+    cls = type(result)
+    if not hasattr(cls, "__await__"):
+        if len(_NOT_AWAITABLE) >= _NOT_AWAITABLE_MAX:
+            _NOT_AWAITABLE.clear()
+            _NOT_AWAITABLE.add(type(None))
+        _NOT_AWAITABLE.add(cls)
+        return
     close = getattr(result, "close", None)
     if close is not None:
         close()  # never started: no "coroutine was never awaited" warning
