@@ -120,5 +120,16 @@ new_action: Callable[[ActionKind, str, Any, Any], StoreAction] = slot_constructo
 new_change: Callable[[Version, Sequence[StoreAction]], Change] = slot_constructor(Change)
 new_version: Callable[[int], Version] = slot_constructor(Version)
 
+
+def action_of(table: str, old: Any, new: Any) -> StoreAction:
+    """The action that changed an object of ``table`` from ``old`` to ``new`` (None:
+    absent; not both), as ``Tx.actions`` makes it."""
+    if old is None:
+        return new_action(ActionKind.CREATE, table, new, None)
+    if new is None:
+        return new_action(ActionKind.DELETE, table, old, None)
+    return new_action(ActionKind.UPDATE, table, new, old)
+
+
 ORIGIN: Final = Version(0)
 """The version of an empty store, before any commit."""

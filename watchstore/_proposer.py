@@ -88,8 +88,8 @@ class MemoryProposer:
 
     The default proposer of a store opened without a path. ``propose_value`` never suspends,
     so a commit costs no scheduling round trip. A store given a MemoryProposer itself (not a
-    subclass, which may override ``propose_value``) calls ``commit_now`` instead: a commit
-    then costs no coroutine either.
+    subclass, which may override ``propose_value``) calls ``advance`` instead and commits at
+    once: no coroutine, and no actions built for a proposer that keeps nothing.
     """
 
     def __init__(self, start: Version = ORIGIN) -> None:
@@ -99,21 +99,18 @@ class MemoryProposer:
         self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
     ) -> Version:
         """Commit ``actions`` as the next version (see :class:`Proposer`)."""
-        return self.commit_now(actions, commit)
+        version = self.advance()
+        commit(version)
+        return version
 
-    def commit_now(
-        self,
-        actions: Sequence[StoreAction],
-        commit: Callable[[Version], None],
-        expected: Version | None = None,
-    ) -> Version:
-        """``propose_value``, synchronously. ``expected`` is the version the caller
-        predicted: it is used, rather than a new equal one, if it is the next."""
+    def advance(self, expected: Version | None = None) -> Version:
+        """Take the next version and return it: the caller commits as it at once.
+        ``expected`` is the version the caller predicted; it is returned, rather than a new
+        equal one, if it is the next."""
         index = self._version.index + 1
         if expected is None or expected.index != index:
             expected = new_version(index)
         self._version = expected
-        commit(expected)
         return expected
 
     def get_version(self) -> Version:

@@ -276,19 +276,25 @@ class StoreState:
     ) -> Change:
         """Mark the oldest pending ``tx`` committed as ``version``; return its Change.
 
-        If the proposer chose another version than the one predicted, the written objects
-        are re-stamped (indexes hold ids, so only rows change), unless ``restamp`` is False
-        (replicated objects keep the metadata they were committed with).
+        ``actions`` are ``tx.actions()`` if the caller has them already. If the proposer
+        chose another version than the one predicted, the written objects are re-stamped
+        (indexes hold ids, so only rows change), unless ``restamp`` is False (replicated
+        objects keep the metadata they were committed with).
         """
+        if self.finish(tx, version, restamp=restamp) or actions is None:
+            actions = tx.actions()  # re-stamped objects make new actions
+        return new_change(version, actions)
+
+    def finish(self, tx: Tx, version: Version, *, restamp: bool = True) -> bool:
+        """``commit`` without building the Change: ``tx.changes`` then holds what it did.
+        Returns True if the objects it wrote were re-stamped."""
         if not self.pending or self.pending[0] is not tx:
             raise StoreError("commits must arrive in the order the transactions were begun")
         if version.index <= self.version.index:
             raise StoreError(f"commit version {version!r} is not after {self.version!r}")
-        if restamp and version.index != tx.version.index:
+        restamped = restamp and version.index != tx.version.index
+        if restamped:
             self._restamp(tx, version)
-            actions = None
-        if actions is None:
-            actions = tx.actions()
         if self.layers:
             newest = self.layers[-1].olds
             for key, (old, _new) in tx.changes.items():
@@ -297,7 +303,7 @@ class StoreState:
         self.version = version
         tx.committed = True
         tx._tables = TX_ENDED  # tx._end(TX_ENDED), without the call
-        return new_change(version, actions)
+        return restamped
 
     def _restamp(self, tx: Tx, version: Version) -> None:
         """Re-stamp the objects ``tx`` wrote with ``version``, wherever they are referenced:

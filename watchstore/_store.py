@@ -380,17 +380,25 @@ class Store:
 
     def _commit_now(self, tx: Tx, proposer: MemoryProposer) -> None:
         """``_propose`` for the default MemoryProposer, which commits at once: no coroutine,
-        and the version ``tx`` predicted is the one it commits as."""
-        actions = tx.proposed = tx.actions()
-        if not actions:
-            self._state.rollback(tx)
+        and a transaction that changed one object publishes it without building its
+        StoreAction and Change unless a watcher wants them."""
+        changes = tx.changes
+        if len(changes) != 1:
+            actions = tx.actions()
+            if not actions:
+                self._state.rollback(tx)
+                return
+            self._committed(self._state.commit(tx, proposer.advance(tx.version), actions))
             return
-        try:
-            proposer.commit_now(actions, self._commit_oldest, tx.version)
-        except BaseException:
-            if not tx.committed:
-                self._undo_uncommitted()
-            raise
+        for (table, _id), entry in changes.items():
+            if entry[0] is entry[1]:  # created and deleted again
+                self._state.rollback(tx)
+                return
+            version = proposer.advance(tx.version)
+            self._state.finish(tx, version)
+            self._hub.publish_one(version, table, entry[0], entry[1])
+            if self._waiters:
+                self._wake_waiters(version.index)
 
     def _on_commit(self, version: Version) -> None:
         """The proposer's ``commit`` callback.
@@ -403,8 +411,13 @@ class Store:
 
     def _committed(self, change: Change) -> None:
         self._hub.publish(change)
+        if self._waiters:
+            self._wake_waiters(change.version.index)
+
+    def _wake_waiters(self, index: int) -> None:
+        """Wake the ``wait_for`` callers waiting for version ``index`` or an older one."""
         waiters = self._waiters
-        while waiters and waiters[0][0] <= change.version.index:
+        while waiters and waiters[0][0] <= index:
             heapq.heappop(waiters)[2].set()
 
     # -- lifecycle ---------------------------------------------------------------------------

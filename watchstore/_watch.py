@@ -21,7 +21,7 @@ import trio
 from ._errors import WatchOverflow
 from ._events import Router, Spec
 from ._history import History
-from ._model import Change, Version
+from ._model import Change, Version, action_of, new_change
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -116,6 +116,7 @@ class Hub:
         self.change_watchers: dict[Watch[Change], None] = {}
         self.history = History(start, history)
         self._record = self.history.append
+        self._record_one = self.history.append_one
 
     @property
     def floor(self) -> Version:
@@ -143,6 +144,17 @@ class Hub:
     def publish(self, change: Change) -> None:
         """Deliver one committed change. Runs in the commit path: never waits."""
         self._record(change)
+        if self._routed or self.change_watchers:
+            self._route(change)
+
+    def publish_one(self, version: Version, table: str, old: Any, new: Any) -> None:
+        """``publish`` for a commit that changed one object of ``table`` from ``old`` to
+        ``new`` (None: absent): its Change is only built if a watcher is there to take it."""
+        self._record_one(version.index, table, old, new)
+        if self._routed or self.change_watchers:
+            self._route(new_change(version, [action_of(table, old, new)]))
+
+    def _route(self, change: Change) -> None:
         version = change.version
         if self._routed:
             for watch, events in self.router.route(change).items():
