@@ -854,8 +854,8 @@ async def test_the_memory_fast_path_publishes_what_the_general_path_does(
     population: Update, plan: Plan, watched: bool
 ) -> None:
     """The same transactions through a MemoryProposer and through ``propose_value``: the
-    same events live, the same history for ``watch_from``, the
-    same state in the store and in a fork."""
+    same events live, the same history for ``watch_from``, the same state in the store and
+    in a fork."""
     runs = []
     for proposer in (ws.MemoryProposer(), ThroughProposeValue()):
         async with contextlib.AsyncExitStack() as stack:
