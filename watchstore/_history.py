@@ -17,14 +17,13 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ._model import ActionKind, new_action, new_change, new_version
+from ._model import action_fields, new_action, new_change, new_version
 
 if TYPE_CHECKING:
     from ._model import Change, Version
 
 
 FIELDS = 4  # entries per commit in History._entries
-CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
 
 
 class History:
@@ -73,12 +72,7 @@ class History:
         if len(indexes) == self.limit:
             self._floor = indexes[0] if indexes else index
         indexes.append(index)
-        if old is None:
-            self._entries.extend((CREATE, table, new, None))
-        elif new is None:
-            self._entries.extend((DELETE, table, old, None))
-        else:
-            self._entries.extend((UPDATE, table, new, old))
+        self._entries.extend(action_fields(table, old, new))
 
     def replay(self, version: Version) -> list[Change] | None:
         """The commits after ``version``, in order, or None if some are no longer kept."""

@@ -121,14 +121,15 @@ new_change: Callable[[Version, Sequence[StoreAction]], Change] = slot_constructo
 new_version: Callable[[int], Version] = slot_constructor(Version)
 
 
-def action_of(table: str, old: Any, new: Any) -> StoreAction:
-    """The action that changed an object of ``table`` from ``old`` to ``new`` (None:
-    absent; not both), as ``Tx.actions`` makes it."""
+def action_fields(table: str, old: Any, new: Any) -> tuple[ActionKind, str, Any, Any]:
+    """The fields (kind, table, obj, old) of the action that changed an object of ``table``
+    from ``old`` to ``new`` (None: absent; not both): ``obj`` is the removed object of a
+    DELETE, and ``old`` is set only for an UPDATE."""
     if old is None:
-        return new_action(ActionKind.CREATE, table, new, None)
+        return (ActionKind.CREATE, table, new, None)
     if new is None:
-        return new_action(ActionKind.DELETE, table, old, None)
-    return new_action(ActionKind.UPDATE, table, new, old)
+        return (ActionKind.DELETE, table, old, None)
+    return (ActionKind.UPDATE, table, new, old)
 
 
 ORIGIN: Final = Version(0)

@@ -395,7 +395,11 @@ class Store:
                 self._state.rollback(tx)
                 return
             version = proposer.advance(tx.version)
-            self._state.finish(tx, version)
+            try:
+                self._state.finish(tx, version)
+            except BaseException:  # only a broken invariant: leave nothing half-applied
+                self._undo_uncommitted()
+                raise
             self._hub.publish_one(version, table, entry[0], entry[1])
             if self._waiters:
                 self._wake_waiters(version.index)

@@ -21,7 +21,7 @@ from ._errors import (
     SequenceConflict,
     StoreError,
 )
-from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta
+from ._model import Meta, StoreAction, Version, action_fields, new_action, new_meta
 from ._query import AnyOf, Between, Prefix
 from ._schema import IndexSpec, key_family
 from ._tables import TableState
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from ._state import StoreState
 
-CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
 
 T = TypeVar("T")
 
@@ -340,14 +339,8 @@ class Tx(ReadTx):
         """The net effect of this transaction, one action per changed object, in order."""
         out: list[StoreAction] = []
         for (table, _id), (old, new) in self.changes.items():
-            if old is new:
-                continue
-            if old is None:
-                out.append(new_action(CREATE, table, new, None))
-            elif new is None:
-                out.append(new_action(DELETE, table, old, None))
-            else:
-                out.append(new_action(UPDATE, table, new, old))
+            if old is not new:
+                out.append(new_action(*action_fields(table, old, new)))
         return out
 
     @property

@@ -21,7 +21,7 @@ import trio
 from ._errors import WatchOverflow
 from ._events import Router, Spec
 from ._history import History
-from ._model import Change, Version, action_of, new_change
+from ._model import Change, Version, action_fields, new_action, new_change
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -152,7 +152,7 @@ class Hub:
         ``new`` (None: absent): its Change is only built if a watcher is there to take it."""
         self._record_one(version.index, table, old, new)
         if self._routed or self.change_watchers:
-            self._route(new_change(version, [action_of(table, old, new)]))
+            self._route(new_change(version, [new_action(*action_fields(table, old, new))]))
 
     def _route(self, change: Change) -> None:
         version = change.version
