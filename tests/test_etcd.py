@@ -709,3 +709,160 @@ async def test_a_failed_compare_reads_the_keys_then_runs_again(
         await b.wait_for(a.version)
         assert a.view(lambda tx: tx.get(Task, "counter")).slot == 2  # type: ignore[union-attr]
         assert state_of(a) == state_of(b)
+
+
+def puts_of(body: dict[str, Any], prefix: str) -> list[str]:
+    """The object keys a txn body puts, without the prefix."""
+    start = f"{prefix}/o/"
+    puts = [op["request_put"] for op in body["success"] if "request_put" in op]
+    keys = [unb64(put["key"]).decode() for put in puts]
+    return [k.removeprefix(start) for k in keys if k.startswith(start)]
+
+
+async def test_concurrent_commits_share_txns_and_each_lands_once(
+    single: EtcdCluster, prefix: str
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    faults.interfere = trio.testing.wait_all_tasks_blocked  # the first txn waits: all queue
+    faults.script = ["interfere"]
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        runs: list[str] = []
+
+        async def create(i: int) -> ws.Version:
+            def fn(tx: ws.Tx) -> None:
+                runs.append(f"t{i}")
+                tx.create(Task(f"t{i}", "web"))
+
+            await store.update(fn)
+            return store.version
+
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(create, i)
+        assert sorted(runs) == sorted(f"t{i}" for i in range(12))  # each ran once
+        shared = [puts_of(body, prefix) for body in faults.txns]
+        assert sorted(k for keys in shared for k in keys) == sorted(f"Task/t{i}" for i in range(12))
+        assert len(shared) < 12
+        assert max(len(keys) for keys in shared) > 1
+        # A shared txn is one commit: its objects carry its revision as their version.
+        tasks = store.view(lambda tx: list(tx.all(Task)))
+        versions = {t.id: t.meta.version for t in tasks}
+        for keys in shared:
+            assert len({versions[k.removeprefix("Task/")] for k in keys}) == 1
+        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
+            await store.wait_for(fresh.version)
+            assert state_of(fresh) == state_of(store)
+
+
+async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
+    single: EtcdCluster, prefix: str
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    async with (
+        ws.open_store(SCHEMA, proposer=proposer) as a,
+        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Task("counter", "c")))
+        await b.wait_for(a.version)
+        runs: list[str] = []
+
+        def add(tx: ws.Tx) -> None:
+            runs.append("add")
+            task = tx.get(Task, "counter")
+            assert task is not None
+            tx.update(attrs.evolve(task, slot=task.slot + 1))
+
+        def set_ten(tx: ws.Tx) -> None:
+            task = tx.get(Task, "counter")
+            assert task is not None
+            tx.update(attrs.evolve(task, slot=10))
+
+        async def b_adds_first() -> None:  # after a's group formed, before its txn is sent
+            await b.update(set_ten)
+
+        def create(i: int) -> Callable[[ws.Tx], None]:
+            def fn(tx: ws.Tx) -> None:
+                runs.append(f"t{i}")
+                tx.create(Task(f"t{i}", "web"))
+
+            return fn
+
+        faults.interfere = b_adds_first
+        faults.script = ["interfere"]
+        faults.txns.clear()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.update, add)
+                for i in range(3):
+                    nursery.start_soon(a.update, create(i))
+        failed, reread, resent, *rest = faults.txns
+        assert sorted(puts_of(failed, prefix)) == ["Task/counter", "Task/t0", "Task/t1", "Task/t2"]
+        assert "compare" not in reread
+        assert sorted(puts_of(resent, prefix)) == ["Task/t0", "Task/t1", "Task/t2"]
+        assert [puts_of(body, prefix) for body in rest] == [["Task/counter"]]
+        assert sorted(runs) == ["add", "add", "t0", "t1", "t2"]  # only add ran again
+        await a.wait_for(b.version)
+        await b.wait_for(a.version)
+        assert a.view(lambda tx: tx.get(Task, "counter")).slot == 11  # type: ignore[union-attr]
+        assert state_of(a) == state_of(b)
+
+
+async def test_transactions_taking_one_unique_key_never_share_a_txn(
+    single: EtcdCluster, prefix: str
+) -> None:
+    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    faults.interfere = trio.testing.wait_all_tasks_blocked  # the first txn waits: all queue
+    faults.script = ["interfere"]
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        outcomes: dict[str, str] = {}
+
+        async def claim(id: str, name: str) -> None:
+            try:
+                await store.update(lambda tx: tx.create(Node(id, name)))
+                outcomes[id] = "ok"
+            except ws.UniqueConflict:
+                outcomes[id] = "conflict"
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claim, "n0", "zero")
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(claim, "n1", "worker")
+                nursery.start_soon(claim, "n2", "Worker")  # the same key, case-folded
+                nursery.start_soon(claim, "n3", "three")
+        assert outcomes["n0"] == outcomes["n3"] == "ok"
+        assert sorted([outcomes["n1"], outcomes["n2"]]) == ["conflict", "ok"]
+        together = [set(puts_of(body, prefix)) for body in faults.txns]
+        assert together[0] == {"Node/n0"}
+        assert not any({"Node/n1", "Node/n2"} <= keys for keys in together)
+        assert any(len(keys) == 2 for keys in together)  # the queued ones shared where they could
+
+
+async def test_a_shared_txn_etcd_finds_too_large_is_sent_one_by_one(
+    single: EtcdCluster, prefix: str
+) -> None:
+    # The proposer is told etcd takes 8 MB (it takes 1.5 MiB): each transaction fits, two
+    # together do not, and etcd says so.
+    proposer = ws.EtcdProposer(
+        single.endpoints, prefix, max_txns_in_flight=1, max_request_bytes=8_000_000
+    )
+    faults = Faults(proposer)
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        await store.update(lambda tx: tx.create(Task("warm", "web")))
+        faults.txns.clear()
+        big = "x" * 900_000
+
+        async with trio.open_nursery() as nursery:
+            for i in range(2):
+                nursery.start_soon(store.update, functools.partial(_create_big, i, big))
+        together, *alone = [sorted(puts_of(body, prefix)) for body in faults.txns]
+        assert together == ["Task/b0", "Task/b1"]
+        assert sorted(alone) == [["Task/b0"], ["Task/b1"]]
+        assert store.view(lambda tx: tx.count(Task)) == 3
+
+
+def _create_big(i: int, service: str, tx: ws.Tx) -> None:
+    tx.create(Task(f"b{i}", service))

@@ -15,6 +15,17 @@ local replica, then becomes one etcd txn:
   are parsed, logged and fsynced with the txn); the read costs a round trip on conflicts
   only.
 
+Concurrent transactions of one process share txns (group commit). While a txn is in flight
+(at most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the
+next txn carries as many of them as fit etcd's limits: their compares and operations side by
+side, one slot for all. They commit together, at one revision, which is then the Version of
+each (watchers see one commit with all their changes). Transactions that write a common key
+(a unique-index key: object keys never meet, see ``_inflight``) or that compare whole tables
+go in separate txns. When a shared txn's compare fails, the read after it tells which
+transactions saw changed keys: they run again, the others are sent again at once. One etcd
+request per group instead of one per transaction is what lets many writers go faster than
+single puts: etcd's cost, and the HTTP client's, is mostly per request.
+
 The etcd revision of the txn is the store Version. The local change is undone at once and
 arrives back through the watch like everyone else's, so the replica only ever moves in
 revision order. When a compare fails the replica catches up and the store re-runs the
@@ -38,6 +49,7 @@ id), ``x/<session>/<n>`` slots.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -51,7 +63,13 @@ import attrs
 import trio
 
 from ._codec import DecodeError, decoder_for, dump_data, encode, loads
-from ._errors import EtcdError, HistoryCompacted, ProposalFailed, TransactionTooLarge
+from ._errors import (
+    EtcdError,
+    HistoryCompacted,
+    ProposalFailed,
+    StoreClosed,
+    TransactionTooLarge,
+)
 from ._etcdclient import (
     Compacted,
     EtcdClient,
@@ -108,6 +126,36 @@ class Prepared:
     """Each compared object key and the mod_revision the transaction saw (0: absent)."""
     written: list[bytes]
     """The object keys it writes."""
+    free: list[bytes] = attrs.field(factory=list)
+    """The unique-index keys it takes (compared absent)."""
+    puts: frozenset[bytes] = frozenset()
+    """Every key its operations write: etcd refuses a key twice in one txn."""
+    size: int = 0
+    """About the bytes it adds to a request."""
+    alone: bool = False
+    """It compares whole tables (too many reads to compare one by one): such a compare
+    would not see the changes of transactions sharing its txn, so it goes in one alone."""
+
+    def broken(self, current: dict[bytes, int]) -> bool:
+        """Whether a compare fails on ``current`` (each key found and its mod_revision)."""
+        return any(current.get(k, 0) != r for k, r in self.expect.items()) or any(
+            k in current for k in self.free
+        )
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A prepared transaction waiting for its txn, and then its outcome."""
+
+    prepared: Prepared
+    alone: bool = False
+    taken: bool = False
+    outcome: Version | BaseException | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    def settle(self, outcome: Version | BaseException) -> None:
+        self.outcome = outcome
+        self.done.set()
 
 
 class EtcdProposer:
@@ -120,7 +168,8 @@ class EtcdProposer:
     schema (they are left out of the replica); ``on_resync(version)`` of every re-list
     after the watch's revision was compacted. ``resyncs`` counts those. A watch silent for
     ``watch_idle`` seconds is checked: if its member does not answer, the watch moves to
-    the next endpoint.
+    the next endpoint. At most ``max_txns_in_flight`` txns are sent at once; transactions
+    committed meanwhile share the next (see the module docstring).
     """
 
     def __init__(
@@ -131,6 +180,7 @@ class EtcdProposer:
         max_retries: int = 16,
         max_txn_ops: int = MAX_TXN_OPS,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_txns_in_flight: int = 2,
         timeout: float = 5.0,
         watch_idle: float = 10.0,
         on_parse_error: Callable[[bytes, bytes, Exception], None] | None = None,
@@ -138,11 +188,14 @@ class EtcdProposer:
     ) -> None:
         if not prefix or prefix.endswith("/"):
             raise ValueError(f"etcd prefix must be non-empty without a trailing '/': {prefix!r}")
+        if max_txns_in_flight < 1:
+            raise ValueError(f"max_txns_in_flight must be at least 1, not {max_txns_in_flight}")
         self.client = EtcdClient(endpoints, timeout=timeout)
         self.prefix = prefix.encode() + b"/"
         self.max_retries = max_retries
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
+        self.max_txns_in_flight = max_txns_in_flight
         self.watch_idle = watch_idle
         self.on_parse_error = on_parse_error or _default_parse_error
         self.on_resync = on_resync
@@ -160,6 +213,8 @@ class EtcdProposer:
         self._store: Store | None = None
         # Object keys being committed by tasks of this process, and the event set when done.
         self._inflight: dict[bytes, trio.Event] = {}
+        self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
+        self._senders = 0  # tasks sending txns
 
     # -- connecting and listing ----------------------------------------------------------
 
@@ -277,18 +332,22 @@ class EtcdProposer:
                     held_after[self._unique_key(table, spec.name, k)] = id
         reads = [(k, obj) for k, obj in tx.reads.items() if k not in tx.changes]
         free: list[bytes] = []
+        puts = set(written)
         for ukey, holder in held_after.items():
             if held_before.get(ukey) != holder:
                 if ukey not in held_before:
                     free.append(ukey)
+                puts.add(ukey)
                 success.append({"request_put": {"key": b64(ukey), "value": b64(holder.encode())}})
         for ukey in held_before.keys() - held_after.keys():
+            puts.add(ukey)
             success.append({"request_delete_range": {"key": b64(ukey)}})
         compares: list[dict[str, Any]] = [_mod_equal(k, r) for k, r in expect.items()]
         compares.extend(_absent(k) for k in free)
         ranges = [{"request_range": {"key": b64(k)}} for k in [*expect, *free]]
         room = self.max_txn_ops - 1 - len(compares)  # one compare for the slot
-        if len(reads) <= room:
+        alone = len(reads) > room
+        if not alone:
             for (table, id), obj in reads:
                 key = self._object_key(table, id)
                 expect[key] = _revision_of(obj)
@@ -329,11 +388,14 @@ class EtcdProposer:
                 f"{self.max_request_bytes} per request (--max-request-bytes): split it, or "
                 "use store.batch()"
             )
-        return Prepared(compares, success, ranges, expect, written)
+        return Prepared(
+            compares, success, ranges, expect, written, free, frozenset(puts), size, alone
+        )
 
     async def commit_prepared(self, prepared: Prepared) -> Version:
-        """Send the txn; return its revision, or raise Conflict (the store catches up and
-        re-runs the transaction). An unknown outcome is resolved through the slot."""
+        """Send the txn (shared with other transactions of this process committing at the
+        same time); return its revision, or raise Conflict (the store catches up and re-runs
+        the transaction). An unknown outcome is resolved through the slot."""
         inflight = self._inflight
         busy = {inflight[key] for key in prepared.expect if key in inflight}
         if busy:  # another task here is committing a key this needs: wait, then re-run
@@ -344,7 +406,7 @@ class EtcdProposer:
         for key in prepared.written:
             inflight[key] = done
         try:
-            version = await self._commit(prepared)
+            version = await self._submit(prepared)
             if self._store is not None:
                 await self._store.wait_for(version)
             return version
@@ -354,7 +416,88 @@ class EtcdProposer:
                     del inflight[key]
             done.set()
 
-    async def _commit(self, prepared: Prepared) -> Version:
+    async def _submit(self, prepared: Prepared) -> Version:
+        """Queue ``prepared`` for the next txn and wait for its outcome (a store that is
+        not followed yet sends it in a txn of its own, in this task)."""
+        item = _Pending(prepared, alone=prepared.alone)
+        store = self._store
+        if store is None:
+            await self._commit([item])
+        else:
+            self._queue.append(item)
+            if self._senders < self.max_txns_in_flight:
+                self._senders += 1
+                try:
+                    store._spawn(self._sender)
+                except RuntimeError:  # the store's nursery is closed
+                    self._senders -= 1
+                    self._queue.remove(item)
+                    raise StoreClosed("the store was closed") from None
+            try:
+                await item.done.wait()
+            except BaseException:
+                if not item.taken:  # never sent: it will not be
+                    self._queue.remove(item)
+                raise
+        if isinstance(item.outcome, BaseException):
+            raise item.outcome
+        assert item.outcome is not None
+        return item.outcome
+
+    async def _sender(self) -> None:
+        """Send the queued transactions, as many per txn as fit, until none is left."""
+        group: list[_Pending] = []
+        try:
+            while self._queue:
+                group = self._take()
+                await self._commit(group)
+        finally:
+            self._senders -= 1
+            for item in group:
+                if not item.done.is_set():
+                    item.settle(
+                        ProposalFailed(
+                            "the store closed while this transaction was being committed; "
+                            "it may or may not have committed"
+                        )
+                    )
+            if not self._senders:
+                while self._queue:
+                    self._queue.popleft().settle(
+                        StoreClosed("the store closed before this transaction was sent")
+                    )
+
+    def _take(self) -> list[_Pending]:
+        """The queue's first transactions that fit one txn together, in order."""
+        queue = self._queue
+        group: list[_Pending] = []
+        keys: set[bytes] = set()
+        compares = success = ranges = 1  # the slot's compare, put and read
+        size = 0
+        while queue:
+            item = queue[0]
+            p = item.prepared
+            if group and (
+                item.alone
+                or group[0].alone
+                or not keys.isdisjoint(p.puts)
+                or max(compares + len(p.compares), success + len(p.success)) > self.max_txn_ops
+                or ranges + len(p.ranges) > self.max_txn_ops
+                or size + p.size > self.max_request_bytes
+            ):
+                break
+            queue.popleft()
+            item.taken = True
+            group.append(item)
+            keys |= p.puts
+            compares += len(p.compares)
+            success += len(p.success)
+            ranges += len(p.ranges)
+            size += p.size
+        return group
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        """Commit ``group`` in one txn and settle each transaction's outcome."""
         if self._slots:
             slot = self._slots.pop()
         else:
@@ -362,45 +505,106 @@ class EtcdProposer:
             self._slots_made += 1
             slot = _Slot(self.prefix + b"x/" + self._session + b"/" + number)
         key = b64(slot.key)
-        body = {
-            "compare": [*prepared.compares, _mod_equal(slot.key, slot.revision)],
-            "success": [*prepared.success, {"request_put": {"key": key}}],
-        }
         while True:
+            body = {
+                "compare": [
+                    *(c for item in group for c in item.prepared.compares),
+                    _mod_equal(slot.key, slot.revision),
+                ],
+                "success": [
+                    *(op for item in group for op in item.prepared.success),
+                    {"request_put": {"key": key}},
+                ],
+            }
             try:
                 response = await self.client.call("kv/txn", body, write=True)
             except OutcomeUnknown:
-                return await self._resolve(slot)  # frees the slot once it is known
-            except (EtcdError, TransactionTooLarge):  # refused or never sent: as it was
+                try:
+                    version = await self._resolve(slot)  # frees the slot once it is known
+                except (Conflict, ProposalFailed) as exc:
+                    _settle_all(group, exc)
+                    return
+                _settle_all(group, version)
+                return
+            except TransactionTooLarge as exc:  # refused: as it was
+                if len(group) == 1:
+                    self._slots.append(slot)
+                    group[0].settle(exc)
+                    return
+                for item in reversed(group):  # more than etcd takes together: one by one
+                    item.alone, item.taken = True, False
+                    self._queue.appendleft(item)
                 self._slots.append(slot)
-                raise
+                return
+            except EtcdError as exc:  # refused or never sent: as it was
+                self._slots.append(slot)
+                _settle_all(group, exc)
+                return
             # Anything else (a cancellation) leaves the slot unknown: it is not reused.
             if response.get("succeeded"):
                 slot.revision = int(response["header"]["revision"])
                 self._slots.append(slot)
-                return Version(slot.revision)
+                _settle_all(group, Version(slot.revision))
+                return
             # A compare failed: nothing was written, the slot is as it was (or was changed
             # from outside). Read what the compares saw, at one revision.
-            read = {"success": [*prepared.ranges, {"request_range": {"key": key}}]}
+            read = {
+                "success": [
+                    *(r for item in group for r in item.prepared.ranges),
+                    {"request_range": {"key": key}},
+                ]
+            }
             try:
                 response = await self.client.call("kv/txn", read)
             except EtcdUnavailable:
                 self._slots.append(slot)
-                raise Conflict() from None  # re-run on what the replica has
+                _settle_all(group, Conflict())  # re-run on what the replica has
+                return
             except BaseException:
                 self._slots.append(slot)
                 raise
             *ranges, last = response["responses"]
             kvs = last["response_range"].get("kvs", [])
             seen = int(kvs[0]["mod_revision"]) if kvs else 0
-            if seen == slot.revision:
+            if seen != slot.revision:
+                # Someone else wrote or deleted this slot (not this process: it holds it).
+                log.warning("etcd slot %r was changed from outside; taking it over", slot.key)
+                slot.revision = seen
+                continue
+            group = self._settle_conflicts(group, ranges)
+            if not group:
                 self._slots.append(slot)
-                # Not the slot's revision: a fence's has no object for the replica to reach.
-                raise self._conflict(prepared, ranges)
-            # Someone else wrote or deleted this slot (not this process: it holds the slot).
-            log.warning("etcd slot %r was changed from outside; taking it over", slot.key)
-            slot.revision = seen
-            body["compare"][-1] = _mod_equal(slot.key, seen)
+                return
+
+    def _settle_conflicts(
+        self, group: list[_Pending], ranges: list[dict[str, Any]]
+    ) -> list[_Pending]:
+        """After a failed compare: settle with Conflict each transaction whose compares fail
+        on what the read found (``ranges``: the range responses of the group's keys, in
+        order); return the others, to be sent again. With one transaction, or none found
+        failing (the keys changed back since), all of them run again."""
+        current = {
+            unb64(kv["key"]): int(kv["mod_revision"])
+            for item in ranges
+            for kv in item.get("response_range", {}).get("kvs", [])
+        }
+        keep: list[_Pending] = []
+        offset = 0
+        failed = []
+        for item in group:
+            count = len(item.prepared.ranges)
+            mine = ranges[offset : offset + count]
+            offset += count
+            if len(group) == 1 or item.prepared.broken(current):
+                failed.append((item, mine))
+            else:
+                keep.append(item)
+        if not failed:
+            failed = [(item, []) for item in keep]
+            keep = []
+        for item, mine in failed:
+            item.settle(self._conflict(item.prepared, mine))
+        return keep
 
     def _conflict(self, prepared: Prepared, ranges: list[dict[str, Any]]) -> Conflict:
         """What the replica must reach before the re-run: the newest revision seen of the
@@ -589,6 +793,24 @@ class EtcdProposer:
                     except EtcdError as exc:
                         log.info("etcd slots of session %r left behind: %s", self._session, exc)
         await self.client.aclose()
+
+
+def _settle_all(group: list[_Pending], outcome: Version | BaseException) -> None:
+    """Settle every transaction of ``group`` with ``outcome`` (an error: one of its own
+    for each, as each is raised in its own task)."""
+    for i, item in enumerate(group):
+        if i and isinstance(outcome, BaseException):
+            item.settle(_copy_error(outcome))
+        else:
+            item.settle(outcome)
+
+
+def _copy_error(error: BaseException) -> BaseException:
+    if isinstance(error, Conflict):
+        return Conflict(error.revision, error.gone, local=error.local)
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def _same_version(a: Any, b: Any) -> bool:
