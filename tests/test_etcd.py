@@ -576,59 +576,67 @@ class Faults:
         return await self.real(method, body, write=write)
 
 
-def slot_keys(endpoint: str, prefix: str) -> list[bytes]:
+def session_keys(endpoint: str, prefix: str) -> list[bytes]:
+    """The fence and marker keys of every session under ``prefix``."""
     start = f"{prefix}/x/".encode()
     response = post(endpoint, "kv/range", {"key": b64(start), "range_end": b64(start[:-1] + b"0")})
     return [unb64(kv["key"]) for kv in response.get("kvs", [])]
 
 
 @pytest.mark.parametrize(
-    ("script", "warm", "runs"),
+    ("script", "delete", "runs"),
     [
-        (["hold"], True, ["t0", "t1"]),  # never applied: fenced, run again
-        (["hold"], False, ["t0", "t1"]),  # the same on a slot not yet created
-        (["lose"], True, ["t0"]),  # applied: found at the slot's revision
-        (["hold", "lose"], True, ["t0", "t1"]),  # the fence's answer lost too
+        (["hold"], False, ["t0", "t1"]),  # never applied: fenced, run again
+        (["lose"], False, ["t0"]),  # applied: its put is found in the history
+        (["hold", "lose"], False, ["t0", "t1"]),  # lost again after the re-run: found
+        (["hold"], True, ["t0", "t1"]),  # a delete only: never applied
+        (["lose"], True, ["t0"]),  # a delete only, applied: its marker put is found
     ],
 )
-async def test_an_unknown_outcome_is_settled_exactly_through_the_slot(
-    single: EtcdCluster, prefix: str, script: list[str], warm: bool, runs: list[str]
+async def test_an_unknown_outcome_is_settled_exactly_through_the_fence(
+    single: EtcdCluster, prefix: str, script: list[str], delete: bool, runs: list[str]
 ) -> None:
     proposer = ws.EtcdProposer(single.endpoints, prefix)
     faults = Faults(proposer)
     calls: list[str] = []
 
-    def create_next(tx: ws.Tx) -> str:  # creates another object on each run
+    def create_next(tx: ws.Tx) -> str:  # creates (or deletes) another object on each run
         calls.append(f"t{len(calls)}")
-        tx.create(Task(calls[-1], "web"))
+        if delete:
+            tx.delete(Task, calls[-1])
+        else:
+            tx.create(Task(calls[-1], "web"))
         return calls[-1]
 
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
-        if warm:
-            await store.update(lambda tx: tx.create(Node("n0", "warm")))
+        await store.update(lambda tx: [tx.create(Task(f"t{i}", "web")) for i in range(delete * 2)])
         faults.script = script
         with trio.fail_after(10):  # a wrong answer may be a revision the replica never sees
             assert await store.update(create_next) == runs[-1]
         assert calls == runs
         for body in faults.held:  # a lost txn arriving late: the fence stops it
             assert not (await faults.real("kv/txn", body, write=True)).get("succeeded")
+        left = {"t0", "t1"} - {runs[-1]} if delete else {runs[-1]}
         async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
-            assert [t.id for t in fresh.view(lambda tx: tx.all(Task))] == [runs[-1]]
-            await store.wait_for(fresh.version)
+            assert {t.id for t in fresh.view(lambda tx: tx.all(Task))} == left
             assert state_of(fresh) == state_of(store)
-        stored = store.view(lambda tx: tx.get(Task, runs[-1]))
-        assert stored is not None
-        key = b64(f"{prefix}/o/Task/{runs[-1]}".encode())
-        response = post(single.endpoints[0], "kv/range", {"key": key})
-        assert stored.meta.version == ws.Version(int(response["kvs"][0]["mod_revision"]))
-        assert len(slot_keys(single.endpoints[0], prefix)) == 1  # one slot, reused
-    assert slot_keys(single.endpoints[0], prefix) == []  # deleted on close
+        if not delete:
+            stored = store.view(lambda tx: tx.get(Task, runs[-1]))
+            assert stored is not None
+            key = b64(f"{prefix}/o/Task/{runs[-1]}".encode())
+            response = post(single.endpoints[0], "kv/range", {"key": key})
+            assert stored.meta.version == ws.Version(int(response["kvs"][0]["mod_revision"]))
+        keys = {k.rsplit(b"/", 1)[1] for k in session_keys(single.endpoints[0], prefix)}
+        assert keys == ({b"fence", b"marker"} if delete else {b"fence"})
+    assert session_keys(single.endpoints[0], prefix) == []  # deleted on close
 
 
-async def test_slots_are_reused_and_taken_back_when_changed_from_outside(
+async def test_commits_write_no_session_key_and_a_fence_moved_from_outside_costs_a_retry(
     single: EtcdCluster, prefix: str
 ) -> None:
-    async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as store:
+    proposer = ws.EtcdProposer(single.endpoints, prefix)
+    faults = Faults(proposer)
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
 
         async def create(i: int) -> None:
             await store.update(lambda tx: tx.create(Task(f"t{i}", "web")))
@@ -636,23 +644,19 @@ async def test_slots_are_reused_and_taken_back_when_changed_from_outside(
         async with trio.open_nursery() as nursery:
             for i in range(8):
                 nursery.start_soon(create, i)
-        slots = slot_keys(single.endpoints[0], prefix)
-        assert 1 <= len(slots) <= 8
-        for i in range(8, 40):
+        for i in range(8, 20):
             await create(i)
-        assert slot_keys(single.endpoints[0], prefix) == slots  # no new keys per commit
-        start = f"{prefix}/x/".encode()
-        post(
-            single.endpoints[0],
-            "kv/deleterange",
-            {"key": b64(start), "range_end": b64(start[:-1] + b"0")},
-        )
-        await create(40)  # the slot's compare fails once; the txn goes through on retry
-        assert store.view(lambda tx: tx.count(Task)) == 41
-    assert slot_keys(single.endpoints[0], prefix) == []
+        assert session_keys(single.endpoints[0], prefix) == []  # nothing but the objects
+        fence = b64(proposer._fence_key)
+        post(single.endpoints[0], "kv/put", {"key": fence, "value": b64(b"outside")})
+        faults.txns.clear()
+        await create(20)  # the fence's compare fails once; the txn goes through on retry
+        assert len(faults.txns) == 3  # the txn, the read, the txn again
+        assert store.view(lambda tx: tx.count(Task)) == 21
+    assert session_keys(single.endpoints[0], prefix) == []
 
 
-async def test_a_slot_lost_during_an_unknown_outcome_gives_proposal_failed(
+async def test_history_compacted_during_an_unknown_outcome_gives_proposal_failed(
     single: EtcdCluster, prefix: str
 ) -> None:
     proposer = ws.EtcdProposer(single.endpoints, prefix)
@@ -661,13 +665,15 @@ async def test_a_slot_lost_during_an_unknown_outcome_gives_proposal_failed(
         await store.update(lambda tx: tx.create(Task("t0", "web")))
         real = faults.real
 
-        async def delete_slots_then_call(method: str, body: dict[str, Any], **kw: bool) -> Any:
-            for key in slot_keys(single.endpoints[0], prefix):
-                post(single.endpoints[0], "kv/deleterange", {"key": b64(key)})
-            return await real(method, body, **kw)
+        async def compact_after_the_fence(method: str, body: dict[str, Any], **kw: bool) -> Any:
+            response = await real(method, body, **kw)
+            if method == "kv/put":  # the fence: compact everything up to it
+                revision = int(response["header"]["revision"])
+                post(single.endpoints[0], "kv/compaction", {"revision": revision})
+            return response
 
-        faults.real = delete_slots_then_call
-        faults.script = ["hold"]
+        faults.real = compact_after_the_fence
+        faults.script = ["lose"]
         with pytest.raises(ws.ProposalFailed, match="may or may not"):
             await store.update(lambda tx: tx.create(Task("t1", "web")))
 

@@ -5,12 +5,12 @@ the next revision), so reads, queries and watches stay local. A write transactio
 local replica, then becomes one etcd txn:
 
 - compares: the ``mod_revision`` of every object it read or wrote (0: absent), that every
-  unique-index key it takes is free, and that the ``mod_revision`` of the *slot* key it
-  holds is the one this process last saw;
-- success: puts and deletes of the objects and unique-index keys, and an (empty) put of
-  the slot;
+  unique-index key it takes is free, and that the ``mod_revision`` of this process's
+  *fence* key is the one it last saw;
+- success: puts and deletes of the objects and unique-index keys (each object's value
+  carries a *nonce*, unique to the transaction, where its version would be);
 - no failure branch: when a compare fails, a read-only txn ranges each compared key (and
-  the slot) to learn how far the replica must catch up. Sending those ranges with every
+  the fence) to learn how far the replica must catch up. Sending those ranges with every
   txn as its failure branch cost about 3-4% of the commits/s of a one-member etcd (they
   are parsed, logged and fsynced with the txn); the read costs a round trip on conflicts
   only.
@@ -18,7 +18,7 @@ local replica, then becomes one etcd txn:
 Concurrent transactions of one process share txns (group commit). While a txn is in flight
 (at most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the
 next txn carries as many of them as fit etcd's limits: their compares and operations side by
-side, one slot for all. They commit together, at one revision, which is then the Version of
+side, one fence compare for all. They commit together, at one revision, which is then the Version of
 each (watchers see one commit with all their changes). Transactions that write a common key
 (a unique-index key: object keys never meet, see ``_inflight``) or that compare whole tables
 go in separate txns. When a shared txn's compare fails, the read after it tells which
@@ -31,20 +31,23 @@ arrives back through the watch like everyone else's, so the replica only ever mo
 revision order. When a compare fails the replica catches up and the store re-runs the
 transaction function.
 
-Slots settle unknown outcomes. Each process (session) has a few slot keys, one per txn it
-has in flight, reused from txn to txn. When a connection breaks after a txn was sent, a
-fencing txn with the same slot compare puts ``fenced`` into the slot: if it succeeds, the
-lost txn can never apply; if its compare fails, the slot moved, and only the lost txn (or
-an earlier fence whose answer was lost too: its value says so) can have moved it; the txn
-committed at the slot's ``mod_revision``. Slots are plain keys that do not grow with the
-commits (the leased marker key per commit they replace meant a lease to renew, an attach per
-commit, and every marker of a lease deleted in one go when it expired); a process deletes
-its slots when it closes, and one that dies leaves one small key per txn it had in flight
-at its busiest.
+The fence settles unknown outcomes. When a connection breaks after a txn was sent, the
+process puts its fence key: every txn it sent before compares the fence's old revision, so
+a lost txn that has not applied yet never will. Then it reads etcd's history from the
+revision its replica had when it sent the txn up to the fence (a watch from that revision,
+which ends at the fence's own event): the txn committed if and only if its first object
+put, recognised by the nonce in its value, is there (a txn that only deletes also puts the
+nonce into this process's *marker* key, to be found the same way). History that etcd
+compacted away in the meantime leaves the outcome unknown: ProposalFailed says so.
 
-Key layout under ``prefix``: ``o/<table>/<id>`` objects (JSON, meta version null: the
-revision is the version), ``u/<table>/<index>/<key JSON>`` unique keys (value: the holder's
-id), ``x/<session>/<n>`` slots.
+A txn thus writes nothing but its own keys. (An earlier design put a *slot* key of the
+process in every txn and fenced that: the extra put cost etcd about 15% of its txn rate.)
+The fence and marker keys exist only once something was fenced or only deleted; a process
+deletes them when it closes.
+
+Key layout under ``prefix``: ``o/<table>/<id>`` objects (JSON, the nonce where meta's version
+would be: the revision is the version), ``u/<table>/<index>/<key JSON>`` unique keys (value:
+the holder's id), ``x/<session>/fence`` and ``x/<session>/marker``.
 """
 
 from __future__ import annotations
@@ -99,19 +102,11 @@ MAX_REQUEST_BYTES: Final = 1_500_000
 LIST_PAGE: Final = 1000
 """Keys per range request while listing."""
 FENCED: Final = b"fenced"
-"""The value a fencing txn puts into a slot (a txn's own put leaves it empty)."""
+"""The value of a fence key."""
 
 
 def _default_parse_error(key: bytes, value: bytes, error: Exception) -> None:
     log.warning("etcd key %r does not decode under this schema, skipped: %s", key, error)
-
-
-@attrs.define
-class _Slot:
-    """A slot key of this session and its ``mod_revision`` as last seen (0: absent)."""
-
-    key: bytes
-    revision: int = 0
 
 
 @attrs.frozen
@@ -126,6 +121,11 @@ class Prepared:
     """Each compared object key and the mod_revision the transaction saw (0: absent)."""
     written: list[bytes]
     """The object keys it writes."""
+    nonce: bytes
+    """Unique to the transaction: in each object value it puts, or in the marker key."""
+    witness: tuple[bytes, bytes] | None
+    """Its first object put (key, value), if it puts one: found in etcd's history, it says
+    the transaction committed."""
     free: list[bytes] = attrs.field(factory=list)
     """The unique-index keys it takes (compared absent)."""
     puts: frozenset[bytes] = frozenset()
@@ -204,8 +204,12 @@ class EtcdProposer:
         self.server_version = ""
         self._version = ORIGIN
         self._session = f"{os.getpid()}-{uuid.uuid4().hex[:12]}".encode()
-        self._slots_made = 0
-        self._slots: list[_Slot] = []  # free slots; a txn in flight holds one
+        session = self.prefix + b"x/" + self._session
+        self._fence_key = session + b"/fence"
+        self._marker_key = session + b"/marker"
+        self._fence = 0  # the fence key's mod_revision as last seen (0: absent)
+        self._session_keys = False  # whether the fence or marker key was written
+        self._nonces = itertools.count()
         self._schema: Schema | None = None
         self._decoders: dict[str, Callable[[Any], Any]] = {}
         self._uniques: dict[str, list[IndexSpec]] = {}
@@ -308,6 +312,8 @@ class EtcdProposer:
         written: list[bytes] = []
         success: list[dict[str, Any]] = []
         size = 0
+        nonce = f"{self._session.decode()}/{next(self._nonces)}"
+        witness: tuple[bytes, bytes] | None = None
         held_before: dict[bytes, str] = {}
         held_after: dict[bytes, str] = {}
         for (table, id), (old, new) in tx.changes.items():
@@ -320,9 +326,11 @@ class EtcdProposer:
                 success.append({"request_delete_range": {"key": b64(key)}})
             else:
                 data = encode(new)
-                data["meta"][0] = None
+                data["meta"][0] = nonce  # the revision is the version: see _decode
                 value = dump_data(data)
                 size += len(value)
+                if witness is None:
+                    witness = (key, value)
                 success.append({"request_put": {"key": b64(key), "value": b64(value)}})
             size += len(key)
             for spec in self._uniques[table]:
@@ -345,7 +353,7 @@ class EtcdProposer:
         compares: list[dict[str, Any]] = [_mod_equal(k, r) for k, r in expect.items()]
         compares.extend(_absent(k) for k in free)
         ranges = [{"request_range": {"key": b64(k)}} for k in [*expect, *free]]
-        room = self.max_txn_ops - 1 - len(compares)  # one compare for the slot
+        room = self.max_txn_ops - 1 - len(compares)  # one compare for the fence
         alone = len(reads) > room
         if not alone:
             for (table, id), obj in reads:
@@ -389,13 +397,23 @@ class EtcdProposer:
                 "use store.batch()"
             )
         return Prepared(
-            compares, success, ranges, expect, written, free, frozenset(puts), size, alone
+            compares,
+            success,
+            ranges,
+            expect,
+            written,
+            nonce.encode(),
+            witness,
+            free,
+            frozenset(puts),
+            size,
+            alone,
         )
 
     async def commit_prepared(self, prepared: Prepared) -> Version:
         """Send the txn (shared with other transactions of this process committing at the
         same time); return its revision, or raise Conflict (the store catches up and re-runs
-        the transaction). An unknown outcome is resolved through the slot."""
+        the transaction). An unknown outcome is resolved through the fence."""
         inflight = self._inflight
         busy = {inflight[key] for key in prepared.expect if key in inflight}
         if busy:  # another task here is committing a key this needs: wait, then re-run
@@ -472,7 +490,7 @@ class EtcdProposer:
         queue = self._queue
         group: list[_Pending] = []
         keys: set[bytes] = set()
-        compares = success = ranges = 1  # the slot's compare, put and read
+        compares = success = ranges = 1  # the fence's compare and read, a marker put
         size = 0
         while queue:
             item = queue[0]
@@ -498,29 +516,28 @@ class EtcdProposer:
 
     async def _commit(self, group: list[_Pending]) -> None:
         """Commit ``group`` in one txn and settle each transaction's outcome."""
-        if self._slots:
-            slot = self._slots.pop()
-        else:
-            number = str(self._slots_made).encode()
-            self._slots_made += 1
-            slot = _Slot(self.prefix + b"x/" + self._session + b"/" + number)
-        key = b64(slot.key)
+        start = self._revision + 1  # the txn can only apply after what the replica has
+        witness = next((i.prepared.witness for i in group if i.prepared.witness), None)
+        marker: list[dict[str, Any]] = []
+        if witness is None:  # deletes only: the nonce goes into the marker key
+            witness = (self._marker_key, group[0].prepared.nonce)
+            marker.append({"request_put": {"key": b64(witness[0]), "value": b64(witness[1])}})
+            self._session_keys = True
+        fence_key = b64(self._fence_key)
         while True:
+            fence = self._fence
             body = {
                 "compare": [
                     *(c for item in group for c in item.prepared.compares),
-                    _mod_equal(slot.key, slot.revision),
+                    _mod_equal(self._fence_key, fence),
                 ],
-                "success": [
-                    *(op for item in group for op in item.prepared.success),
-                    {"request_put": {"key": key}},
-                ],
+                "success": [*(op for item in group for op in item.prepared.success), *marker],
             }
             try:
                 response = await self.client.call("kv/txn", body, write=True)
             except OutcomeUnknown:
                 try:
-                    version = await self._resolve(slot)  # frees the slot once it is known
+                    version = await self._resolve(witness, start)
                 except (Conflict, ProposalFailed) as exc:
                     _settle_all(group, exc)
                     return
@@ -528,52 +545,44 @@ class EtcdProposer:
                 return
             except TransactionTooLarge as exc:  # refused: as it was
                 if len(group) == 1:
-                    self._slots.append(slot)
                     group[0].settle(exc)
                     return
                 for item in reversed(group):  # more than etcd takes together: one by one
                     item.alone, item.taken = True, False
                     self._queue.appendleft(item)
-                self._slots.append(slot)
                 return
             except EtcdError as exc:  # refused or never sent: as it was
-                self._slots.append(slot)
                 _settle_all(group, exc)
                 return
-            # Anything else (a cancellation) leaves the slot unknown: it is not reused.
             if response.get("succeeded"):
-                slot.revision = int(response["header"]["revision"])
-                self._slots.append(slot)
-                _settle_all(group, Version(slot.revision))
+                _settle_all(group, Version(int(response["header"]["revision"])))
                 return
-            # A compare failed: nothing was written, the slot is as it was (or was changed
-            # from outside). Read what the compares saw, at one revision.
+            # A compare failed: nothing was written. Read what the compares saw, at one
+            # revision.
             read = {
                 "success": [
                     *(r for item in group for r in item.prepared.ranges),
-                    {"request_range": {"key": key}},
+                    {"request_range": {"key": fence_key}},
                 ]
             }
             try:
                 response = await self.client.call("kv/txn", read)
             except EtcdUnavailable:
-                self._slots.append(slot)
                 _settle_all(group, Conflict())  # re-run on what the replica has
                 return
-            except BaseException:
-                self._slots.append(slot)
-                raise
             *ranges, last = response["responses"]
             kvs = last["response_range"].get("kvs", [])
             seen = int(kvs[0]["mod_revision"]) if kvs else 0
-            if seen != slot.revision:
-                # Someone else wrote or deleted this slot (not this process: it holds it).
-                log.warning("etcd slot %r was changed from outside; taking it over", slot.key)
-                slot.revision = seen
+            if seen != fence:
+                # Fenced since (after an unknown outcome here, or from outside): send again.
+                if self._fence == fence:
+                    self._fence = seen
+                    if seen:
+                        log.warning("etcd fence %r was changed from outside", self._fence_key)
+                        self._session_keys = True  # deleted on close all the same
                 continue
             group = self._settle_conflicts(group, ranges)
             if not group:
-                self._slots.append(slot)
                 return
 
     def _settle_conflicts(
@@ -621,38 +630,67 @@ class EtcdProposer:
         ]
         return Conflict(revision, gone)
 
-    async def _resolve(self, slot: _Slot) -> Version:
-        """After an unknown outcome: fence the slot, or find that the txn committed."""
-        key = b64(slot.key)
-        fence = {
-            "compare": [_mod_equal(slot.key, slot.revision)],
-            "success": [{"request_put": {"key": key, "value": b64(FENCED)}}],
-            "failure": [{"request_range": {"key": key}}],  # rare: the range is no burden
-        }
-        with trio.move_on_after(60) as scope:
+    async def _resolve(self, witness: tuple[bytes, bytes], start: int) -> Version:
+        """After an unknown outcome: fence, then look for ``witness`` (a put of the lost
+        txn) in etcd's history from revision ``start`` to the fence. Its revision if found;
+        Conflict (run again) if not; ProposalFailed if etcd cannot tell within 60 s."""
+        reason = "did not answer for 60 s"
+        with trio.move_on_after(60):
+            fenced = await self._put_fence()
             while True:
                 try:
-                    response = await self.client.call("kv/txn", fence, write=True)
-                except EtcdUnavailable:  # an unknown outcome too: the next try tells
+                    revision = await self._find(witness, start, fenced)
+                except Compacted:
+                    reason = f"compacted its history past revision {start}"
+                    break
+                except EtcdUnavailable:
                     await trio.sleep(0.2)
                     continue
-                if response.get("succeeded"):
-                    slot.revision = int(response["header"]["revision"])
-                    self._slots.append(slot)
-                    raise Conflict()  # it never applied and now never will: re-run
-                kvs = response["responses"][0]["response_range"].get("kvs", [])
-                if not kvs:
-                    break  # deleted from outside: nothing tells any more
-                slot.revision = int(kvs[0]["mod_revision"])
-                self._slots.append(slot)
-                if unb64(kvs[0].get("value", "")) == FENCED:
-                    raise Conflict()  # an earlier fence of ours applied
-                return Version(slot.revision)
-        reason = "did not answer for 60 s" if scope.cancelled_caught else "lost a slot key"
+                if revision is None:
+                    raise Conflict()  # it never applied and now never will: run again
+                return Version(revision)
         raise ProposalFailed(
             f"etcd {reason} ({', '.join(self.client.endpoints)}); the last "
             "transaction may or may not have committed"
         )
+
+    async def _put_fence(self) -> int:
+        """Put the fence key; return its revision (every txn compared an older one)."""
+        body = {"key": b64(self._fence_key), "value": b64(FENCED)}
+        self._session_keys = True
+        while True:
+            try:
+                response = await self.client.call("kv/put", body, write=True)
+            except EtcdUnavailable:  # an unknown outcome too: another fence does no harm
+                await trio.sleep(0.2)
+                continue
+            revision = int(response["header"]["revision"])
+            self._fence = max(self._fence, revision)
+            return revision
+
+    async def _find(self, witness: tuple[bytes, bytes], start: int, fenced: int) -> int | None:
+        """The revision at which ``witness`` was put between ``start`` and ``fenced`` (the
+        fence's own event, under the prefix too, ends the search), or None."""
+        key, value = witness
+        request = {
+            "key": b64(self.prefix),
+            "range_end": b64(prefix_end(self.prefix)),
+            "start_revision": start,
+        }
+        async with aclosing(self.client.watch(request)) as results:
+            async for result in results:
+                for event in result.get("events", ()):
+                    kv = event["kv"]
+                    revision = int(kv["mod_revision"])
+                    if revision >= fenced:
+                        return None
+                    if (
+                        event.get("type") != "DELETE"
+                        and unb64(kv["key"]) == key
+                        and unb64(kv.get("value", "")) == value
+                    ):
+                        return revision
+        return None  # not reached: the watch raises when it ends
 
     async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
         """Wait until the replica has what a failed compare saw (at most 5 s), then back
@@ -781,17 +819,17 @@ class EtcdProposer:
             self.on_resync(Version(revision))
 
     async def aclose(self) -> None:
-        """Delete this session's slots (if etcd answers within ``timeout``), then close the
-        connections."""
+        """Delete this session's fence and marker keys (if etcd answers within
+        ``timeout``), then close the connections."""
         with trio.CancelScope(shield=True):
-            if self._slots_made:
+            if self._session_keys:
                 start = self.prefix + b"x/" + self._session + b"/"
                 body = {"key": b64(start), "range_end": b64(prefix_end(start))}
                 with trio.move_on_after(self.client.timeout):
                     try:
                         await self.client.call("kv/deleterange", body, write=True)
                     except EtcdError as exc:
-                        log.info("etcd slots of session %r left behind: %s", self._session, exc)
+                        log.info("etcd keys of session %r left behind: %s", self._session, exc)
         await self.client.aclose()
 
 
