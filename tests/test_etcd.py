@@ -725,27 +725,35 @@ def puts_of(body: dict[str, Any], prefix: str) -> list[str]:
     return [k.removeprefix(start) for k in keys if k.startswith(start)]
 
 
+def one_txn_at_a_time(cluster: EtcdCluster, prefix: str) -> tuple[ws.EtcdProposer, Faults]:
+    """A proposer with one txn in flight whose first txn waits until every task is blocked,
+    so that the commits started meanwhile all queue behind it."""
+    proposer = ws.EtcdProposer(cluster.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    faults.interfere = trio.testing.wait_all_tasks_blocked
+    faults.script = ["interfere"]
+    return proposer, faults
+
+
+def create_task(runs: list[str], i: int) -> Callable[[ws.Tx], None]:
+    """A transaction function creating task ``t{i}``; each run is recorded in ``runs``."""
+
+    def fn(tx: ws.Tx) -> None:
+        runs.append(f"t{i}")
+        tx.create(Task(f"t{i}", "web"))
+
+    return fn
+
+
 async def test_concurrent_commits_share_txns_and_each_lands_once(
     single: EtcdCluster, prefix: str
 ) -> None:
-    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
-    faults = Faults(proposer)
-    faults.interfere = trio.testing.wait_all_tasks_blocked  # the first txn waits: all queue
-    faults.script = ["interfere"]
+    proposer, faults = one_txn_at_a_time(single, prefix)
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         runs: list[str] = []
-
-        async def create(i: int) -> ws.Version:
-            def fn(tx: ws.Tx) -> None:
-                runs.append(f"t{i}")
-                tx.create(Task(f"t{i}", "web"))
-
-            await store.update(fn)
-            return store.version
-
         async with trio.open_nursery() as nursery:
             for i in range(12):
-                nursery.start_soon(create, i)
+                nursery.start_soon(store.update, create_task(runs, i))
         assert sorted(runs) == sorted(f"t{i}" for i in range(12))  # each ran once
         shared = [puts_of(body, prefix) for body in faults.txns]
         assert sorted(k for keys in shared for k in keys) == sorted(f"Task/t{i}" for i in range(12))
@@ -788,13 +796,6 @@ async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
         async def b_adds_first() -> None:  # after a's group formed, before its txn is sent
             await b.update(set_ten)
 
-        def create(i: int) -> Callable[[ws.Tx], None]:
-            def fn(tx: ws.Tx) -> None:
-                runs.append(f"t{i}")
-                tx.create(Task(f"t{i}", "web"))
-
-            return fn
-
         faults.interfere = b_adds_first
         faults.script = ["interfere"]
         faults.txns.clear()
@@ -802,7 +803,7 @@ async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(a.update, add)
                 for i in range(3):
-                    nursery.start_soon(a.update, create(i))
+                    nursery.start_soon(a.update, create_task(runs, i))
         failed, reread, resent, *rest = faults.txns
         assert sorted(puts_of(failed, prefix)) == ["Task/counter", "Task/t0", "Task/t1", "Task/t2"]
         assert "compare" not in reread
@@ -818,10 +819,7 @@ async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
 async def test_transactions_taking_one_unique_key_never_share_a_txn(
     single: EtcdCluster, prefix: str
 ) -> None:
-    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
-    faults = Faults(proposer)
-    faults.interfere = trio.testing.wait_all_tasks_blocked  # the first txn waits: all queue
-    faults.script = ["interfere"]
+    proposer, faults = one_txn_at_a_time(single, prefix)
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         outcomes: dict[str, str] = {}
 
