@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import gc
+import weakref
 from typing import TYPE_CHECKING
 
 import pytest
@@ -111,6 +113,25 @@ async def test_operations_after_close_raise_store_closed() -> None:
         store.view(lambda tx: tx.count(Task))
     with pytest.raises(ws.StoreClosed):
         store.snapshot()
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "log"])
+async def test_a_closed_store_is_freed_when_dropped_without_the_cycle_collector(
+    on_disk: bool, tmp_path: pathlib.Path
+) -> None:
+    # A reference cycle through the store would keep every row alive until a full
+    # collection: dropped stores piled up and slowed every later collection.
+    path = tmp_path / "store" if on_disk else None
+    gc.collect()
+    gc.disable()
+    try:
+        async with ws.open_store(SCHEMA, path=path) as store:
+            await store.update(lambda tx: tx.create(Task("t1", "s1", node_id="n1")))
+            stored = weakref.ref(store.view(lambda tx: tx.get(Task, "t1")))
+        del store
+        assert stored() is None
+    finally:
+        gc.enable()
 
 
 async def test_writers_are_serialised_and_each_gets_its_version() -> None:

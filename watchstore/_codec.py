@@ -81,7 +81,7 @@ def _class_encoder(cls: type) -> Callable[[Any], Any]:
     lines.append(f"    return {{{items}}}")
     namespace: dict[str, Any] = {"encode": encode, "Meta": Meta, "Version": Version}
     exec("\n".join(lines), namespace)
-    encoder: Callable[[Any], Any] = namespace["encode_object"]
+    encoder: Callable[[Any], Any] = namespace.pop("encode_object")
     _CLASS_ENCODERS[cls] = encoder
     return encoder
 
@@ -176,7 +176,7 @@ def _json_writer(cls: type) -> Callable[[Any], str]:
         "template": template,
     }
     exec("\n".join(lines), namespace)
-    writer = namespace["write"]
+    writer = namespace.pop("write")
     _JSON_WRITERS[cls] = writer
     return writer
 

@@ -830,6 +830,7 @@ class EtcdProposer:
                         await self.client.call("kv/deleterange", body, write=True)
                     except EtcdError as exc:
                         log.info("etcd keys of session %r left behind: %s", self._session, exc)
+        self._store = None  # the store refers to this proposer: break the cycle
         await self.client.aclose()
 
 

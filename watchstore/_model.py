@@ -111,7 +111,7 @@ def slot_constructor(cls: type) -> Callable[..., Any]:
     namespace: dict[str, Any] = {f"s{i}": s for i, s in enumerate(setters)}
     namespace.update(new=new, cls=cls)
     exec(f"def make({names}):\n    o = new(cls)\n{body}    return o\n", namespace)
-    make: Callable[..., Any] = namespace["make"]
+    make: Callable[..., Any] = namespace.pop("make")
     return make
 
 

@@ -205,7 +205,7 @@ def _compile_restamp(cls: type) -> Callable[[Any, Meta], Any]:
         lines.append(f"    s{i}(o, {value})")
     lines.append("    return o")
     exec("\n".join(lines), namespace)
-    restamp: Callable[[Any, Meta], Any] = namespace["restamp"]
+    restamp: Callable[[Any, Meta], Any] = namespace.pop("restamp")
     return restamp
 
 
@@ -217,7 +217,7 @@ def _compile_hash_fields(cls: type) -> Callable[[Any], int]:
     fields = ", ".join(f"obj.{a.name}" for a in attrs.fields(cls) if a.name != "meta")
     namespace: dict[str, Any] = {}
     exec(f"def hash_fields(obj):\n    return hash(({fields},))", namespace)
-    hash_fields: Callable[[Any], int] = namespace["hash_fields"]
+    hash_fields: Callable[[Any], int] = namespace.pop("hash_fields")
     return hash_fields
 
 

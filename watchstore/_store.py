@@ -80,7 +80,6 @@ class Store:
         """For a store opened from a log: what opening found (``repaired_tail`` bytes,
         and ``salvage`` when it was opened with ``salvage=True`` and had damage)."""
         self._write_lock = WriteLock()
-        self._commit_oldest = self._on_commit  # bound once: no allocation per commit
         # A proposer that can pipeline (queue a commit synchronously, then make it durable
         # in the background) lets the next writer begin while this one waits.
         self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
@@ -296,7 +295,7 @@ class Store:
         # may write it at once; with others, it writes a batch in this thread only if all
         # of them wait for it.
         try:
-            return self._submit(actions, self._commit_oldest, writers=self._updating)
+            return self._submit(actions, self._on_commit, writers=self._updating)
         except BaseException as exc:
             state.rollback(tx)
             failed = _as_proposal_failed(exc)
@@ -364,7 +363,7 @@ class Store:
             state.rollback(tx)  # nothing to commit; release its place in the pipeline
             return 0
         try:
-            await self._proposer.propose_value(actions, self._commit_oldest)
+            await self._proposer.propose_value(actions, self._on_commit)
         except BaseException as exc:
             if tx.committed:
                 raise

@@ -114,7 +114,9 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
         "        ids_pending[id] = None\n" + _indent(insert) + "        return\n" + "".join(replace)
     )
     exec(source, env)
-    write: Callable[[str, Any, Any], None] = env["write"]
+    # Popped, not read: the function would hold ``env`` holding the function, a reference
+    # cycle keeping the table's rows alive after the store is dropped, until a full collection.
+    write: Callable[[str, Any, Any], None] = env.pop("write")
     return write
 
 
