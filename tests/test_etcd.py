@@ -32,7 +32,14 @@ from watchstore._etcdclient import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Iterator,
+        Sequence,
+    )
 
 ROOT = Path(__file__).parent.parent
 
@@ -745,6 +752,38 @@ def create_task(runs: list[str], i: int) -> Callable[[ws.Tx], None]:
     return fn
 
 
+async def commit_queued_together(
+    store: ws.Store,
+    faults: Faults,
+    prefix: str,
+    fns: Sequence[Callable[[ws.Tx], object]],
+    before_send: Callable[[], Awaitable[object]] | None = None,
+) -> list[dict[str, Any]]:
+    """Commit ``fns`` concurrently so that they all queue for one txn: a first txn (creating
+    Task "first") is held until they have queued. ``before_send`` runs just before the next
+    txn is sent. Returns the kv/txn bodies after the first."""
+    release = trio.Event()
+    steps = [release.wait, *([before_send] if before_send else [])]
+
+    async def interfere() -> None:
+        await steps.pop(0)()
+
+    faults.interfere = interfere
+    faults.script = ["interfere"] * len(steps)
+    faults.txns.clear()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.update, lambda tx: tx.create(Task("first", "c")))
+            await trio.testing.wait_all_tasks_blocked()
+            for fn in fns:
+                nursery.start_soon(store.update, fn)
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+    first, *txns = faults.txns
+    assert puts_of(first, prefix) == ["Task/first"]
+    return txns
+
+
 async def test_concurrent_commits_share_txns_and_each_lands_once(
     single: EtcdCluster, prefix: str
 ) -> None:
@@ -796,15 +835,10 @@ async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
         async def b_adds_first() -> None:  # after a's group formed, before its txn is sent
             await b.update(set_ten)
 
-        faults.interfere = b_adds_first
-        faults.script = ["interfere"]
-        faults.txns.clear()
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(a.update, add)
-                for i in range(3):
-                    nursery.start_soon(a.update, create_task(runs, i))
-        failed, reread, resent, *rest = faults.txns
+        fns = [add, *(create_task(runs, i) for i in range(3))]
+        failed, reread, resent, *rest = await commit_queued_together(
+            a, faults, prefix, fns, before_send=b_adds_first
+        )
         assert sorted(puts_of(failed, prefix)) == ["Task/counter", "Task/t0", "Task/t1", "Task/t2"]
         assert "compare" not in reread
         assert sorted(puts_of(resent, prefix)) == ["Task/t0", "Task/t1", "Task/t2"]
@@ -845,6 +879,38 @@ async def test_transactions_taking_one_unique_key_never_share_a_txn(
         assert any(len(keys) == 2 for keys in together)  # the queued ones shared where they could
 
 
+async def test_a_cancelled_writer_sending_its_own_txn_hands_the_queue_on(
+    single: EtcdCluster, prefix: str
+) -> None:
+    # A lone writer sends its txn from its own task; the transactions that queued behind it
+    # must still be sent when that writer is cancelled mid-request.
+    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    faults.interfere = trio.sleep_forever  # the first txn never reaches etcd
+    faults.script = ["interfere"]
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+        runs: list[str] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                cancelled = trio.CancelScope()
+
+                async def first() -> None:
+                    with cancelled:
+                        await store.update(lambda tx: tx.create(Task("first", "c")))
+
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                for i in range(3):
+                    nursery.start_soon(store.update, create_task(runs, i))
+                await trio.testing.wait_all_tasks_blocked()
+                cancelled.cancel()
+        assert sorted(runs) == ["t0", "t1", "t2"]
+        assert sorted(t.id for t in store.view(lambda tx: list(tx.all(Task)))) == ["t0", "t1", "t2"]
+        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
+            await store.wait_for(fresh.version)
+            assert state_of(store) == state_of(fresh)
+
+
 async def test_a_shared_txn_etcd_finds_too_large_is_sent_one_by_one(
     single: EtcdCluster, prefix: str
 ) -> None:
@@ -859,13 +925,12 @@ async def test_a_shared_txn_etcd_finds_too_large_is_sent_one_by_one(
         faults.txns.clear()
         big = "x" * 900_000
 
-        async with trio.open_nursery() as nursery:
-            for i in range(2):
-                nursery.start_soon(store.update, functools.partial(_create_big, i, big))
-        together, *alone = [sorted(puts_of(body, prefix)) for body in faults.txns]
+        fns = [functools.partial(_create_big, i, big) for i in range(2)]
+        txns = await commit_queued_together(store, faults, prefix, fns)
+        together, *alone = [sorted(puts_of(body, prefix)) for body in txns]
         assert together == ["Task/b0", "Task/b1"]
         assert sorted(alone) == [["Task/b0"], ["Task/b1"]]
-        assert store.view(lambda tx: tx.count(Task)) == 3
+        assert store.view(lambda tx: tx.count(Task)) == 4
 
 
 def _create_big(i: int, service: str, tx: ws.Tx) -> None:

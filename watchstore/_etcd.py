@@ -18,8 +18,11 @@ local replica, then becomes one etcd txn:
 Concurrent transactions of one process share txns (group commit). While a txn is in flight
 (at most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the
 next txn carries as many of them as fit etcd's limits: their compares and operations side by
-side, one fence compare for all. They commit together, at one revision, which is then the Version of
-each (watchers see one commit with all their changes). Transactions that write a common key
+side, one fence compare for all. They commit together, at one revision, which is then the
+Version of each (watchers see one commit with all their changes). A transaction that finds
+no txn in flight sends its own from its task: a lone writer pays for no sender task (a spawn
+and two more scheduling rounds per commit, about a third of the store's own CPU per commit).
+Sender tasks are started only for transactions that queued. Transactions that write a common key
 (a unique-index key: object keys never meet, see ``_inflight``) or that compare whole tables
 go in separate txns. When a shared txn's compare fails, the read after it tells which
 transactions saw changed keys: they run again, the others are sent again at once. One etcd
@@ -425,8 +428,9 @@ class EtcdProposer:
             inflight[key] = done
         try:
             version = await self._submit(prepared)
-            if self._store is not None:
-                await self._store.wait_for(version)
+            store = self._store
+            if store is not None and store.version < version:  # (no checkpoint if it has)
+                await store.wait_for(version)
             return version
         finally:
             for key in prepared.written:
@@ -435,22 +439,27 @@ class EtcdProposer:
             done.set()
 
     async def _submit(self, prepared: Prepared) -> Version:
-        """Queue ``prepared`` for the next txn and wait for its outcome (a store that is
-        not followed yet sends it in a txn of its own, in this task)."""
+        """Send ``prepared`` in a txn and wait for its outcome.
+
+        When no txn is in flight, this task sends it itself: a lone writer pays no sender
+        task per commit. Otherwise it queues for the next txn, which a sender task shares
+        among the transactions queued by then. A store that is not followed yet sends each
+        in a txn of its own, in this task.
+        """
         item = _Pending(prepared, alone=prepared.alone)
         store = self._store
         if store is None:
             await self._commit([item])
+        elif not self._senders and not self._queue:  # no txn in flight: a lone writer
+            self._senders += 1
+            try:
+                await self._commit([item])
+            finally:
+                self._senders -= 1
+                self._start_sender(store)  # for the transactions queued meanwhile
         else:
             self._queue.append(item)
-            if self._senders < self.max_txns_in_flight:
-                self._senders += 1
-                try:
-                    store._spawn(self._sender)
-                except RuntimeError:  # the store's nursery is closed
-                    self._senders -= 1
-                    self._queue.remove(item)
-                    raise StoreClosed("the store was closed") from None
+            self._start_sender(store)
             try:
                 await item.done.wait()
             except BaseException:
@@ -461,6 +470,23 @@ class EtcdProposer:
             raise item.outcome
         assert item.outcome is not None
         return item.outcome
+
+    def _start_sender(self, store: Store) -> None:
+        """Start a sender task if transactions are queued and another txn may go; if the
+        store is closed, fail them instead."""
+        if not self._queue or self._senders >= self.max_txns_in_flight:
+            return
+        if not store.closed:
+            self._senders += 1
+            try:
+                store._spawn(self._sender)
+                return
+            except RuntimeError:  # the store's nursery is closed
+                self._senders -= 1
+        while self._queue:
+            self._queue.popleft().settle(
+                StoreClosed("the store closed before this transaction was sent")
+            )
 
     async def _sender(self) -> None:
         """Send the queued transactions, as many per txn as fit, until none is left."""
@@ -704,6 +730,12 @@ class EtcdProposer:
             await trio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.1)))
 
     # -- the replica feed --------------------------------------------------------------------
+
+    def attach(self, store: Store) -> None:
+        """Make ``store`` the one this proposer feeds (before ``follow`` starts): from now on
+        a commit waits until its change reached the replica, and concurrent commits share
+        txns."""
+        self._store = store
 
     async def follow(self, store: Store) -> None:
         """Apply every change under the prefix to ``store``, forever: watch from the next

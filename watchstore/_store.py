@@ -238,7 +238,8 @@ class Store:
                 attempt += 1
                 await remote.catch_up(self, conflict, attempt)
                 continue
-            await self.wait_for(version)
+            if self._state.version < version:  # the commit was a checkpoint: no other needed
+                await self.wait_for(version)
             return result
 
     def _prepare_remote(
@@ -850,7 +851,9 @@ async def open_store(
                     store.recovery = restored
                 if listed is not None:
                     store._restore(Restored(listed[0], listed[1], [], 0))
-                    store._spawn(cast("EtcdProposer", proposer).follow, store)
+                    follower = cast("EtcdProposer", proposer)
+                    follower.attach(store)  # at once: the follow task starts later
+                    store._spawn(follower.follow, store)
                 if isinstance(proposer, LogProposer):
                     proposer.compact_bytes = compact_bytes
                     store._keep_epochs = keep_epochs
