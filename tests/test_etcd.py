@@ -756,12 +756,12 @@ async def commit_queued_together(
     store: ws.Store,
     faults: Faults,
     prefix: str,
-    fns: Sequence[Callable[[ws.Tx], object]],
+    writers: Sequence[Callable[[], Awaitable[object]]],
     before_send: Callable[[], Awaitable[object]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Commit ``fns`` concurrently so that they all queue for one txn: a first txn (creating
-    Task "first") is held until they have queued. ``before_send`` runs just before the next
-    txn is sent. Returns the kv/txn bodies after the first."""
+    """Run ``writers`` concurrently so that their first commits all queue for one txn: a
+    first txn (creating Task "first") is held until they have queued. ``before_send`` runs
+    just before the next txn is sent. Returns the kv/txn bodies after the first."""
     release = trio.Event()
     steps = [release.wait, *([before_send] if before_send else [])]
 
@@ -775,8 +775,8 @@ async def commit_queued_together(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store.update, lambda tx: tx.create(Task("first", "c")))
             await trio.testing.wait_all_tasks_blocked()
-            for fn in fns:
-                nursery.start_soon(store.update, fn)
+            for writer in writers:
+                nursery.start_soon(writer)
             await trio.testing.wait_all_tasks_blocked()
             release.set()
     first, *txns = faults.txns
@@ -835,9 +835,11 @@ async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
         async def b_adds_first() -> None:  # after a's group formed, before its txn is sent
             await b.update(set_ten)
 
-        fns = [add, *(create_task(runs, i) for i in range(3))]
+        writers = [
+            functools.partial(a.update, fn) for fn in [add, *map(create_task, [runs] * 3, range(3))]
+        ]
         failed, reread, resent, *rest = await commit_queued_together(
-            a, faults, prefix, fns, before_send=b_adds_first
+            a, faults, prefix, writers, before_send=b_adds_first
         )
         assert sorted(puts_of(failed, prefix)) == ["Task/counter", "Task/t0", "Task/t1", "Task/t2"]
         assert "compare" not in reread
@@ -877,6 +879,28 @@ async def test_transactions_taking_one_unique_key_never_share_a_txn(
         assert together[0] == {"Node/n0"}
         assert not any({"Node/n1", "Node/n2"} <= keys for keys in together)
         assert any(len(keys) == 2 for keys in together)  # the queued ones shared where they could
+
+
+async def test_writers_woken_by_one_txn_commit_again_together(
+    single: EtcdCluster, prefix: str
+) -> None:
+    # When a shared txn commits, its writers wake together with nothing in flight. The first
+    # of them to commit again must queue, not send a txn alone as a lone writer would:
+    # the others are still finishing their previous commits.
+    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
+    faults = Faults(proposer)
+    async with ws.open_store(SCHEMA, proposer=proposer) as store:
+
+        async def writer(i: int) -> None:
+            for round in range(2):
+                await store.update(lambda tx: tx.create(Task(f"t{i}-{round}", "web")))
+
+        writers = [functools.partial(writer, i) for i in range(3)]
+        txns = await commit_queued_together(store, faults, prefix, writers)
+        assert [sorted(puts_of(body, prefix)) for body in txns] == [
+            ["Task/t0-0", "Task/t1-0", "Task/t2-0"],
+            ["Task/t0-1", "Task/t1-1", "Task/t2-1"],
+        ]
 
 
 async def test_a_cancelled_writer_sending_its_own_txn_hands_the_queue_on(
@@ -925,8 +949,11 @@ async def test_a_shared_txn_etcd_finds_too_large_is_sent_one_by_one(
         faults.txns.clear()
         big = "x" * 900_000
 
-        fns = [functools.partial(_create_big, i, big) for i in range(2)]
-        txns = await commit_queued_together(store, faults, prefix, fns)
+        writers = [
+            functools.partial(store.update, functools.partial(_create_big, i, big))
+            for i in range(2)
+        ]
+        txns = await commit_queued_together(store, faults, prefix, writers)
         together, *alone = [sorted(puts_of(body, prefix)) for body in txns]
         assert together == ["Task/b0", "Task/b1"]
         assert sorted(alone) == [["Task/b0"], ["Task/b1"]]

@@ -19,10 +19,11 @@ Concurrent transactions of one process share txns (group commit). While a txn is
 (at most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the
 next txn carries as many of them as fit etcd's limits: their compares and operations side by
 side, one fence compare for all. They commit together, at one revision, which is then the
-Version of each (watchers see one commit with all their changes). A transaction that finds
-no txn in flight sends its own from its task: a lone writer pays for no sender task (a spawn
-and two more scheduling rounds per commit, about a third of the store's own CPU per commit).
-Sender tasks are started only for transactions that queued. Transactions that write a common key
+Version of each (watchers see one commit with all their changes). A lone writer (no txn in
+flight, no other transaction of this process committing) sends its txn from its own task and
+pays for no sender task (a spawn and two more scheduling rounds per commit: 6% of the client
+CPU of a commit at one writer, measured). Sender tasks are started only for transactions
+that queued. Transactions that write a common key
 (a unique-index key: object keys never meet, see ``_inflight``) or that compare whole tables
 go in separate txns. When a shared txn's compare fails, the read after it tells which
 transactions saw changed keys: they run again, the others are sent again at once. One etcd
@@ -160,6 +161,13 @@ class _Pending:
         self.outcome = outcome
         self.done.set()
 
+    def result(self) -> Version:
+        """The settled outcome: its version, or its error raised."""
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        assert self.outcome is not None
+        return self.outcome
+
 
 class EtcdProposer:
     """Commits through an etcd cluster; each process holds a replica fed by a watch.
@@ -222,6 +230,7 @@ class EtcdProposer:
         self._inflight: dict[bytes, trio.Event] = {}
         self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
         self._senders = 0  # tasks sending txns
+        self._writers = 0  # tasks in commit_prepared: committing, or waiting for the replica
 
     # -- connecting and listing ----------------------------------------------------------
 
@@ -426,6 +435,7 @@ class EtcdProposer:
         done = trio.Event()
         for key in prepared.written:
             inflight[key] = done
+        self._writers += 1
         try:
             version = await self._submit(prepared)
             store = self._store
@@ -433,6 +443,7 @@ class EtcdProposer:
                 await store.wait_for(version)
             return version
         finally:
+            self._writers -= 1
             for key in prepared.written:
                 if inflight.get(key) is done:
                     del inflight[key]
@@ -441,35 +452,36 @@ class EtcdProposer:
     async def _submit(self, prepared: Prepared) -> Version:
         """Send ``prepared`` in a txn and wait for its outcome.
 
-        When no txn is in flight, this task sends it itself: a lone writer pays no sender
-        task per commit. Otherwise it queues for the next txn, which a sender task shares
-        among the transactions queued by then. A store that is not followed yet sends each
-        in a txn of its own, in this task.
+        A lone writer (no txn in flight, no other transaction of this process committing)
+        sends its txn from its own task. Otherwise the transaction queues, and a sender
+        task shares the next txn among the transactions queued by then: writers woken
+        together by one txn's outcome are still committing their previous transactions,
+        so the first of them to commit again queues rather than go alone. A store that is
+        not followed yet sends each in a txn of its own, in this task.
         """
         item = _Pending(prepared, alone=prepared.alone)
         store = self._store
         if store is None:
             await self._commit([item])
-        elif not self._senders and not self._queue:  # no txn in flight: a lone writer
+            return item.result()
+        if self._writers == 1 and not self._senders and not self._queue:
+            item.taken = True
             self._senders += 1
             try:
                 await self._commit([item])
             finally:
                 self._senders -= 1
                 self._start_sender(store)  # for the transactions queued meanwhile
-        else:
-            self._queue.append(item)
-            self._start_sender(store)
-            try:
-                await item.done.wait()
-            except BaseException:
-                if not item.taken:  # never sent: it will not be
-                    self._queue.remove(item)
-                raise
-        if isinstance(item.outcome, BaseException):
-            raise item.outcome
-        assert item.outcome is not None
-        return item.outcome
+            return item.result()
+        self._queue.append(item)
+        self._start_sender(store)
+        try:
+            await item.done.wait()
+        except BaseException:
+            if not item.taken:  # never sent: it will not be
+                self._queue.remove(item)
+            raise
+        return item.result()
 
     def _start_sender(self, store: Store) -> None:
         """Start a sender task if transactions are queued and another txn may go; if the
