@@ -15,20 +15,20 @@ local replica, then becomes one etcd txn:
   are parsed, logged and fsynced with the txn); the read costs a round trip on conflicts
   only.
 
-Concurrent transactions of one process share txns (group commit). While a txn is in flight
-(at most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the
-next txn carries as many of them as fit etcd's limits: their compares and operations side by
-side, one fence compare for all. They commit together, at one revision, which is then the
-Version of each (watchers see one commit with all their changes). A lone writer (no txn in
-flight, no other transaction of this process committing) sends its txn from its own task and
-pays for no sender task (a spawn and two more scheduling rounds per commit: 6% of the client
-CPU of a commit at one writer, measured). Sender tasks are started only for transactions
-that queued. Transactions that write a common key
-(a unique-index key: object keys never meet, see ``_inflight``) or that compare whole tables
-go in separate txns. When a shared txn's compare fails, the read after it tells which
-transactions saw changed keys: they run again, the others are sent again at once. One etcd
-request per group instead of one per transaction is what lets many writers go faster than
-single puts: etcd's cost, and the HTTP client's, is mostly per request.
+Concurrent transactions of one process share txns (group commit). While a txn is in flight (at
+most ``max_txns_in_flight`` at once), the transactions committed meanwhile queue, and the next
+txn carries as many of them as fit etcd's limits: their compares and operations side by side,
+one fence compare for all. They commit together, at one revision, which is then the Version of
+each (watchers see one commit with all their changes). A lone writer (no txn in flight, no
+other transaction of this process committing) sends its txn from its own task and pays for no
+sender task (a spawn and two more scheduling rounds per commit: 6-13% of a commit's client CPU
+at one writer, measured). Sender tasks are started only for transactions that queued.
+Transactions that write a common key (a unique-index key: object keys never meet, see
+``_inflight``) or that compare whole tables go in separate txns. When a shared txn's compare
+fails, the read after it tells which transactions saw changed keys: they run again, the others
+are sent again at once. One etcd request per group instead of one per transaction is what lets
+many writers go faster than single puts: etcd's cost, and the HTTP client's, is mostly per
+request.
 
 The etcd revision of the txn is the store Version. The local change is undone at once and
 arrives back through the watch like everyone else's, so the replica only ever moves in
