@@ -84,6 +84,13 @@ async def two_stores(endpoints: list[str], prefix: str) -> AsyncIterator[tuple[w
         yield a, b
 
 
+async def assert_same_as_fresh(store: ws.Store, endpoints: list[str], prefix: str) -> None:
+    """A replica listed afresh from etcd, once ``store`` has caught up with it, equals it."""
+    async with ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as fresh:
+        await store.wait_for(fresh.version)
+        assert state_of(fresh) == state_of(store)
+
+
 def state_of(store: ws.Store) -> dict[str, Any]:
     """The whole replica, encoded (metadata and versions included)."""
     return store.view(
@@ -752,6 +759,20 @@ def create_task(runs: list[str], i: int) -> Callable[[ws.Tx], None]:
     return fn
 
 
+async def queue_behind(
+    nursery: trio.Nursery,
+    first: Callable[[], Awaitable[object]],
+    writers: Sequence[Callable[[], Awaitable[object]]],
+) -> None:
+    """Start ``first``; once it is blocked (its txn held), start ``writers``; return when
+    they are blocked too (queued behind it)."""
+    nursery.start_soon(first)
+    await trio.testing.wait_all_tasks_blocked()
+    for writer in writers:
+        nursery.start_soon(writer)
+    await trio.testing.wait_all_tasks_blocked()
+
+
 async def commit_queued_together(
     store: ws.Store,
     faults: Faults,
@@ -773,11 +794,8 @@ async def commit_queued_together(
     faults.txns.clear()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.update, lambda tx: tx.create(Task("first", "c")))
-            await trio.testing.wait_all_tasks_blocked()
-            for writer in writers:
-                nursery.start_soon(writer)
-            await trio.testing.wait_all_tasks_blocked()
+            held = functools.partial(store.update, lambda tx: tx.create(Task("first", "c")))
+            await queue_behind(nursery, held, writers)
             release.set()
     first, *txns = faults.txns
     assert puts_of(first, prefix) == ["Task/first"]
@@ -803,9 +821,7 @@ async def test_concurrent_commits_share_txns_and_each_lands_once(
         versions = {t.id: t.meta.version for t in tasks}
         for keys in shared:
             assert len({versions[k.removeprefix("Task/")] for k in keys}) == 1
-        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
-            await store.wait_for(fresh.version)
-            assert state_of(fresh) == state_of(store)
+        await assert_same_as_fresh(store, single.endpoints, prefix)
 
 
 async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
@@ -922,17 +938,12 @@ async def test_a_cancelled_writer_sending_its_own_txn_hands_the_queue_on(
                     with cancelled:
                         await store.update(lambda tx: tx.create(Task("first", "c")))
 
-                nursery.start_soon(first)
-                await trio.testing.wait_all_tasks_blocked()
-                for i in range(3):
-                    nursery.start_soon(store.update, create_task(runs, i))
-                await trio.testing.wait_all_tasks_blocked()
+                writers = [functools.partial(store.update, create_task(runs, i)) for i in range(3)]
+                await queue_behind(nursery, first, writers)
                 cancelled.cancel()
         assert sorted(runs) == ["t0", "t1", "t2"]
         assert sorted(t.id for t in store.view(lambda tx: list(tx.all(Task)))) == ["t0", "t1", "t2"]
-        async with ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as fresh:
-            await store.wait_for(fresh.version)
-            assert state_of(store) == state_of(fresh)
+        await assert_same_as_fresh(store, single.endpoints, prefix)
 
 
 async def test_a_shared_txn_etcd_finds_too_large_is_sent_one_by_one(
