@@ -24,7 +24,10 @@ top of a bare put), and ``txn, watched`` sends the very txn a lone store commit 
 (compare the object's and the fence's ``mod_revision``, put the object) into the store's
 prefix without the store around it: the ceiling for one writer.
 
-Times are wall time; the variants alternate over ``--reps`` rounds, in reverse order every
+Times are wall time. A short warm-up round of every variant comes first and is not recorded:
+without it the variant that ran first (the store) paid for the fresh etcd's and the fresh
+connections' first requests, and its ratio in the first round came out below its median in
+18 of 19 runs. The variants then alternate over ``--reps`` rounds, in reverse order every
 other round (the store and raw puts always back to back). Each rate shown is the variant's
 median round, and each ratio the median of the ratios within the rounds: a slow phase of this
 shared machine slows both variants of a round, so the ratio within a round cancels it. (The
@@ -143,7 +146,7 @@ async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[
                 response = await client.call("kv/txn", body, write=True)
                 assert response.get("succeeded"), response
 
-            for rep in range(reps):
+            for rep in range(-1, reps):  # -1: the warm-up round, not recorded
                 for writers in (1, WRITERS):
                     tag = f"{rep}-{writers}"
                     writes = {
@@ -154,9 +157,11 @@ async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[
                     }
                     order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
                     for name in order:
+                        if rep < 0:
+                            await _rate(writers, max(count // 4, writers), writes[name])
+                            continue
                         rate = await _rate(writers, count, writes[name])
-                        key = f"{name}/{writers}"
-                        rounds.setdefault(key, []).append(rate)
+                        rounds.setdefault(f"{name}/{writers}", []).append(rate)
                     await store.wait_for(store.version)  # raw watched puts are applied
     finally:
         await client.aclose()
