@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -86,28 +87,60 @@ SCHEMA: Final = ws.Schema(ws.Table(Ping))
 PAYLOAD: Final = "x" * 200
 
 
-async def _rate(writers: int, count: int, write: Callable[[int, int], Awaitable[object]]) -> float:
-    """Writes per second: ``writers`` tasks share ``count`` calls of ``write(writer, i)``."""
+@attrs.frozen
+class Round:
+    """One variant's run in one round: its rate, and the CPU each side spent per write."""
+
+    rate: float
+    """Writes per second (wall time)."""
+    client_cpu: float
+    """CPU seconds per write of this process (the store's watch included)."""
+    server_cpu: float
+    """CPU seconds per write of the etcd process."""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (Linux's /proc; ticks of 10 ms,
+    which is why the rounds are hundreds of writes long)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _rate(
+    writers: int, count: int, write: Callable[[int, int], Awaitable[object]], server: int
+) -> Round:
+    """``writers`` tasks share ``count`` calls of ``write(writer, i)``; etcd is process
+    ``server``."""
     per = count // writers
 
     async def worker(w: int) -> None:
         for i in range(w * per, (w + 1) * per):
             await write(w, i)
 
+    server_start, client_start = _cpu_seconds(server), time.process_time()
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for w in range(writers):
             nursery.start_soon(worker, w)
-    return writers * per / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    done = writers * per
+    return Round(
+        done / elapsed,
+        (time.process_time() - client_start) / done,
+        (_cpu_seconds(server) - server_start) / done,
+    )
 
 
 VARIANTS: Final = ("store", "raw", "raw watched", "txn watched")
 """The commit variants: the store, and raw requests (see the module docstring)."""
 
 
-async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[float]]:
-    """Each variant's rate in each round, by ``"variant/writers"``."""
-    rounds: dict[str, list[float]] = {}
+async def _commit_rates(
+    endpoint: str, server: int, count: int, reps: int
+) -> dict[str, list[Round]]:
+    """Each variant's rounds, by ``"variant/writers"`` (etcd is process ``server``)."""
+    rounds: dict[str, list[Round]] = {}
     client = EtcdClient([endpoint])
     try:
         async with ws.open_store(SCHEMA, etcd=[endpoint], prefix="bench-store") as store:
@@ -158,10 +191,10 @@ async def _commit_rates(endpoint: str, count: int, reps: int) -> dict[str, list[
                     order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
                     for name in order:
                         if rep < 0:
-                            await _rate(writers, max(count // 4, writers), writes[name])
+                            await _rate(writers, max(count // 4, writers), writes[name], server)
                             continue
-                        rate = await _rate(writers, count, writes[name])
-                        rounds.setdefault(f"{name}/{writers}", []).append(rate)
+                        measured = await _rate(writers, count, writes[name], server)
+                        rounds.setdefault(f"{name}/{writers}", []).append(measured)
                     await store.wait_for(store.version)  # raw watched puts are applied
     finally:
         await client.aclose()
@@ -248,12 +281,14 @@ def main(argv: Sequence[str]) -> int:
         try:
             endpoint = cluster.endpoints[0]
             progress(f"commits: {args.count} per variant, {args.reps} rounds")
-            rounds = trio.run(_commit_rates, endpoint, args.count, args.reps)
+            server = cluster.processes[0].pid
+            measured = trio.run(_commit_rates, endpoint, server, args.count, args.reps)
             progress(f"replica lag: {args.lag_count} pings")
             lags = _lag(endpoint, args.lag_count)
         finally:
             cluster.stop()
     print(f"etcd {cluster_version()} (one member, fsync on), httpx {version_of('httpx')}")
+    rounds = {key: [r.rate for r in values] for key, values in measured.items()}
     rates = {key: statistics.median(values) for key, values in rounds.items()}
     ratios = {
         key: [
@@ -290,6 +325,22 @@ def main(argv: Sequence[str]) -> int:
         f"(each rate: the median of {reps} round{'s' if reps > 1 else ''}; "
         "each ratio: the median of the ratios within rounds)"
     )
+    cpu = {
+        key: (
+            statistics.median(r.client_cpu for r in values),
+            statistics.median(r.server_cpu for r in values),
+        )
+        for key, values in measured.items()
+    }
+    cpu_rows = [
+        [
+            f"{_writers(writers)}: {side}",
+            *(f"{cpu[f'{name}/{writers}'][i] * 1e6:,.0f} us" for name in VARIANTS),
+        ]
+        for writers in (1, WRITERS)
+        for i, side in enumerate(("this process", "etcd"))
+    ]
+    print("\n".join(grid(["CPU per commit", *headers[1:3], *headers[4:]], cpu_rows)))
     best: dict[str, float] = {}
     for writers in (1, WRITERS):
         key = f"store/{writers}"
@@ -328,6 +379,10 @@ def main(argv: Sequence[str]) -> int:
             "commits_per_second_each_round": rounds,
             "ratio_to_raw": ratio,
             "ratio_of_best_rounds": best,
+            "cpu_seconds_per_commit": {
+                key: {"this process": client, "etcd": server}
+                for key, (client, server) in cpu.items()
+            },
             "replica_lag_seconds": {"p50": p50, "p99": p99},
         }
         args.json.write_text(json.dumps(results, indent=2))
