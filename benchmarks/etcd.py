@@ -22,7 +22,9 @@ count for the target: ``kv/put, watched`` puts into the store's own prefix, so e
 each put to the store's watch and the store applies it (what every store commit costs on
 top of a bare put), and ``txn, watched`` sends the very txn a lone store commit sends
 (compare the object's and the fence's ``mod_revision``, put the object) into the store's
-prefix without the store around it: the ceiling for one writer.
+prefix without the store around it: the ceiling for one writer. A second table gives, for
+every variant, the CPU per write of this process (the store's watch included) and of the
+etcd process: read across, it shows what the watch, the txn and the store each add.
 
 Times are wall time. A short warm-up round of every variant comes first and is not recorded:
 without it the variant that ran first (the store) paid for the fresh etcd's and the fresh
