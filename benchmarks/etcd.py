@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -103,9 +104,12 @@ class Round:
 
 def _cpu_seconds(pid: int) -> float:
     """User and system CPU seconds process ``pid`` has used (Linux's /proc; ticks of 10 ms,
-    which is why the rounds are hundreds of writes long)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    which is why the rounds are hundreds of writes long); NaN where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -252,6 +256,10 @@ def _writers(count: int) -> str:
     return f"{count} writer{'s' if count > 1 else ''}"
 
 
+def _micros(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1e6:,.0f} us"
+
+
 def _per_op(rate: float) -> dict[str, float]:
     return {"seconds_per_op": 1.0 / rate, "ops_per_second": rate}
 
@@ -337,7 +345,7 @@ def main(argv: Sequence[str]) -> int:
     cpu_rows = [
         [
             f"{_writers(writers)}: {side}",
-            *(f"{cpu[f'{name}/{writers}'][i] * 1e6:,.0f} us" for name in VARIANTS),
+            *(_micros(cpu[f"{name}/{writers}"][i]) for name in VARIANTS),
         ]
         for writers in (1, WRITERS)
         for i, side in enumerate(("this process", "etcd"))
