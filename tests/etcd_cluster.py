@@ -2,21 +2,31 @@
 
 ``EtcdCluster(tmp, size)`` starts ``size`` members of one cluster from Debian's
 ``etcd-server`` (``make deps-etcd`` installs it; ``make test`` does that itself) and stops
-them on ``stop()``, killing what does not exit.
+them on ``stop()``, killing what does not exit. With ``tls=Tls.create(dir)`` the members
+serve clients over TLS only and require a client certificate signed by the test CA.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,26 +51,117 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def post(endpoint: str, method: str, body: dict[str, Any], timeout: float = 2.0) -> Any:
+@attrs.frozen
+class Tls:
+    """A test CA, a certificate for the members (127.0.0.1) and one for clients, as PEM
+    files."""
+
+    ca: Path
+    server: tuple[Path, Path]
+    """The members' certificate and key (also their client certificate: etcd's gateway
+    calls the member's own gRPC server with it)."""
+    client: tuple[Path, Path]
+
+    @classmethod
+    def create(cls, directory: Path) -> Tls:
+        """Make the CA and both certificates in ``directory``."""
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "watchstore test CA")])
+        ca_cert = (
+            _builder(ca_name, ca_name, ca_key.public_key(), now)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        ca = directory / "ca.pem"
+        ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+        def issue(name: str, usages: list[x509.ObjectIdentifier]) -> tuple[Path, Path]:
+            key = ec.generate_private_key(ec.SECP256R1())
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+            loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            cert = (
+                _builder(subject, ca_name, key.public_key(), now)
+                .add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                .sign(ca_key, hashes.SHA256())
+            )
+            cert_file, key_file = directory / f"{name}.pem", directory / f"{name}-key.pem"
+            cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            key_file.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            return cert_file, key_file
+
+        both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        return cls(ca, issue("server", both), issue("client", [ExtendedKeyUsageOID.CLIENT_AUTH]))
+
+    def context(self, *, trust: bool = True, certificate: bool = True) -> ssl.SSLContext:
+        """A client context: trusting the test CA (or only the system's), with the client
+        certificate (or none)."""
+        context = ssl.create_default_context(cafile=str(self.ca) if trust else None)
+        if certificate:
+            context.load_cert_chain(*map(str, self.client))
+        return context
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePublicKey, now: datetime.datetime
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+
+
+def post(
+    endpoint: str,
+    method: str,
+    body: dict[str, Any],
+    timeout: float = 2.0,
+    context: ssl.SSLContext | None = None,
+) -> Any:
     """One synchronous JSON-gateway call (for set-up and checks, not for the code tested)."""
     request = urllib.request.Request(
         f"{endpoint}/v3/{method}", data=json.dumps(body).encode(), method="POST"
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         return json.loads(response.read())
 
 
 class EtcdCluster:
     """``size`` etcd members on loopback; ``endpoints[i]`` is member ``i``'s client URL."""
 
-    def __init__(self, tmp: Path, size: int = 1) -> None:
+    def __init__(self, tmp: Path, size: int = 1, tls: Tls | None = None) -> None:
         binary = etcd_binary()
         if binary is None:
             raise RuntimeError("etcd is not installed: run `make deps-etcd` (Debian etcd-server)")
         ports = free_ports(2 * size)
         names = [f"m{i}" for i in range(size)]
         peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(size)]
-        self.endpoints = [f"http://127.0.0.1:{ports[2 * i]}" for i in range(size)]
+        scheme = "http" if tls is None else "https"
+        self.endpoints = [f"{scheme}://127.0.0.1:{ports[2 * i]}" for i in range(size)]
+        self.context = None if tls is None else tls.context()
+        """The context of the set-up calls (None without TLS)."""
+        secure = (
+            []
+            if tls is None
+            else [
+                f"--cert-file={tls.server[0]}",
+                f"--key-file={tls.server[1]}",
+                f"--trusted-ca-file={tls.ca}",
+                "--client-cert-auth",
+            ]
+        )
         initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs = [tmp / f"etcd-{n}.log" for n in names]
@@ -79,6 +180,7 @@ class EtcdCluster:
                 "--heartbeat-interval=50",
                 "--election-timeout=500",
                 "--log-level=warn",
+                *secure,
             ]
             with open(self.logs[i], "wb") as log:
                 self.processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
@@ -94,7 +196,7 @@ class EtcdCluster:
         for i in range(len(self.endpoints)) if members is None else members:
             while True:
                 try:
-                    post(self.endpoints[i], "kv/range", {"key": "AA=="})
+                    post(self.endpoints[i], "kv/range", {"key": "AA=="}, context=self.context)
                     break
                 except (OSError, urllib.error.URLError) as exc:
                     if self.processes[i].poll() is not None:
@@ -112,7 +214,7 @@ class EtcdCluster:
         for i, endpoint in enumerate(self.endpoints):
             if self.processes[i].poll() is not None:
                 continue
-            status = post(endpoint, "maintenance/status", {})
+            status = post(endpoint, "maintenance/status", {}, context=self.context)
             ids[status["header"]["member_id"]] = i
             leader = status["leader"]
         assert leader is not None

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, etcd_binary, post
+from tests.etcd_cluster import EtcdCluster, Tls, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore._codec import encode
 from watchstore._etcdclient import (
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         Iterator,
         Sequence,
     )
+    from contextlib import AbstractAsyncContextManager
 
 ROOT = Path(__file__).parent.parent
 
@@ -65,6 +66,18 @@ def three(tmp_path: Path) -> Iterator[EtcdCluster]:
     cluster = EtcdCluster(tmp_path, 3)
     try:
         yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EtcdCluster, Tls]]:
+    """A one-member cluster serving clients over TLS only, with client certificates."""
+    tmp = tmp_path_factory.mktemp("etcd-tls")
+    tls = Tls.create(tmp)
+    cluster = EtcdCluster(tmp, 1, tls=tls)
+    try:
+        yield cluster, tls
     finally:
         cluster.stop()
 
@@ -284,6 +297,66 @@ async def test_undecodable_objects_go_to_on_parse_error(single: EtcdCluster, pre
         await store.update(lambda tx: tx.create(Task("t3", "web")))  # the replica goes on
         assert errors == [key]
         assert [t.id for t in store.view(lambda tx: tx.all(Task))] == ["t2", "t3"]
+
+
+async def test_over_tls_with_client_certificates_commits_and_the_watch_work(
+    secure: tuple[EtcdCluster, Tls], prefix: str
+) -> None:
+    cluster, tls = secure
+
+    def tls_store() -> AbstractAsyncContextManager[ws.Store]:
+        proposer = ws.EtcdProposer(cluster.endpoints, prefix, ssl_context=tls.context())
+        return ws.open_store(SCHEMA, proposer=proposer)
+
+    # A watch that cannot connect would leave the commits waiting: fail instead.
+    with trio.fail_after(20):
+        async with tls_store() as a, tls_store() as b, b.watch(ws.on(Node)) as events:
+            nodes = [Node(f"n{i}", f"node {i}") for i in range(5)]
+            for node in nodes:
+                await a.update(functools.partial(ws.Tx.create, obj=node))
+            seen = [await events.receive() for _ in nodes]
+            assert [e.obj.id for e in seen if isinstance(e, ws.Created)] == [n.id for n in nodes]
+            await b.wait_for(a.version)
+            assert state_of(a) == state_of(b)
+    listed = post(
+        cluster.endpoints[0],
+        "kv/range",
+        {"key": b64(f"{prefix}/o/".encode()), "range_end": b64(f"{prefix}/o0".encode())},
+        context=cluster.context,
+    )
+    assert int(listed["count"]) == len(nodes)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("no client certificate", "BAD_CERTIFICATE|certificate required"),
+        ("CA not trusted", "CERTIFICATE_VERIFY_FAILED"),
+        ("no context", "CERTIFICATE_VERIFY_FAILED"),
+        ("http to a TLS port", "disconnected"),
+    ],
+)
+async def test_a_tls_cluster_refuses_a_client_without_its_credentials_and_says_why(
+    secure: tuple[EtcdCluster, Tls], prefix: str, case: str, reason: str
+) -> None:
+    cluster, tls = secure
+    endpoints, context = cluster.endpoints, None
+    if case == "no client certificate":
+        context = tls.context(certificate=False)
+    elif case == "CA not trusted":
+        context = tls.context(trust=False)
+    elif case == "http to a TLS port":
+        endpoints = [e.replace("https://", "http://") for e in endpoints]
+    hint = "ssl_context"
+    proposer = ws.EtcdProposer(endpoints, prefix, ssl_context=context, timeout=2.0)
+    with pytest.raises(EtcdUnavailable, match=f"(?s)({reason}).*{hint}"):
+        async with ws.open_store(SCHEMA, proposer=proposer):
+            pass
+
+
+def test_an_endpoint_without_a_scheme_is_refused_with_an_example() -> None:
+    with pytest.raises(ValueError, match=r"'127\.0\.0\.1:2379'.*http://127\.0\.0\.1:2379"):
+        ws.EtcdProposer(["127.0.0.1:2379"])
 
 
 async def test_old_etcd_is_refused_at_connect() -> None:

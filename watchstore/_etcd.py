@@ -90,6 +90,7 @@ from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._proposer import Conflict
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Iterable, Sequence
 
     from ._schema import IndexSpec, Schema
@@ -181,6 +182,14 @@ class EtcdProposer:
     ``watch_idle`` seconds is checked: if its member does not answer, the watch moves to
     the next endpoint. At most ``max_txns_in_flight`` txns are sent at once; transactions
     committed meanwhile share the next (see the module docstring).
+
+    For a cluster that serves TLS, give ``https://`` endpoints and an ``ssl_context`` that
+    trusts its CA and, if etcd checks client certificates (``--client-cert-auth``), holds
+    this process's certificate::
+
+        context = ssl.create_default_context(cafile="ca.pem")
+        context.load_cert_chain("client.pem", "client-key.pem")
+        proposer = EtcdProposer(["https://etcd-1:2379"], "app", ssl_context=context)
     """
 
     def __init__(
@@ -196,12 +205,13 @@ class EtcdProposer:
         watch_idle: float = 10.0,
         on_parse_error: Callable[[bytes, bytes, Exception], None] | None = None,
         on_resync: Callable[[Version], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not prefix or prefix.endswith("/"):
             raise ValueError(f"etcd prefix must be non-empty without a trailing '/': {prefix!r}")
         if max_txns_in_flight < 1:
             raise ValueError(f"max_txns_in_flight must be at least 1, not {max_txns_in_flight}")
-        self.client = EtcdClient(endpoints, timeout=timeout)
+        self.client = EtcdClient(endpoints, timeout=timeout, ssl_context=ssl_context)
         self.prefix = prefix.encode() + b"/"
         self.max_retries = max_retries
         self.max_txn_ops = max_txn_ops

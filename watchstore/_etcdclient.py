@@ -84,19 +84,38 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 
 class EtcdClient:
-    """Calls etcd's JSON gateway at ``endpoints`` (``http://host:port``), failing over."""
+    """Calls etcd's JSON gateway at ``endpoints`` (``http://host:port`` or ``https://...``),
+    failing over.
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> None:
+    ``https`` endpoints are verified with ``ssl_context``, which also carries the client
+    certificate when etcd asks for one (``--client-cert-auth``); without it, with the
+    system's trusted certificates. Every request and the watch use the same context.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         import httpx  # the optional dependency: pip install "watchstore[etcd]"
 
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint, e.g. ['http://127.0.0.1:2379']")
         self.endpoints = [e.rstrip("/") for e in endpoints]
+        for endpoint in self.endpoints:
+            _check_endpoint(endpoint)
         self._current = 0
         self._httpx = httpx
         self._timeout = timeout
+        self._ssl = ssl_context
+        if ssl_context is None and any(e.startswith("https:") for e in self.endpoints):
+            self._ssl = ssl.create_default_context()
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), limits=limits, verify=self._ssl or True
+        )
 
     @property
     def endpoint(self) -> str:
@@ -114,12 +133,16 @@ class EtcdClient:
 
     async def check_version(self) -> str:
         """Return the server's version; EtcdError if it is older than 3.4."""
+        errors = []
         for _ in range(len(self.endpoints)):
             try:
                 response = await self._client.get(self.endpoint + "/version")
-            except self._httpx.TransportError:
+            except self._httpx.TransportError as exc:
+                errors.append(f"{self.endpoint}: {_describe(exc)}")
                 self.fail_over()
                 continue
+            if response.status_code != 200:
+                raise _error_of(response)
             version = str(response.json().get("etcdserver", "0"))
             if _parse_version(version) < MIN_VERSION:
                 raise EtcdError(
@@ -127,7 +150,14 @@ class EtcdClient:
                     "or newer (its JSON gateway serves /v3 from 3.4 on); upgrade the cluster"
                 )
             return version
-        raise EtcdUnavailable(f"no etcd endpoint answered: {', '.join(self.endpoints)}")
+        if any(e.startswith("https:") for e in self.endpoints):
+            hint = (
+                "For TLS, give an ssl_context that trusts the cluster's CA and, if the cluster "
+                "checks client certificates (--client-cert-auth), holds one."
+            )
+        else:
+            hint = "If the cluster serves TLS, give https:// endpoints and an ssl_context."
+        raise EtcdUnavailable(f"no etcd endpoint answered: {'; '.join(errors)}. {hint}")
 
     @property
     def timeout(self) -> float:
@@ -195,7 +225,7 @@ class EtcdClient:
         data = json.dumps({"create_request": body}, separators=(",", ":")).encode()
         try:
             with trio.fail_after(self._timeout):
-                stream = await _Stream.post(self.endpoint, "/v3/watch", data)
+                stream = await _Stream.post(self.endpoint, "/v3/watch", data, self._ssl)
             async with stream:
                 if stream.status != 200:
                     with trio.fail_after(self._timeout):
@@ -251,18 +281,19 @@ class _Stream:
         self._done = False
 
     @classmethod
-    async def post(cls, endpoint: str, path: str, data: bytes) -> _Stream:
-        """Connect to ``endpoint``, send the POST and read the response's head."""
-        url = urllib.parse.urlsplit(endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
+    async def post(
+        cls, endpoint: str, path: str, data: bytes, context: ssl.SSLContext | None = None
+    ) -> _Stream:
+        """Connect to ``endpoint``, send the POST and read the response's head (an https
+        endpoint is verified with ``context``, by default the system's)."""
+        url = _check_endpoint(endpoint)
+        assert url.hostname is not None
         port = url.port or (443 if url.scheme == "https" else 80)
         stream: trio.abc.Stream = await trio.open_tcp_stream(url.hostname, port)
         try:
             if url.scheme == "https":
-                stream = trio.SSLStream(
-                    stream, ssl.create_default_context(), server_hostname=url.hostname
-                )
+                context = context or ssl.create_default_context()
+                stream = trio.SSLStream(stream, context, server_hostname=url.hostname)
             head = (
                 f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
                 "Content-Type: application/json\r\nConnection: close\r\n"
@@ -379,6 +410,29 @@ class _Stream:
         if self._left < 2:  # some of the CRLF ending the chunk is in ``take``
             take = take[: len(take) - (2 - self._left)]
         self._body += take
+
+
+def _check_endpoint(endpoint: str) -> urllib.parse.SplitResult:
+    """``endpoint`` split, or ValueError if it is not an http(s) URL with a host."""
+    url = urllib.parse.urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(
+            f"not an http(s) etcd endpoint: {endpoint!r}; give URLs such as "
+            "'http://127.0.0.1:2379' or 'https://etcd-1.example:2379'"
+        )
+    return url
+
+
+def _describe(error: BaseException) -> str:
+    """An exception and the causes under it, for a message (httpx wraps the TLS error)."""
+    parts: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None and len(parts) < 4:
+        text = f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__
+        if not parts or text not in parts[-1]:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def _error_of(response: httpx.Response) -> StoreError:
