@@ -630,6 +630,30 @@ async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:
     assert got == [{}]
 
 
+@asynccontextmanager
+async def counter_and_rival(
+    endpoints: list[str], prefix: str, **options: Any
+) -> AsyncIterator[tuple[ws.Store, ws.Store, Faults]]:
+    """Store ``a`` (its txns scripted by the Faults) and a rival ``b`` on one prefix, both
+    holding the task "counter" (slot 0)."""
+    proposer = ws.EtcdProposer(endpoints, prefix, **options)
+    faults = Faults(proposer)
+    async with (
+        ws.open_store(SCHEMA, proposer=proposer) as a,
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as b,
+    ):
+        await a.update(lambda tx: tx.create(Task("counter", "c")))
+        await b.wait_for(a.version)
+        yield a, b, faults
+
+
+def add_one(tx: ws.Tx) -> None:
+    """Add one to the slot of the task "counter"."""
+    task = tx.get(Task, "counter")
+    assert task is not None
+    tx.update(attrs.evolve(task, slot=task.slot + 1))
+
+
 class Faults:
     """Scripted faults for a proposer's next kv/txn calls: ``hold`` keeps the request back
     (never sent) and reports an unknown outcome; ``lose`` sends it and loses the answer;
@@ -771,28 +795,16 @@ async def test_a_failed_compare_reads_the_keys_then_runs_again(
 ) -> None:
     """The txn has no failure branch: after a failed compare one read says how far to catch
     up; if that read fails too, the function runs again on what the replica has."""
-    proposer = ws.EtcdProposer(single.endpoints, prefix)
-    faults = Faults(proposer)
-    async with (
-        ws.open_store(SCHEMA, proposer=proposer) as a,
-        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
-    ):
-        await a.update(lambda tx: tx.create(Task("counter", "c")))
-        await b.wait_for(a.version)
-
-        def add(tx: ws.Tx) -> None:
-            task = tx.get(Task, "counter")
-            assert task is not None
-            tx.update(attrs.evolve(task, slot=task.slot + 1))
+    async with counter_and_rival(single.endpoints, prefix) as (a, b, faults):
 
         async def b_adds_first() -> None:  # after a ran add, before its txn reaches etcd
-            await b.update(add)
+            await b.update(add_one)
 
         faults.interfere = b_adds_first
         faults.script = ["interfere"] if read == "answers" else ["interfere", "down"]
         faults.txns.clear()
         with trio.fail_after(10):
-            await a.update(add)
+            await a.update(add_one)
         assert faults.script == []
         failed, reread, *_rerun = faults.txns  # the txn, then a read of its keys and slot
         assert "failure" not in failed
@@ -900,21 +912,13 @@ async def test_concurrent_commits_share_txns_and_each_lands_once(
 async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(
     single: EtcdCluster, prefix: str
 ) -> None:
-    proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
-    faults = Faults(proposer)
-    async with (
-        ws.open_store(SCHEMA, proposer=proposer) as a,
-        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
-    ):
-        await a.update(lambda tx: tx.create(Task("counter", "c")))
-        await b.wait_for(a.version)
+    one_txn_at_a_time = counter_and_rival(single.endpoints, prefix, max_txns_in_flight=1)
+    async with one_txn_at_a_time as (a, b, faults):
         runs: list[str] = []
 
         def add(tx: ws.Tx) -> None:
             runs.append("add")
-            task = tx.get(Task, "counter")
-            assert task is not None
-            tx.update(attrs.evolve(task, slot=task.slot + 1))
+            add_one(tx)
 
         def set_ten(tx: ws.Tx) -> None:
             task = tx.get(Task, "counter")

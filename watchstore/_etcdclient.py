@@ -109,9 +109,8 @@ class EtcdClient:
         self._current = 0
         self._httpx = httpx
         self._timeout = timeout
-        self._ssl = ssl_context
-        if ssl_context is None and any(e.startswith("https:") for e in self.endpoints):
-            self._ssl = ssl.create_default_context()
+        self._https = any(e.startswith("https:") for e in self.endpoints)
+        self._ssl = ssl_context or (ssl.create_default_context() if self._https else None)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), limits=limits, verify=self._ssl or True
@@ -150,7 +149,7 @@ class EtcdClient:
                     "or newer (its JSON gateway serves /v3 from 3.4 on); upgrade the cluster"
                 )
             return version
-        if any(e.startswith("https:") for e in self.endpoints):
+        if self._https:
             hint = (
                 "For TLS, give an ssl_context that trusts the cluster's CA and, if the cluster "
                 "checks client certificates (--client-cert-auth), holds one."
