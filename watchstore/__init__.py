@@ -22,6 +22,7 @@ commits go through a :class:`Proposer`.
     trio.run(main)
 """
 
+from ._errors import CompactionFailed as CompactionFailed
 from ._errors import EtcdError as EtcdError
 from ._errors import HistoryCompacted as HistoryCompacted
 from ._errors import InvalidObject as InvalidObject
@@ -31,6 +32,7 @@ from ._errors import ObjectExists as ObjectExists
 from ._errors import ObjectNotFound as ObjectNotFound
 from ._errors import ProposalFailed as ProposalFailed
 from ._errors import SequenceConflict as SequenceConflict
+from ._errors import StorageError as StorageError
 from ._errors import StoreClosed as StoreClosed
 from ._errors import StoreError as StoreError
 from ._errors import StoreLocked as StoreLocked
@@ -55,7 +57,6 @@ from ._lock import lock_status as lock_status
 from ._lock import unlock as unlock
 from ._log import EpochInfo as EpochInfo
 from ._log import Restored as Restored
-from ._log import Salvage as Salvage
 from ._log import list_epochs as list_epochs
 from ._log import rollback as rollback
 from ._logproposer import Durability as Durability
@@ -77,6 +78,7 @@ from ._replica import Replica as Replica
 from ._schema import Index as Index
 from ._schema import Schema as Schema
 from ._schema import Table as Table
+from ._segment import Salvage as Salvage
 from ._state import Snapshot as Snapshot
 from ._store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from ._store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
@@ -102,6 +104,7 @@ __all__ = [
     "Between",
     "Change",
     "Committed",
+    "CompactionFailed",
     "Created",
     "Deleted",
     "Durability",
@@ -127,6 +130,7 @@ __all__ = [
     "SequenceConflict",
     "Snapshot",
     "Spec",
+    "StorageError",
     "Store",
     "StoreAction",
     "StoreClosed",

@@ -6,6 +6,7 @@ the version, the file and offset) and its message says what to do next.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -126,15 +127,54 @@ class StoreClosed(StoreError):
 
 
 class StoreLocked(StoreError):
-    """Another process holds the store's lock; ``holder`` describes it."""
+    """Another process holds the store's lock; ``holder`` describes it.
 
-    def __init__(self, path: str, holder: Any) -> None:
+    ``holder`` holds what the lock's holder recorded (``pid``, ``host``, ``started_at``), or
+    is empty when that cannot be told (the holder has not written it yet, or it is
+    unreadable); the message says which, in a sentence.
+    """
+
+    def __init__(self, path: str, holder: dict[str, Any] | None) -> None:
         self.path = path
-        self.holder = holder
+        self.holder = {k: v for k, v in (holder or {}).items() if k != "token"}
         super().__init__(
-            f"store {path!r} is locked by {holder!r}; close the store in that process first "
-            "(the lock of a process that died is released by the system)"
+            f"store {path!r} is locked by {describe_holder(self.holder)}; close the store "
+            "in that process first (the lock of a process that died is released by the "
+            "system)"
         )
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """A lock holder in words: "pid 12 on host-a since 2026-12-05 21:25:41 UTC", or that it
+    cannot be told."""
+    pid, host, started = holder.get("pid"), holder.get("host"), holder.get("started_at")
+    if type(pid) is not int:
+        return "a process it cannot name (its lock record is missing or unreadable)"
+    where = f" on {host}" if isinstance(host, str) and host else ""
+    since = ""
+    if isinstance(started, int | float) and not isinstance(started, bool) and 0 <= started < 1e11:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+        since = f" since {stamp}"
+    return f"pid {pid}{where}{since}"
+
+
+class StorageError(StoreError):
+    """A file operation on the store's directory failed (opening, creating or locking it):
+    ``errno`` and ``file`` say which; the message names the cause ("No space left on
+    device") and what to do. Nothing committed is lost."""
+
+    def __init__(self, message: str, *, errno: int | None = None, file: str | None = None) -> None:
+        self.errno = errno
+        self.file = file
+        super().__init__(message)
+
+
+class CompactionFailed(StoreError):
+    """A compaction could not complete its new epoch; the message names the cause.
+
+    The store goes on with its current epoch, writable, and nothing is lost; a later
+    compaction tries again.
+    """
 
 
 class LogCorrupt(StoreError):
