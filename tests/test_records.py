@@ -1,9 +1,10 @@
-"""The epoch log's framing (sans-I/O): segment headers, records, and ``scan``'s torn-tail rule.
+"""The epoch log's framing (sans-I/O): segment headers, records, and format 1's torn-tail rule.
 
-``scan``'s rule (see ``watchstore/_records.py``): a crash leaves a prefix of one append or a
-zero-filled extension of the file, so a record cut off by the end of the data, or zeros to the
-end, is a torn tail (safe to truncate); a complete record that does not verify, or anything
-wrong followed by more data, is corruption.
+Format 1's rule (see ``watchstore/_records.py``): a crash leaves a prefix of one append or a
+zero-filled extension of the file, so a record cut off by the end of the data is a torn tail
+(safe to truncate), zeros to the end are space written ahead (padding); a complete record
+that does not verify, or anything wrong followed by more data, is corruption. Format 2's rule
+is specified in ``tests/test_torn_writes.py``.
 """
 
 from __future__ import annotations
@@ -195,15 +196,18 @@ def test_pure_truncation_is_never_corrupt() -> None:
         assert result.records == complete, cut
         assert result.end == max(boundaries & set(range(cut + 1))), cut
         assert result.corrupt is None, cut
-        assert result.torn == (cut not in boundaries), cut
+        zeros = not data[result.end : cut].strip(b"\0")  # a cut inside zero bytes
+        assert result.torn == (cut not in boundaries and not zeros), cut
+        assert result.padding == (cut - result.end if zeros else 0), cut
 
 
 @pytest.mark.parametrize("zeros", [1, 5, RECORD_HEAD_SIZE - 1, RECORD_HEAD_SIZE, 100, 4096])
-def test_a_zero_filled_extension_is_torn(zeros: int) -> None:
-    """Zeros appended after the last record (a file extended by a crash) are a torn tail."""
+def test_zeros_after_the_last_record_are_padding(zeros: int) -> None:
+    """Zeros after the last record (written ahead, or a file extended by a crash) end the
+    records cleanly: padding, neither torn nor damage."""
     data, written = build(HEADER, SAMPLE_BODIES)
     result = scan(data + bytes(zeros), HEADER)
-    assert result == Scan(written, len(data), torn=True)
+    assert result == Scan(written, len(data), padding=zeros)
 
 
 def test_a_flipped_bit_in_a_complete_record_is_corrupt() -> None:
@@ -341,10 +345,10 @@ def test_scan_of_damaged_data_returns_only_what_was_written(
     # The bytes the record at ``end`` had when written (none if ``end`` is past the last).
     was = original[following.offset : record_end(following)] if following else b""
     event("torn" if result.torn else "corrupt" if result.corrupt else "clean")
-    if not rest:
-        assert (result.torn, result.corrupt) == (False, None)
-    elif not rest.strip(b"\0") or len(rest) < RECORD_HEAD_SIZE:
-        assert result.torn  # zeros to the end, or a cut-off record head
+    if not rest.strip(b"\0"):
+        assert (result.torn, result.corrupt, result.padding) == (False, None, len(rest))
+    elif len(rest) < RECORD_HEAD_SIZE:
+        assert result.torn  # a cut-off record head
     elif rest[:VERIFIED_HEAD] == was[:VERIFIED_HEAD] and len(rest) < len(was):
         # A record whose length, kind and head checksum verify, cut off by the end of the
         # data (its body checksum cannot be checked without the whole body).
@@ -370,4 +374,5 @@ def test_scan_of_damaged_data_returns_only_what_was_written(
         and len(data) > len(original)
         and not data[len(original) :].strip(b"\0")
     ):
-        assert result == Scan(written, len(original), torn=True)  # a zero-filled extension
+        padding = len(data) - len(original)
+        assert result == Scan(written, len(original), padding=padding)  # a zero extension
