@@ -216,10 +216,7 @@ def _holder_text(info: dict[str, Any]) -> str:
     if info["state"] == "stale":
         return f"stale: {who} is gone, and the system released its lock"
     if info["holder_alive"] is False:
-        return (
-            f"held, though {who} is gone: a process it started (e.g. a compaction) holds "
-            "the lock until it ends"
-        )
+        return f"held, though {who} is gone: a process it started holds the lock until it ends"
     return f"held by {who}"
 
 
@@ -843,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"file": exc.file, "offset": exc.offset, "reason": exc.reason},
         )
     except StoreLocked as exc:
-        holder = exc.holder if isinstance(exc.holder, dict) else {}
+        holder = exc.holder
         info = {"state": "held", "holder": holder, "holder_alive": _alive(holder)}
         return _fail(
             out,
