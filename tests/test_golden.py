@@ -12,6 +12,7 @@ import shutil
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
+from watchstore._records import parse_header
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 CREATED_NODES = 1795367199.5152502
@@ -50,3 +51,30 @@ async def test_a_format_1_log_opens_with_exactly_what_it_held(tmp_path: pathlib.
         assert [t.id for t in store.view(lambda tx: tx.find(Task, node_id="n1"))] == ["t1"]
         assert store.recovery is not None
         assert store.recovery.repaired_tail == 0
+
+
+async def test_a_format_1_log_takes_commits_and_its_compaction_writes_format_2(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A format 1 store is appended to in format 1 (its segment keeps one framing), torn
+    tails there follow format 1's rule, and the next compaction writes a format 2 segment
+    holding everything."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(GOLDEN / "v1" / "store", store_dir)
+    first = store_dir / "00000001.wslog"
+    async with ws.open_store(SCHEMA, path=store_dir) as store:
+        await store.update(lambda tx: tx.delete(Task, "t2"))
+    assert parse_header(first.read_bytes()).format == 1
+    data = first.read_bytes()
+    first.write_bytes(data[:-7])  # the last append cut short
+    async with ws.open_store(SCHEMA, path=store_dir) as store:
+        assert store.version == ws.Version(4)
+        await store.update(lambda tx: tx.delete(Task, "t2"))
+        await store.compact()
+        await store.update(lambda tx: tx.delete(Task, "t1"))
+    second = store_dir / "00000002.wslog"
+    assert parse_header(second.read_bytes()).format == 2
+    async with ws.open_store(SCHEMA, path=store_dir) as store:
+        assert store.version == ws.Version(6)
+        nodes, tasks = expected_v1()
+        assert store.view(lambda tx: (tx.all(Node), tx.all(Task))) == (nodes, tasks[:1])

@@ -342,10 +342,10 @@ async def test_a_newer_format_version_raises_unsupported_format(tmp_path: Path) 
     segment = segment_of(tmp_path)
     data = segment.read_bytes()
     header = parse_header(data)
-    assert header.format == 1
+    assert header.format == 2
     newer = attrs.evolve(header, format=99).pack() + data[HEADER_SIZE:]
     segment.write_bytes(newer)
-    with pytest.raises(ws.UnsupportedFormat, match=r"format 99\b.*\(1\)"):
+    with pytest.raises(ws.UnsupportedFormat, match=r"format 99\b.*\(2\)"):
         await load(tmp_path)
     assert segment.read_bytes() == newer
     assert not (tmp_path / "LOCK.json").exists()
@@ -592,8 +592,8 @@ async def test_appends_overwrite_zeros_written_ahead_and_close_cuts_them_off(
             await store.update(commit)
         data = segment.read_bytes()
         records = scan(data, parse_header(data))
-        assert records.torn  # what follows the records is zeros: a torn tail to an opener
-        assert data[records.end :] == bytes(len(data) - records.end)
+        assert (records.torn, records.corrupt) == (False, None)  # zeros: space, not damage
+        assert data[records.end :] == bytes(records.padding)
         assert len(data) - records.end >= 1 << 19
     assert segment.stat().st_size == records.end
 
@@ -602,8 +602,8 @@ async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
     tmp_path: Path,
 ) -> None:
     """A copy of the segment taken while the store is open is what a crash leaves: every
-    acknowledged commit, then zeros, which the open cuts off; a record half written into
-    the zeros is a torn tail (its commit was never acknowledged)."""
+    acknowledged commit, then zeros, which the open keeps as space written ahead; a record
+    half written into the zeros is a torn tail (its commit was never acknowledged), cut."""
     live, crashed, torn = tmp_path / "live", tmp_path / "crashed", tmp_path / "torn"
     async with ws.open_store(SCHEMA, path=live) as store:
         for commit in COMMITS:
@@ -616,10 +616,12 @@ async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
     async with ws.open_store(SCHEMA, path=crashed) as store:
         assert (store.version, contents(store)) == expected
         assert store.recovery is not None
-        assert store.recovery.repaired_tail == len(data) - records.end
+        assert store.recovery.repaired_tail == 0
     last = records.records[-1]
     half = last.offset + (records.end - last.offset) // 2
     torn.mkdir()
     (torn / "00000001.wslog").write_bytes(data[:half] + bytes(len(data) - half))
-    version, _contents = await load(torn)
-    assert version == ws.Version(expected[0].index - 1)
+    async with ws.open_store(SCHEMA, path=torn) as store:
+        assert store.version == ws.Version(expected[0].index - 1)
+        assert store.recovery is not None
+        assert store.recovery.repaired_tail == len(data) - last.offset

@@ -1,6 +1,6 @@
-"""The epoch log: a store's directory on disk (segments, epochs, restore, compaction files).
+"""The epoch log: a store's directory on disk (segments, epochs, restore, appends, switches).
 
-Directory layout: ``LOCK`` (held with flock while open) and ``LOCK.json`` (who holds it);
+Directory layout: ``LOCK`` (record-locked while open) and ``LOCK.json`` (who holds it);
 segment files ``00000001.wslog``...; each segment starts with a SNAPSHOT record (an epoch:
 the full state at a version) followed by CHANGE records (one per committed transaction).
 
@@ -9,66 +9,79 @@ Opening takes the lock, verifies every record of the newest segment, truncates a
 snapshot and the changes after it. Damage anywhere else raises LogCorrupt naming the file, the
 offset and the last good version. Appends are written and (by default) fsynced before the
 commit is acknowledged (by the group committer's worker thread, or by the trio thread for a
-lone commit; see ``_logproposer``); a failed write or fsync fails the log for good.
+lone commit; see ``_logproposer``). A failed write or fsync fails the log for good, after
+making sure the failed append never comes back: it is cut off (or zeroed), and if even that
+fails, a fence (``FENCE.json``) tells every later reader where the segment ends.
+
+A compaction's new segment is switched to only once it is complete: written, fsynced, renamed
+into place and the directory fsynced. Any failure before that leaves the current segment in
+use and writable (``CompactionFailed``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._codec import (
-    DecodeError,
-    LoggedActions,
-    decoder_for,
-    dump_data,
-    load_members,
-    load_value,
-    loads,
-    object_json,
-    skip_space,
-    skip_to,
-)
+from ._codec import decoder_for, loads
 from ._crypto import Sealer, SealError
 from ._errors import (
+    CompactionFailed,
     HistoryCompacted,
     LogCorrupt,
     ProposalFailed,
+    StorageError,
     StoreError,
-    UnsupportedFormat,
 )
-from ._lock import DirectoryLock, fsync_dir, write_atomically
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version, new_change
+from ._files import (
+    create_exclusive,
+    fsync_dir,
+    make_directory,
+    pwrite_all,
+    pwrite_some,
+    reason,
+    write_all,
+    write_file_atomically,
+)
+from ._lock import DirectoryLock
+from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
-    FLAG_ENCRYPTED,
+    END,
     HEADER_SIZE,
     SNAPSHOT,
     HeaderError,
-    Record,
-    Scan,
     SegmentHeader,
-    pack_record,
     parse_header,
-    record_size,
-    scan,
+    record_head,
+)
+from ._segment import (
+    FENCE,
+    FORMAT,
+    Fence,
+    Salvage,
+    body_of,
+    decode_change,
+    decode_snapshot,
+    find_lost,
+    frame,
+    read_fence,
+    read_segment,
+    sealer_for,
+    segment_path,
+    snapshot_body_of_pieces,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from ._schema import Schema
-
-FORMAT: Final = 1
-"""The format version this library writes (and the newest it reads)."""
 
 PREALLOCATE: Final = 1 << 20
 """Zeros written ahead of the records at the end of the current segment (see ``append``)."""
@@ -82,8 +95,7 @@ class Restored:
     objects: dict[str, list[Any]]
     changes: list[Change]
     repaired_tail: int
-    """Bytes truncated from the end: a torn tail (with the zeros written ahead of the
-    records, after a crash), or what salvage discarded (0: clean)."""
+    """Bytes truncated from the end: a torn tail, or what salvage discarded (0: clean)."""
     salvage: Salvage | None = None
     """What salvage found and dropped, when the log was damaged and opened with salvage."""
 
@@ -93,121 +105,8 @@ class Restored:
         return self.changes[-1].version if self.changes else self.snapshot_version
 
 
-@attrs.frozen
-class Salvage:
-    """The result of opening a damaged log with ``salvage=True``.
-
-    ``kept`` is the last version kept; ``lost`` the versions found after the damage that
-    could not be applied (they follow a gap), so every version after ``kept`` up to
-    ``max(lost)`` is gone. ``copy`` is the damaged file as it was before the repair.
-    """
-
-    file: str
-    offset: int
-    reason: str
-    kept: Version
-    lost: tuple[int, ...]
-    copy: str
-
-
-def _salvage(
-    file: Path,
-    data: bytes,
-    header: SegmentHeader,
-    end: int,
-    kept: Version,
-    damage: LogCorrupt,
-    sealer: Sealer | None,
-) -> Salvage:
-    """Copy the damaged file aside, and find the versions of records after the damage
-    (checksums are seeded by offset, so a record verifies only where it was written)."""
-    copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
-    write_atomically(copy, data)
-    lost = set()
-    offset = end + 1
-    stop = len(data.rstrip(b"\0"))  # a record never ends in zero: none lies in the zeros
-    while offset < stop:
-        found = scan(data, header, start=offset).records
-        if not found:
-            offset += 1
-            continue
-        for record in found:
-            try:
-                body = body_of(header, record, sealer, str(file))
-                lost.add(int(loads(body)["version"]))
-            except (ValueError, KeyError, TypeError, LogCorrupt):
-                continue
-        last = found[-1]
-        offset = last.offset + record_size(len(last.body))
-    return Salvage(str(file), damage.offset, damage.reason, kept, tuple(sorted(lost)), str(copy))
-
-
-def frame(
-    header: SegmentHeader, offset: int, kind: int, body: bytes, sealer: Sealer | None
-) -> bytes:
-    """The bytes of a record of ``kind`` at ``offset``: sealed first if encrypting."""
-    if sealer is not None:
-        body = sealer.seal(header, offset, kind, body)
-    return pack_record(header, offset, kind, body)
-
-
-def body_of(header: SegmentHeader, record: Record, sealer: Sealer | None, file: str) -> bytes:
-    """The plain body of a verified record (opened if the segment is encrypted)."""
-    if sealer is None:
-        return record.body
-    try:
-        return sealer.open(header, record.offset, record.kind, record.body)
-    except SealError:
-        raise LogCorrupt(file, record.offset, "record does not decrypt at its place") from None
-
-
-def sealer_for(
-    file: Path,
-    header: SegmentHeader,
-    key: bytes | None,
-    *,
-    error: type[StoreError] = StoreError,
-    give_key: str = "open it with key=",
-    drop_key: str = "open it without key=",
-) -> Sealer | None:
-    """The sealer to read ``file`` with ``key``, or ``error`` if the key does not fit the
-    segment (its message says to ``give_key`` or to ``drop_key``)."""
-    encrypted = bool(header.flags & FLAG_ENCRYPTED)
-    if encrypted and key is None:
-        raise error(f"{file} is encrypted: {give_key}")
-    if not encrypted and key is not None:
-        raise error(f"{file} is not encrypted: {drop_key}")
-    return Sealer(key) if key is not None else None
-
-
-def read_segment(file: Path, limit: int | None = None) -> tuple[bytes, SegmentHeader, Scan]:
-    """Read and verify a segment file (up to ``limit`` bytes): its header (LogCorrupt, or
-    UnsupportedFormat for a newer format) and records, which must open with a snapshot."""
-    data = file.read_bytes()
-    if limit is not None:
-        data = data[:limit]
-    try:
-        header = parse_header(data)
-    except HeaderError as exc:
-        raise LogCorrupt(str(file), 0, exc.reason) from None
-    if header.format > FORMAT:
-        raise UnsupportedFormat(
-            f"{file} is in log format {header.format}, newer than this watchstore reads "
-            f"({FORMAT}); upgrade watchstore to open it"
-        )
-    result = scan(data, header)
-    if not result.records:
-        reason = result.corrupt or "the segment holds no snapshot"
-        raise LogCorrupt(str(file), HEADER_SIZE, reason)
-    first = result.records[0]
-    if first.kind != SNAPSHOT:
-        raise LogCorrupt(str(file), first.offset, "the segment does not start with a snapshot")
-    return data, header, result
-
-
-def segment_path(directory: Path, number: int) -> Path:
-    """The file of segment ``number``."""
-    return directory / f"{number:08d}.wslog"
+def _segments(path: Path) -> list[Path]:
+    return sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
 
 
 class EpochLog:
@@ -231,6 +130,8 @@ class EpochLog:
         self.file = segment_path(directory, header.segment)
         self._fd = fd
         self.size = size
+        self.synced = size
+        """How much of the segment is known durable: a record's ``synced`` field."""
         # The file's length: appends overwrite zeros written ahead (see ``append``).
         self.allocated = os.fstat(fd).st_size
         self.snapshot_end = size  # set by _restore/switch: where the epoch's changes start
@@ -250,20 +151,28 @@ class EpochLog:
 
         Damage raises LogCorrupt unless ``salvage``: then the valid prefix is kept, the
         damaged file is copied aside first, and ``Restored.salvage`` says what was lost.
-        With ``key``, a new log is encrypted and an existing one must be."""
+        With ``key``, a new log is encrypted and an existing one must be. A file operation
+        that fails raises StorageError naming its cause, with the lock released."""
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            make_directory(path)
+        except OSError as exc:
+            raise _storage_error("creating the store directory", exc, path) from exc
         lock = DirectoryLock(path)
         try:
             for leftover in path.glob(".*.wslog.*tmp"):  # compactions that never switched
                 leftover.unlink(missing_ok=True)
-            segments = sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())
+            _apply_fence(path)
+            segments = _segments(path)
             if not segments:
                 log, restored = cls._create(path, lock, schema, key)
             else:
                 log, restored = cls._restore(path, lock, segments[-1], schema, salvage, key)
-        except BaseException:
-            lock.release()
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                lock.release()
+            if isinstance(exc, OSError):
+                raise _storage_error("opening the store", exc, path) from exc
             raise
         log.write_ahead()
         return log, restored
@@ -273,19 +182,13 @@ class EpochLog:
         cls, path: Path, lock: DirectoryLock, schema: Schema, key: bytes | None
     ) -> tuple[EpochLog, Restored]:
         sealer = Sealer(key) if key is not None else None
-        flags = FLAG_ENCRYPTED if key is not None else 0
+        flags = 1 if key is not None else 0
         header = SegmentHeader(FORMAT, flags, 1, uuid.uuid4().bytes, time.time_ns())
         body = snapshot_body_of_pieces(ORIGIN, {t.name: [] for t in schema.tables})
         data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         file = segment_path(path, 1)
-        tmp = file.with_name(f".{file.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-        fsync_dir(path)
-        fd = os.open(file, os.O_WRONLY)
+        write_file_atomically(file, data)
+        fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC)
         restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
         return cls(path, lock, header, fd, len(data), schema, sealer), restored
 
@@ -313,7 +216,7 @@ class EpochLog:
                 ) from None
         else:
             snapshot_body = records[0].body
-        version, objects = _decode_snapshot(snapshot_body, decoders, str(file), records[0].offset)
+        version, objects = decode_snapshot(snapshot_body, decoders, str(file), records[0].offset)
         snapshot_version = version
         changes: list[Change] = []
         end = result.end
@@ -325,7 +228,7 @@ class EpochLog:
                 if record.kind != CHANGE:
                     raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment")
                 body = body_of(header, record, sealer, str(file))
-                change = _decode_change(body, decoders, str(file), record.offset)
+                change = decode_change(body, decoders, str(file), record.offset)
                 if change.version.index != version.index + 1:
                     raise LogCorrupt(
                         str(file),
@@ -341,84 +244,130 @@ class EpochLog:
         if damage is not None:
             if not salvage:
                 raise LogCorrupt(damage.file, damage.offset, damage.reason, version)
-            salvaged = _salvage(file, data, header, end, version, damage, sealer)
-        repaired = 0
-        if result.torn or salvaged is not None:
-            repaired = len(data) - end
-            with open(file, "r+b") as f:  # repair before anything is appended
-                f.truncate(end)
-                f.flush()
-                os.fsync(f.fileno())
-        fd = os.open(file, os.O_WRONLY)
-        restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
-        log = cls(path, lock, header, fd, end, schema, sealer)
+            copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
+            write_file_atomically(copy, data)
+            lost = find_lost(file, data, header, end, sealer)
+            salvaged = Salvage(str(file), damage.offset, damage.reason, version, lost, str(copy))
+        fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            repaired = 0
+            if result.torn or salvaged is not None:
+                repaired = os.fstat(fd).st_size - end
+                os.ftruncate(fd, end)  # repair before anything is appended
+            # What was read may sit in the page cache only (a killed writer's last append):
+            # make it durable before any record claims it is (``synced``).
+            os.fdatasync(fd)
+            log = cls(path, lock, header, fd, end, schema, sealer)
+        except BaseException:
+            os.close(fd)
+            raise
         log.snapshot_end = records[1].offset if len(records) > 1 else end
+        restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
         return log, restored
 
     # -- appending (in a worker thread, or the trio thread for a lone commit) ---------------
 
     def append(self, bodies: Sequence[bytes], sync: bool) -> None:
         """Write CHANGE records at the end of the segment in one write, then fsync if
-        ``sync``. Any failure fails the log for good (ProposalFailed).
+        ``sync``. Any failure fails the log for good (ProposalFailed naming the cause).
 
         The records overwrite zeros written ahead: a write that reaches past the file's end
         carries ``PREALLOCATE`` bytes of zeros after its records, so the fsyncs of the next
         appends write data only, with no change of the file's size to journal (on ext4
-        about 90 us instead of 130). A crash still leaves what the format expects of a torn
-        append: a prefix of it, then zeros (docs/format.md); ``close`` cuts the zeros off."""
-        if self.failed is not None:
-            raise ProposalFailed(f"the log failed earlier ({self.failed!r}); reopen the store")
+        about 90 us instead of 130). Those zeros are optional: a full disk that takes the
+        records but not all the zeros fails nothing. A crash leaves what the format expects
+        of a torn append (docs/format.md); ``close`` cuts the zeros off."""
+        self.check_writable()
         records = []
         offset = self.size
         for body in bodies:
-            record = frame(self.header, offset, CHANGE, body, self.sealer)
+            record = frame(self.header, offset, CHANGE, body, self.sealer, self.synced)
             records.append(record)
             offset += len(record)
         data = b"".join(records)
+        needed = len(data)
         if offset > self.allocated:
             data += bytes(PREALLOCATE)
         try:
-            written = os.pwrite(self._fd, data, self.size)
-            if written != len(data):
-                raise OSError(errno.EIO, f"short write: {written} of {len(data)} bytes")
+            written = pwrite_some(self._fd, data, self.size, needed)
             if sync:
                 os.fdatasync(self._fd)
         except OSError as exc:
-            self.failed = exc
-            self._unwrite()
+            self._fail(exc, self.size + len(data))
             raise ProposalFailed(
-                f"writing {self.file} at offset {self.size} failed: {exc}; the store accepts "
-                "no more writes (reads go on); reopen it once the disk is fixed"
+                f"writing {self.file} at offset {self.size} failed: {reason(exc)}; the store "
+                "accepts no more writes (reads go on); this commit is not in the log; reopen "
+                "the store once the disk is fixed"
             ) from exc
-        self.allocated = max(self.allocated, self.size + len(data))
+        self.allocated = max(self.allocated, self.size + written)
         self.size = offset
+        if sync:
+            self.synced = offset
+
+    def check_writable(self) -> None:
+        """ProposalFailed if the log failed earlier (and so takes no more appends)."""
+        if self.failed is not None:
+            raise ProposalFailed(
+                f"the log failed earlier ({reason(self.failed)}): the store accepts no more "
+                "writes (reads go on); reopen it once the disk is fixed"
+            )
+
+    def _fail(self, exc: BaseException, end: int) -> None:
+        """Fail the log for good after an append that failed, and make sure that append's
+        records (from ``self.size`` to at most ``end``) never come back: cut them off, or
+        zero them; if that cannot be made durable either, leave a fence for the next open
+        (and every reader) to cut the segment at ``self.size``."""
+        self.failed = exc
+        gone = False
+        try:
+            os.ftruncate(self._fd, self.size)
+            self.allocated = self.size
+            gone = True
+        except OSError:
+            with contextlib.suppress(OSError):
+                stop = min(end, os.fstat(self._fd).st_size)
+                pwrite_all(self._fd, bytes(max(0, stop - self.size)), self.size)
+                gone = True
+        if gone:
+            try:
+                os.fdatasync(self._fd)
+                return
+            except OSError:
+                pass  # the cut is in the page cache, but may not reach the disk
+        fence = Fence(self.header.segment, self.header.lineage, self.size)
+        with contextlib.suppress(OSError):  # nothing else is left to try
+            write_file_atomically(self.directory / FENCE, fence.dump())
 
     def write_ahead(self) -> None:
         """Write ``PREALLOCATE`` zeros past the end now, and fsync them (see ``append``),
         unless that many are there already: done when the log is opened and when it switches
         segments, so that the first commits after that do not pay for growing the file
-        (about 8 ms on ext4, for the commit that happens to need it). Best effort: if it
-        fails, the next append grows the file itself."""
-        if self.allocated >= self.size + PREALLOCATE:
+        (about 8 ms on ext4, for the commit that happens to need it). Best effort: on a full
+        disk, the next append grows the file itself."""
+        if self.failed is not None or self.allocated >= self.size + PREALLOCATE:
             return
         try:
-            os.pwrite(self._fd, bytes(PREALLOCATE), self.size)
-            os.fdatasync(self._fd)
-            self.allocated = self.size + PREALLOCATE
+            written = pwrite_some(self._fd, bytes(PREALLOCATE), self.size, 0)
         except OSError:
-            with contextlib.suppress(OSError):
-                self.allocated = max(self.allocated, os.fstat(self._fd).st_size)
-
-    def _unwrite(self) -> None:
-        """After a failed write or fsync, cut the file back to its last durable size, so
-        the unacknowledged records do not come back on the next open (best effort: the
-        log is failed either way)."""
+            written = 0
+        self.allocated = max(self.allocated, self.size + written)
         try:
-            os.ftruncate(self._fd, self.size)
-            self.allocated = self.size
             os.fdatasync(self._fd)
-        except OSError:
-            pass
+        except OSError as exc:  # Linux reports a failed writeback once: never lose it
+            self._fail(exc, self.size + written)
+
+    def sync(self) -> None:
+        """fsync the segment (for the interval durability mode). A failure fails the log."""
+        if self.failed is None:
+            size = self.size
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.failed = exc
+                return
+            self.synced = max(self.synced, size)
+
+    # -- reading the history (in a worker thread) --------------------------------------------
 
     def read_changes(self, start: Version, end: Version) -> list[Change]:
         """The changes with ``start < version <= end``, read from the kept segments.
@@ -431,9 +380,7 @@ class EpochLog:
         than every kept snapshot.
         """
         segments = []
-        for path in sorted(self.directory.glob("*.wslog")):
-            if not path.stem.isdigit():
-                continue
+        for path in _segments(self.directory):
             try:
                 _data, header, result = read_segment(path, self.size if path == self.file else None)
             except FileNotFoundError:  # retired by a compaction meanwhile
@@ -457,7 +404,7 @@ class EpochLog:
         for path, header, records, _snapshot in segments[first:]:
             for record in records[1:]:
                 body = body_of(header, record, self.sealer, str(path))
-                change = _decode_change(body, self.decoders, str(path), record.offset)
+                change = decode_change(body, self.decoders, str(path), record.offset)
                 if change.version.index <= last:
                     continue  # already read from the segment before (a compaction's tail)
                 last = change.version.index
@@ -479,14 +426,6 @@ class EpochLog:
                     changes.append(Change(change.version, actions))
         return changes
 
-    def sync(self) -> None:
-        """fsync the segment (for the interval durability mode)."""
-        if self.failed is None:
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                self.failed = exc
-
     # -- compaction (write_epoch in a worker thread; switch in the group committer) --------
 
     def write_epoch(self, version: Version, tables: dict[str, list[bytes]]) -> PreparedEpoch:
@@ -506,73 +445,145 @@ class EpochLog:
     def epoch_paths(self, header: SegmentHeader) -> tuple[Path, Path]:
         """(temporary, final) paths of the segment ``header`` starts."""
         final = segment_path(self.directory, header.segment)
-        # Unique per attempt: an orphaned compaction child of a killed process may still be
-        # writing its own temporary file when a new opener compacts.
+        # Unique per attempt: a compaction that failed may have left its file behind.
         return final.with_name(f".{final.name}.{header.created_ns}.tmp"), final
 
     def write_epoch_file(self, header: SegmentHeader, body: bytes) -> int:
-        """Write and fsync the temporary file of a new epoch; return its size. Touches
+        """Write and fsync the temporary file of a new epoch (created exclusively, mode
+        0600); return its size. OSError if that fails (the file is then removed). Touches
         nothing else of the log, so it may run in a forked child process."""
-        data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, self.sealer)
+        if self.sealer is not None:
+            body = self.sealer.seal(header, HEADER_SIZE, SNAPSHOT, body)
+        head = header.pack() + record_head(header, HEADER_SIZE, SNAPSHOT, body)
         tmp, _final = self.epoch_paths(header)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_exclusive(tmp)
         try:
-            os.write(fd, data)
+            write_all(fd, head)
+            write_all(fd, body)  # in bounded pieces: a snapshot may be many GiB
+            write_all(fd, END)
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
-        return len(data)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return len(head) + len(body) + len(END)
 
     def prepared(self, version: Version, header: SegmentHeader, size: int) -> PreparedEpoch:
         """Open the written temporary file of a new epoch, ready for ``switch``."""
         tmp, final = self.epoch_paths(header)
-        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
         return PreparedEpoch(version, header, tmp, final, fd, size)
+
+    def abandon(self, epoch: PreparedEpoch) -> None:
+        """Give up a prepared epoch: close and remove its temporary file."""
+        with contextlib.suppress(OSError):
+            os.close(epoch.fd)
+        with contextlib.suppress(OSError):
+            epoch.tmp.unlink(missing_ok=True)
 
     def switch(self, epoch: PreparedEpoch, tail: Sequence[bytes], keep: int) -> None:
         """Make ``epoch`` the current segment: append ``tail`` (the changes committed since
-        its snapshot), fsync, rename it into place, then retire segments beyond ``keep``
-        epochs. Until the rename, opening still finds the old segment, complete."""
+        its snapshot), fsync, rename it into place and fsync the directory; then retire
+        segments beyond ``keep`` epochs. Until the directory is fsynced, the old segment
+        stays the current one; if any step fails, CompactionFailed, with the old segment
+        still current and writable (if even undoing the rename fails, the log fails)."""
         offset = epoch.size
         records = []
         for body in tail:
-            record = frame(epoch.header, offset, CHANGE, body, self.sealer)
+            record = frame(epoch.header, offset, CHANGE, body, self.sealer, epoch.size)
             records.append(record)
             offset += len(record)
         try:
-            if records:
-                os.write(epoch.fd, b"".join(records))
+            pwrite_all(epoch.fd, b"".join(records), epoch.size)
             os.fsync(epoch.fd)
-            os.close(epoch.fd)
             os.replace(epoch.tmp, epoch.final)
+        except OSError as exc:
+            self.abandon(epoch)
+            raise self._compaction_failed(epoch, exc) from exc
+        try:
             fsync_dir(self.directory)
         except OSError as exc:
-            self.failed = exc
-            raise ProposalFailed(f"switching to {epoch.final} failed: {exc}") from exc
+            # The rename may or may not be durable: undo it, so that the segment appends
+            # go to stays the one an open finds.
+            try:
+                epoch.final.unlink()
+                fsync_dir(self.directory)
+            except OSError:
+                self.failed = exc
+            with contextlib.suppress(OSError):
+                os.close(epoch.fd)
+            raise self._compaction_failed(epoch, exc) from exc
         old_fd, old_size = self._fd, self.size
-        self._fd = os.open(epoch.final, os.O_WRONLY)
+        self._fd = epoch.fd
         with contextlib.suppress(OSError):  # an old segment reads the same with them
             os.ftruncate(old_fd, old_size)  # the zeros written ahead (see ``append``)
-        os.close(old_fd)
+        with contextlib.suppress(OSError):
+            os.close(old_fd)
         self.header = epoch.header
         self.file = epoch.final
-        self.size = self.allocated = offset
+        self.size = self.allocated = self.synced = offset
         self.snapshot_end = epoch.size
-        for path in sorted(self.directory.glob("*.wslog")):
-            if path.stem.isdigit() and int(path.stem) <= epoch.header.segment - keep:
-                path.unlink()
-        fsync_dir(self.directory)
+        with contextlib.suppress(OSError):  # older epochs only: retired by the next switch
+            for path in _segments(self.directory):
+                if int(path.stem) <= epoch.header.segment - keep:
+                    path.unlink()
+            fsync_dir(self.directory)
         self.write_ahead()
+
+    def _compaction_failed(self, epoch: PreparedEpoch, exc: OSError) -> CompactionFailed:
+        still = "" if self.failed is None else "; the log failed and accepts no more writes"
+        return CompactionFailed(
+            f"switching to the new epoch {epoch.final.name} failed: {reason(exc)}; the store "
+            f"goes on with its current epoch {self.file.name}{still}"
+        )
 
     def close(self) -> None:
         """Cut off the zeros written ahead, close the segment and release the lock."""
         try:
             if self.allocated > self.size:
-                with contextlib.suppress(OSError):  # else the next open cuts them off
+                with contextlib.suppress(OSError):  # else the next open keeps them
                     os.ftruncate(self._fd, self.size)
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
         finally:
-            self.lock.release()
+            with contextlib.suppress(OSError):
+                self.lock.release()
+
+
+def _storage_error(action: str, exc: OSError, path: Path) -> StorageError:
+    file = exc.filename if isinstance(exc.filename, str) else str(path)
+    return StorageError(
+        f"{action} {str(path)!r} failed: {reason(exc)} ({file}); fix that (free space, "
+        "permissions, the disk) and open it again: nothing committed is lost",
+        errno=exc.errno,
+        file=file,
+    )
+
+
+def _apply_fence(path: Path) -> None:
+    """Cut the segment a fence names at its size (a failed append that could not be cut
+    off when it failed), then remove the fence."""
+    fence = read_fence(path)
+    if fence is None:
+        (path / FENCE).unlink(missing_ok=True)  # an unreadable one cannot be ours
+        return
+    file = segment_path(path, fence.segment)
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(file, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            head = os.pread(fd, HEADER_SIZE, 0)
+            try:
+                same = parse_header(head).lineage == fence.lineage
+            except HeaderError:
+                same = False
+            if same and os.fstat(fd).st_size > fence.size:
+                os.ftruncate(fd, fence.size)
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    (path / FENCE).unlink()
+    fsync_dir(path)
 
 
 @attrs.frozen
@@ -590,9 +601,7 @@ def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) 
     """The epochs kept in a store directory, oldest first (reads only; takes no lock).
     An encrypted store needs its ``key``."""
     out = []
-    for file in sorted(Path(directory).glob("*.wslog")):
-        if not file.stem.isdigit():
-            continue
+    for file in _segments(Path(directory)):
         data, header, result = read_segment(file)
         body = body_of(header, result.records[0], sealer_for(file, header, key), str(file))
         version = Version(loads(body)["version"])
@@ -626,136 +635,13 @@ def rollback(
         header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())
         new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         final = segment_path(path, number)
-        write_atomically(final, new)
+        try:
+            write_file_atomically(final, new)
+        except OSError as exc:
+            raise _storage_error("rolling back", exc, path) from exc
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)
     finally:
         lock.release()
-
-
-def encode_piece(objects: Sequence[Any]) -> bytes:
-    """Encode a run of objects as comma-separated JSON (a piece of a snapshot's table)."""
-    return ",".join([object_json(o) for o in objects]).encode()
-
-
-def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) -> bytes:
-    """A SNAPSHOT body assembled from pieces, without re-encoding anything."""
-    parts = [b'{"version":%d,"tables":{' % version.index]
-    for i, (name, pieces) in enumerate(tables.items()):
-        parts.append(b"%s%s:[" % (b"," if i else b"", dump_data(name)))
-        parts.append(b",".join(p for p in pieces if p))
-        parts.append(b"]")
-    parts.append(b"}}")
-    return b"".join(parts)
-
-
-def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
-    """The CHANGE record body of one commit: ``{"version":V,"actions":[[kind,table,obj],...]}``
-    (the JSON of ``encode``'s values, written directly)."""
-    names = _TABLE_JSON
-    parts = []
-    for action in actions:
-        table = action.table
-        name = names.get(table)
-        if name is None:
-            name = names[table] = object_json(table)
-        parts.append(f"[{action.kind:d},{name},{object_json(action.obj)}]")
-    return f'{{"version":{version.index:d},"actions":[{",".join(parts)}]}}'.encode()
-
-
-_TABLE_JSON: dict[str, str] = {}
-"""The JSON text of table names (a str each; few)."""
-
-
-def _decode_snapshot(
-    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
-) -> tuple[Version, dict[str, list[Any]]]:
-    """The version and objects of a SNAPSHOT body. Each table's array is decoded a member at
-    a time (see ``load_members``): a snapshot holds millions of objects."""
-    version: Version | None = None
-    objects: dict[str, list[Any]] | None = None
-    try:
-        text = body.decode()
-        index = skip_to(text, 0, "{")
-        more, index = _first(text, index, "}")
-        while more:
-            key, index = load_value(text, index)
-            index = skip_to(text, index, ":")
-            if key == "tables":
-                objects = {}
-                index = skip_to(text, index, "{")
-                more_tables, index = _first(text, index, "}")
-                while more_tables:
-                    name, index = load_value(text, index)
-                    decode = decoders.get(name)
-                    if decode is None:
-                        raise StoreError(
-                            f"{file}: the log has a table {name!r} the schema does not; "
-                            "open it with a schema that declares it"
-                        )
-                    index = skip_to(text, index, ":")
-                    objects[name], index = load_members(text, index, decode)
-                    more_tables, index = _separator(text, index, "}")
-            else:
-                value, index = load_value(text, index)
-                if key == "version":
-                    version = Version(value)
-            more, index = _separator(text, index, "}")
-        if skip_space(text, index) != len(text):
-            raise ValueError(f"extra data at character {index}")
-        if version is None or objects is None:
-            raise KeyError("version" if version is None else "tables")
-    except (ValueError, KeyError, TypeError, DecodeError) as exc:
-        raise LogCorrupt(file, offset, f"snapshot does not decode: {exc}") from exc
-    return version, objects
-
-
-def _first(text: str, index: int, closing: str) -> tuple[bool, int]:
-    """At the start of a JSON object's members: (False, index after ``closing``) if it is
-    empty, else (True, index)."""
-    at = skip_space(text, index)
-    if text[at : at + 1] == closing:
-        return False, at + 1
-    return True, index
-
-
-def _separator(text: str, index: int, closing: str) -> tuple[bool, int]:
-    """After a member of a JSON object: (True, index after ',') or (False, index after
-    ``closing``); ValueError for anything else."""
-    index = skip_space(text, index)
-    found = text[index : index + 1]
-    if found == ",":
-        return True, index + 1
-    if found == closing:
-        return False, index + 1
-    raise ValueError(f"expected ',' or {closing!r} at character {index}")
-
-
-_KINDS: Final = {int(kind): kind for kind in ActionKind}
-
-
-def _decode_change(
-    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
-) -> Change:
-    try:
-        data = loads(body)
-        kinds: list[ActionKind] = []
-        tables: list[str] = []
-        objs: list[Any] = []
-        for kind, table, obj in data["actions"]:
-            decode = decoders.get(table)
-            if decode is None:
-                raise StoreError(
-                    f"{file}: the log has a table {table!r} the schema does not; "
-                    "open it with a schema that declares it"
-                )
-            if type(table) is not str:
-                raise TypeError(f"table name {table!r} is not a str")
-            kinds.append(_KINDS[kind])
-            tables.append(table)
-            objs.append(decode(obj))
-        return new_change(Version(data["version"]), LoggedActions(kinds, tables, objs))
-    except (ValueError, KeyError, TypeError, DecodeError) as exc:
-        raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
 
 
 @attrs.frozen

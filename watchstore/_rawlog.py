@@ -17,9 +17,9 @@ import attrs
 from ._codec import decoder_for, loads
 from ._crypto import Sealer, SealError
 from ._errors import LogCorrupt, StoreError
-from ._log import body_of, read_segment, sealer_for
 from ._model import ActionKind, Change, StoreAction, Version
 from ._records import CHANGE, Record, SegmentHeader, record_size
+from ._segment import body_of, read_segment, sealer_for
 from ._state import StoreState
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def read_epoch(
         }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LogCorrupt(str(file), first.offset, f"snapshot does not decode: {exc}") from None
-    advance(first.offset + record_size(len(first.body)))
+    advance(first.offset + record_size(len(first.body), header))
     changes: list[RawChange] = []
     damage = None
     try:
@@ -159,7 +159,7 @@ def read_epoch(
             change = _read_change(file, header, record, sealer, version)
             changes.append(change)
             version = change.version
-            advance(record_size(len(record.body)))
+            advance(record_size(len(record.body), header))
         if result.corrupt is not None:
             raise LogCorrupt(str(file), result.end, result.corrupt, Version(version))
     except LogCorrupt as exc:

@@ -1,0 +1,316 @@
+"""Segment files read and their bodies encoded (sans-I/O but for reading a whole file).
+
+``read_segment`` checks a segment as opening does: header, format, framing and checksums (see
+``_records``), and that it opens with a snapshot; ``frame`` and ``body_of`` seal and open
+record bodies of an encrypted store; the rest encodes and decodes SNAPSHOT and CHANGE bodies
+(JSON; see ``docs/format.md``). ``find_lost`` is salvage's search for what follows damage.
+A fence (``FENCE.json``) is left by a log whose failed append could not be cut off: every
+reader stops the segment it names at its size.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ._codec import (
+    DecodeError,
+    LoggedActions,
+    dump_data,
+    load_members,
+    load_value,
+    loads,
+    object_json,
+    skip_space,
+    skip_to,
+)
+from ._crypto import Sealer, SealError
+from ._errors import LogCorrupt, StoreError, UnsupportedFormat
+from ._model import ActionKind, Change, StoreAction, Version, new_change
+from ._records import (
+    FLAG_ENCRYPTED,
+    HEADER_SIZE,
+    SNAPSHOT,
+    HeaderError,
+    Record,
+    Scan,
+    SegmentHeader,
+    pack_record,
+    parse_header,
+    records_after,
+    scan,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+FORMAT: Final = 2
+"""The format version this library writes (and the newest it reads)."""
+FORMATS: Final = frozenset({1, 2})
+"""The format versions this library reads."""
+FENCE: Final = "FENCE.json"
+"""The fence's file name in a store directory."""
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """The file of segment ``number``."""
+    return directory / f"{number:08d}.wslog"
+
+
+def frame(
+    header: SegmentHeader,
+    offset: int,
+    kind: int,
+    body: bytes,
+    sealer: Sealer | None,
+    synced: int = 0,
+) -> bytes:
+    """The bytes of a record of ``kind`` at ``offset`` (written while the segment is durable
+    up to ``synced``): sealed first if encrypting."""
+    if sealer is not None:
+        body = sealer.seal(header, offset, kind, body)
+    return pack_record(header, offset, kind, body, synced)
+
+
+def body_of(header: SegmentHeader, record: Record, sealer: Sealer | None, file: str) -> bytes:
+    """The plain body of a verified record (opened if the segment is encrypted)."""
+    if sealer is None:
+        return record.body
+    try:
+        return sealer.open(header, record.offset, record.kind, record.body)
+    except SealError:
+        raise LogCorrupt(file, record.offset, "record does not decrypt at its place") from None
+
+
+def sealer_for(
+    file: Path,
+    header: SegmentHeader,
+    key: bytes | None,
+    *,
+    error: type[StoreError] = StoreError,
+    give_key: str = "open it with key=",
+    drop_key: str = "open it without key=",
+) -> Sealer | None:
+    """The sealer to read ``file`` with ``key``, or ``error`` if the key does not fit the
+    segment (its message says to ``give_key`` or to ``drop_key``)."""
+    encrypted = bool(header.flags & FLAG_ENCRYPTED)
+    if encrypted and key is None:
+        raise error(f"{file} is encrypted: {give_key}")
+    if not encrypted and key is not None:
+        raise error(f"{file} is not encrypted: {drop_key}")
+    return Sealer(key) if key is not None else None
+
+
+@attrs.frozen
+class Fence:
+    """Where a segment ends, recorded by a log whose failed append could not be cut off."""
+
+    segment: int
+    lineage: bytes
+    size: int
+
+    def dump(self) -> bytes:
+        """The fence as ``FENCE.json`` holds it."""
+        return json.dumps(
+            {"segment": self.segment, "lineage": self.lineage.hex(), "size": self.size}
+        ).encode()
+
+
+def read_fence(directory: Path) -> Fence | None:
+    """The fence of a store directory, if it has a valid one."""
+    try:
+        with open(directory / FENCE, "rb") as f:
+            data = json.loads(f.read(4096))
+        fence = Fence(int(data["segment"]), bytes.fromhex(data["lineage"]), int(data["size"]))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return fence if fence.size >= HEADER_SIZE else None
+
+
+def read_segment(file: Path, limit: int | None = None) -> tuple[bytes, SegmentHeader, Scan]:
+    """Read and verify a segment file (up to ``limit`` bytes, or to where a fence stops it):
+    its header (LogCorrupt, or UnsupportedFormat for a newer format) and records, which must
+    open with a snapshot."""
+    data = file.read_bytes()
+    if limit is not None:
+        data = data[:limit]
+    try:
+        header = parse_header(data)
+    except HeaderError as exc:
+        raise LogCorrupt(str(file), 0, exc.reason) from None
+    if header.format not in FORMATS:
+        raise UnsupportedFormat(
+            f"{file} is in log format {header.format}, newer than this watchstore reads "
+            f"({FORMAT}); upgrade watchstore to open it"
+        )
+    fence = read_fence(file.parent)
+    if fence is not None and (fence.segment, fence.lineage) == (header.segment, header.lineage):
+        data = data[: fence.size]
+    result = scan(data, header)
+    if not result.records:
+        reason = result.corrupt or "the segment holds no snapshot"
+        raise LogCorrupt(str(file), HEADER_SIZE, reason)
+    first = result.records[0]
+    if first.kind != SNAPSHOT:
+        raise LogCorrupt(str(file), first.offset, "the segment does not start with a snapshot")
+    return data, header, result
+
+
+@attrs.frozen
+class Salvage:
+    """The result of opening a damaged log with ``salvage=True``.
+
+    ``kept`` is the last version kept; ``lost`` the versions found after the damage that
+    could not be applied (they follow a gap), so every version after ``kept`` up to
+    ``max(lost)`` is gone. ``copy`` is the damaged file as it was before the repair.
+    """
+
+    file: str
+    offset: int
+    reason: str
+    kept: Version
+    lost: tuple[int, ...]
+    copy: str
+
+
+def find_lost(
+    file: Path, data: bytes, header: SegmentHeader, end: int, sealer: Sealer | None
+) -> tuple[int, ...]:
+    """The versions of the records that verify after the damage at ``end`` (checksums are
+    seeded by offset, so a record verifies only where it was written), found in one pass."""
+    lost = set()
+    for record in records_after(data, header, end + 1):
+        try:
+            lost.add(int(loads(body_of(header, record, sealer, str(file)))["version"]))
+        except (ValueError, KeyError, TypeError, LogCorrupt):
+            continue
+    return tuple(sorted(lost))
+
+
+def encode_piece(objects: Sequence[Any]) -> bytes:
+    """Encode a run of objects as comma-separated JSON (a piece of a snapshot's table)."""
+    return ",".join([object_json(o) for o in objects]).encode()
+
+
+def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) -> bytes:
+    """A SNAPSHOT body assembled from pieces, without re-encoding anything."""
+    parts = [b'{"version":%d,"tables":{' % version.index]
+    for i, (name, pieces) in enumerate(tables.items()):
+        parts.append(b"%s%s:[" % (b"," if i else b"", dump_data(name)))
+        parts.append(b",".join(p for p in pieces if p))
+        parts.append(b"]")
+    parts.append(b"}}")
+    return b"".join(parts)
+
+
+def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
+    """The CHANGE record body of one commit: ``{"version":V,"actions":[[kind,table,obj],...]}``
+    (the JSON of ``encode``'s values, written directly)."""
+    names = _TABLE_JSON
+    parts = []
+    for action in actions:
+        table = action.table
+        name = names.get(table)
+        if name is None:
+            name = names[table] = object_json(table)
+        parts.append(f"[{action.kind:d},{name},{object_json(action.obj)}]")
+    return f'{{"version":{version.index:d},"actions":[{",".join(parts)}]}}'.encode()
+
+
+_TABLE_JSON: dict[str, str] = {}
+"""The JSON text of table names (a str each; few)."""
+
+
+def decode_snapshot(
+    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
+) -> tuple[Version, dict[str, list[Any]]]:
+    """The version and objects of a SNAPSHOT body. Each table's array is decoded a member at
+    a time (see ``load_members``): a snapshot holds millions of objects."""
+    version: Version | None = None
+    objects: dict[str, list[Any]] | None = None
+    try:
+        text = body.decode()
+        index = skip_to(text, 0, "{")
+        more, index = _first(text, index, "}")
+        while more:
+            key, index = load_value(text, index)
+            index = skip_to(text, index, ":")
+            if key == "tables":
+                objects = {}
+                index = skip_to(text, index, "{")
+                more_tables, index = _first(text, index, "}")
+                while more_tables:
+                    name, index = load_value(text, index)
+                    decode = decoders.get(name)
+                    if decode is None:
+                        raise StoreError(
+                            f"{file}: the log has a table {name!r} the schema does not; "
+                            "open it with a schema that declares it"
+                        )
+                    index = skip_to(text, index, ":")
+                    objects[name], index = load_members(text, index, decode)
+                    more_tables, index = _separator(text, index, "}")
+            else:
+                value, index = load_value(text, index)
+                if key == "version":
+                    version = Version(value)
+            more, index = _separator(text, index, "}")
+        if skip_space(text, index) != len(text):
+            raise ValueError(f"extra data at character {index}")
+        if version is None or objects is None:
+            raise KeyError("version" if version is None else "tables")
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise LogCorrupt(file, offset, f"snapshot does not decode: {exc}") from exc
+    return version, objects
+
+
+def _first(text: str, index: int, closing: str) -> tuple[bool, int]:
+    """At the start of a JSON object's members: (False, index after ``closing``) if it is
+    empty, else (True, index)."""
+    at = skip_space(text, index)
+    if text[at : at + 1] == closing:
+        return False, at + 1
+    return True, index
+
+
+def _separator(text: str, index: int, closing: str) -> tuple[bool, int]:
+    """After a member of a JSON object: (True, index after ',') or (False, index after
+    ``closing``); ValueError for anything else."""
+    index = skip_space(text, index)
+    found = text[index : index + 1]
+    if found == ",":
+        return True, index + 1
+    if found == closing:
+        return False, index + 1
+    raise ValueError(f"expected ',' or {closing!r} at character {index}")
+
+
+_KINDS: Final = {int(kind): kind for kind in ActionKind}
+
+
+def decode_change(
+    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
+) -> Change:
+    try:
+        data = loads(body)
+        kinds: list[ActionKind] = []
+        tables: list[str] = []
+        objs: list[Any] = []
+        for kind, table, obj in data["actions"]:
+            decode = decoders.get(table)
+            if decode is None:
+                raise StoreError(
+                    f"{file}: the log has a table {table!r} the schema does not; "
+                    "open it with a schema that declares it"
+                )
+            if type(table) is not str:
+                raise TypeError(f"table name {table!r} is not a str")
+            kinds.append(_KINDS[kind])
+            tables.append(table)
+            objs.append(decode(obj))
+        return new_change(Version(data["version"]), LoggedActions(kinds, tables, objs))
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc
