@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
@@ -129,3 +130,17 @@ async def test_watch_from_older_than_every_kept_epoch_is_compacted(
             async with store.watch_from(ws.Version(1)):
                 pass
         assert info.value.oldest == ws.Version(3)
+
+
+async def test_closing_a_store_as_its_compaction_falls_due_raises_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The commit that makes the automatic compaction due may be the block's last: leaving
+    the block then closes the store quietly (the compaction is cancelled, not refused with
+    StoreClosed out of the block), and every commit is there."""
+    for round in range(5):
+        async with ws.open_store(SCHEMA, path=tmp_path, compact_bytes=1) as store:
+            await trio.testing.wait_all_tasks_blocked()  # the compaction task waits
+            await fill(store, round, round + 1)
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        assert store.version == ws.Version(5)

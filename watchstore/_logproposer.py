@@ -19,14 +19,19 @@ import functools
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+import attrs
 import trio
 
-from ._errors import ProposalFailed, StoreError
-from ._log import EpochLog, PreparedEpoch, change_body
+from ._errors import CompactionFailed, ProposalFailed
+from ._files import reason
 from ._model import Change, StoreAction, Version, new_version
+from ._segment import change_body
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from ._log import EpochLog, PreparedEpoch
+    from ._state import Snapshot
 
 T = TypeVar("T")
 
@@ -99,6 +104,17 @@ async def _in_worker_thread(fn: Callable[[], T]) -> T:
     return result
 
 
+@attrs.define
+class _Switch:
+    """A prepared epoch handed to the committer, and how its switch went."""
+
+    epoch: PreparedEpoch
+    keep: int
+    done: trio.Event = attrs.Factory(trio.Event)
+    started: bool = False
+    error: CompactionFailed | None = None
+
+
 class LogProposer:
     """Commits through an :class:`EpochLog` with group commit.
 
@@ -127,12 +143,13 @@ class LogProposer:
         self._writing = False  # the committer is writing a batch (or switching segments)
         # While compacting: the snapshot's version, and the bodies of later commits (copied
         # into the new segment at the switch); and the switch the committer must make.
-        self._compacting: Version | None = None
+        self._compacting = False
         self._tail: list[tuple[Version, bytes]] = []
-        self._switch: tuple[PreparedEpoch, int, trio.Event] | None = None
+        self._switch: _Switch | None = None
+        self._compaction = trio.Lock()
         self.compact_bytes = 64 << 20
         """Start a new epoch once the current one holds this many bytes of changes."""
-        self.compaction_due = trio.Event()
+        self._due = trio.Event()
         self.inline_write_limit = INLINE_WRITE_LIMIT
         """Seconds; see ``INLINE_WRITE_LIMIT``."""
         self.last_write = 0.0
@@ -157,8 +174,7 @@ class LogProposer:
         wait for that one fsync. ProposalFailed if the write fails (the log is then failed
         for good)."""
         log = self.log
-        if log.failed is not None:
-            raise ProposalFailed(f"the log failed earlier ({log.failed!r}); reopen the store")
+        log.check_writable()
         version = self._version = new_version(self._version.index + 1)
         submission = Submission(version, change_body(version, actions), commit)
         self._writers = writers
@@ -252,10 +268,10 @@ class LogProposer:
 
     def _written(self, batch: list[Submission]) -> None:
         """After ``batch`` is in the log: note it for compaction, then commit it in order."""
-        if self._compacting is not None:
+        if self._compacting:
             self._tail.extend((s.version, s.body) for s in batch)
-        elif self.log.size - self.log.snapshot_end > self.compact_bytes:
-            self.compaction_due.set()
+        elif self.compaction_is_due():
+            self._due.set()
         self._dirty = self.durability != "always"
         for submission in batch:
             submission.commit(submission.version)
@@ -263,42 +279,82 @@ class LogProposer:
 
     async def compact(
         self,
-        version: Version,
-        write: Callable[[EpochLog], Awaitable[PreparedEpoch]],
+        pin: Callable[[], Snapshot],
+        write: Callable[[Snapshot, EpochLog], Awaitable[PreparedEpoch]],
         *,
         keep: int = 2,
-    ) -> None:
-        """Start a new epoch from a snapshot of the store at ``version`` (a committed
-        version: the caller pins it), keeping ``keep`` epochs. ``write(log)`` writes the new
-        segment's file (the caller decides how: in a child process or chunk by chunk);
-        commits go on meanwhile, and the committer makes the switch between two batches."""
-        if self._compacting is not None:
-            raise StoreError("a compaction is already running")
+    ) -> Version:
+        """Start a new epoch from a snapshot of the store, keeping ``keep`` epochs; return
+        the snapshot's version once the new epoch is complete (written, fsynced, renamed
+        and the directory fsynced). ``pin()`` pins the snapshot (O(1)); ``write(snapshot,
+        log)`` writes the new segment's file (the caller decides how: in a child process or
+        chunk by chunk); commits go on meanwhile, and the committer makes the switch
+        between two batches. One compaction at a time: a second caller waits for the
+        first to finish, then makes its own. CompactionFailed if any step fails; the
+        current epoch then stays in use and the store writable."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        self._compacting = version
-        self._tail = []
-        try:
-            epoch = await write(self.log)
-            done = trio.Event()
-            self._switch = (epoch, keep, done)
-            self._wakeup.set()
-            await done.wait()
-        finally:
-            self._compacting = None
+        async with self._compaction:
+            if self.log.failed is not None:
+                raise CompactionFailed(
+                    f"the log failed earlier ({reason(self.log.failed)}); reopen the store"
+                )
+            # From here on, commits are noted for the new segment's tail: the snapshot
+            # pinned below cannot miss one.
+            self._compacting = True
             self._tail = []
-            self._switch = None
-            self.compaction_due = trio.Event()
+            try:
+                with pin() as snapshot:
+                    version = snapshot.version
+                    try:
+                        epoch = await write(snapshot, self.log)
+                    except OSError as exc:
+                        raise CompactionFailed(
+                            f"writing the new epoch failed: {reason(exc)}; the store goes on "
+                            "with its current epoch (nothing is lost)"
+                        ) from exc
+                await self._switch_to(_Switch(epoch, keep))
+            finally:
+                self._compacting = False
+                self._tail = []
+        return version
+
+    async def _switch_to(self, switch: _Switch) -> None:
+        """Hand ``switch`` to the committer and wait for it (CompactionFailed if it failed).
+        Cancelled before the committer took it, the prepared epoch is abandoned."""
+        self._switch = switch
+        self._wakeup.set()
+        try:
+            await switch.done.wait()
+        finally:
+            if not switch.started:
+                self._switch = None
+                self.log.abandon(switch.epoch)
+        if switch.error is not None:
+            raise switch.error
 
     async def _make_switch(self) -> None:
-        assert self._switch is not None
-        epoch, keep, done = self._switch
-        tail = [body for version, body in self._tail if version > epoch.version]
+        switch = self._switch
+        assert switch is not None
+        self._switch = None
+        switch.started = True
+        tail = [body for version, body in self._tail if version > switch.epoch.version]
         try:
-            await trio.to_thread.run_sync(self.log.switch, epoch, tail, keep)
+            await trio.to_thread.run_sync(self.log.switch, switch.epoch, tail, switch.keep)
+        except CompactionFailed as exc:
+            switch.error = exc
         finally:
-            self._switch = None
-            done.set()
+            switch.done.set()
+
+    def compaction_is_due(self) -> bool:
+        """True once the current epoch holds more than ``compact_bytes`` of changes."""
+        return self.log.size - self.log.snapshot_end > self.compact_bytes
+
+    async def wait_compaction_due(self) -> None:
+        """Return once a compaction is due (see ``compaction_is_due``)."""
+        while not self.compaction_is_due():
+            self._due = trio.Event()
+            await self._due.wait()
 
     async def run_syncer(self) -> None:
         """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import logging
 import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -19,6 +20,7 @@ import trio
 from ._codec import encoded_size
 from ._compaction import write_epoch_in_child, write_epoch_inline
 from ._errors import (
+    CompactionFailed,
     HistoryCompacted,
     ProposalFailed,
     SequenceConflict,
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
+logger = logging.getLogger("watchstore")
+"""Where the store reports what no caller is waiting for (a failed automatic compaction)."""
+
 MAX_BATCH_CHANGES: Final = 200
 """Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
 MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
@@ -52,6 +57,10 @@ MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 SCHEDULE_EVERY: Final = 16
 """Default for ``open_store(schedule_every=)``: an ``update`` that did not have to wait
 lets other tasks run once every this many calls (see :meth:`Store.update`)."""
+COMPACTION_RETRY: Final = 1.0
+"""Seconds before the automatic compaction tries again after a failure (then doubled)."""
+COMPACTION_RETRY_MAX: Final = 300.0
+"""The longest wait between two attempts of a failing automatic compaction."""
 
 
 class Store:
@@ -435,25 +444,43 @@ class Store:
     async def compact(self, *, keep: int | None = None) -> Version:
         """Write the current state as a new epoch of the log and retire older segments,
         keeping ``keep`` epochs (default: ``keep_epochs`` of ``open_store``); returns the
-        snapshot's version. Writers go on meanwhile: the snapshot is pinned in O(1), read and
-        encoded in chunks with checkpoints between them, and written in a worker thread."""
+        snapshot's version once the new epoch is complete on disk (written, fsynced,
+        renamed, the directory fsynced). Writers go on meanwhile: the snapshot is pinned in
+        O(1) and written by a forked child process (or encoded in chunks with checkpoints
+        between them, and written in a worker thread). A compaction under way (the
+        automatic one, say) is waited for first. CompactionFailed names the cause if it
+        fails; the store then goes on with its current epoch, writable, nothing lost."""
         self._check_open()
         proposer = self._proposer
         if not isinstance(proposer, LogProposer):
             raise StoreError("only a store opened with path= has a log to compact")
-        with self._state.pin() as snapshot:
-            version = snapshot.version
-            if self._compact_in_child and hasattr(os, "fork"):
-                write = functools.partial(write_epoch_in_child, snapshot, self.schema)
-            else:
-                write = functools.partial(write_epoch_inline, snapshot, self.schema)
-            await proposer.compact(version, write, keep=keep or self._keep_epochs)
-        return version
+        return await self._compact(proposer, keep or self._keep_epochs)
+
+    async def _compact(self, proposer: LogProposer, keep: int) -> Version:
+        if self._compact_in_child and hasattr(os, "fork"):
+            write = functools.partial(write_epoch_in_child, schema=self.schema)
+        else:
+            write = functools.partial(write_epoch_inline, schema=self.schema)
+        return await proposer.compact(self._state.pin, write, keep=keep)
 
     async def _compact_when_due(self, proposer: LogProposer, keep: int) -> None:
+        """The automatic compaction: whenever the current epoch outgrows ``compact_bytes``.
+        A failure is logged and retried later, with a growing delay; it never reaches the
+        store's users (their next explicit ``compact()`` reports its own)."""
+        delay = COMPACTION_RETRY
         while True:
-            await proposer.compaction_due.wait()
-            await self.compact(keep=keep)
+            await proposer.wait_compaction_due()
+            try:  # not through compact(): it may run while the store closes (and is cancelled)
+                await self._compact(proposer, keep)
+            except CompactionFailed as exc:
+                if proposer.log.failed is not None:
+                    logger.error("automatic compaction stopped: %s", exc)
+                    return
+                logger.warning("automatic compaction failed: %s; retrying in %.0f s", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, COMPACTION_RETRY_MAX)
+            else:
+                delay = COMPACTION_RETRY
             await trio.lowlevel.checkpoint()
 
     def _restore(self, restored: Restored) -> None:
