@@ -1,13 +1,25 @@
 """The child process of the crash test (``tests/test_crash.py``): commits until it is killed.
 
-``python tests/crash_child.py DIR SEED [--wait] [--compact-bytes N]`` opens a durable store
-in ``DIR`` (durability ``always``), writes ``open N`` (N = the version it recovered) to stdout,
-then commits forever: the transaction of version ``v`` is ``transaction(SEED, v)``, a pure
-function, so the parent can compute the state at any version by replaying it. After each
-commit is acknowledged (its ``update`` returned) the child writes ``v`` as a line, unbuffered.
-A restarted child goes on from the version the store recovered. With ``--wait`` it first
-imports everything and waits for a line on stdin before opening the store (the test overlaps
-its start-up this way); ``--compact-bytes`` is passed to ``open_store``.
+``python tests/crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K]
+[--rollback-after K]`` opens a durable store in ``DIR`` (durability ``always``), writes
+``open N`` (N = the version it recovered) to stdout, then commits forever: the transaction of
+version ``v`` is ``transaction(SEED, v)``, a pure function, so the parent can compute the state
+at any version by replaying it. After each commit is acknowledged (its ``update`` returned) the
+child writes ``v`` as a line, unbuffered. A restarted child goes on from the version the store
+recovered. With ``--wait`` it first imports everything and waits for a line on stdin before
+opening the store (the test overlaps its start-up this way); ``--compact-bytes`` is passed to
+``open_store``.
+
+Two operations happen once each, after K commits of this run, so that the test can kill the
+child inside them; each is announced before it starts and after it ends:
+
+- ``--compact-after K``: ``compact`` then ``await store.compact()`` then ``compacted V`` (V the
+  snapshot's version; no commit runs meanwhile).
+- ``--rollback-after K``: the child closes the store, picks a kept epoch's snapshot version V
+  from ``ws.list_epochs`` (one older than the store's version where there is one), writes
+  ``rollback V``, calls ``ws.rollback(DIR, Version(V))``, writes ``rolledback V``, opens the
+  store again (``open V``) and goes on committing from V + 1: the same transactions as before,
+  so the same states.
 
 This module imports only the standard library at the top, so the test can import
 ``transaction`` cheaply; the child imports trio and watchstore in ``main``.
@@ -123,33 +135,66 @@ def _emit(line: str) -> None:
         data = data[os.write(1, data) :]
 
 
-async def _run(directory: str, seed: int, compact_bytes: int) -> None:
+async def _run(
+    directory: str,
+    seed: int,
+    compact_bytes: int,
+    compact_after: int | None,
+    rollback_after: int | None,
+) -> None:
     import watchstore as ws
     from tests.schema import SCHEMA
 
-    async with ws.open_store(
-        SCHEMA, path=directory, durability="always", compact_bytes=compact_bytes
-    ) as store:
-        _emit(f"open {store.version.index}")
-        while True:
-            version = store.version.index + 1
-            ops = transaction(seed, version)
-            await store.update(lambda tx: _apply(tx, ops))
-            if store.version.index != version:
-                raise AssertionError(f"committed {store.version}, expected {version}")
-            _emit(str(version))
+    committed = 0  # commits of this run
+    while True:
+        async with ws.open_store(
+            SCHEMA, path=directory, durability="always", compact_bytes=compact_bytes
+        ) as store:
+            _emit(f"open {store.version.index}")
+            while committed != rollback_after:
+                if committed == compact_after:
+                    _emit("compact")
+                    _emit(f"compacted {(await store.compact()).index}")
+                    compact_after = None
+                version = store.version.index + 1
+                ops = transaction(seed, version)
+                await store.update(lambda tx: _apply(tx, ops))
+                if store.version.index != version:
+                    raise AssertionError(f"committed {store.version}, expected {version}")
+                _emit(str(version))
+                committed += 1
+            current = store.version.index
+        # The store is closed: roll it back, then open it again.
+        rollback_after = None
+        target = _rollback_target(seed, current, ws.list_epochs(directory))
+        _emit(f"rollback {target}")
+        ws.rollback(directory, ws.Version(target))
+        _emit(f"rolledback {target}")
 
 
-USAGE: Final = "usage: crash_child.py DIR SEED [--wait] [--compact-bytes N]"
+def _rollback_target(seed: int, current: int, epochs: list[ws.EpochInfo]) -> int:
+    """The snapshot version to roll back to: a random kept epoch older than ``current``, or
+    any kept epoch if none is older."""
+    versions = sorted({e.version.index for e in epochs})
+    older = [v for v in versions if v < current]
+    return random.Random(f"{seed}:rollback:{current}").choice(older or versions)
+
+
+USAGE: Final = (
+    "usage: crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K] "
+    "[--rollback-after K]"
+)
 
 
 def main(argv: list[str]) -> None:
-    """Entry point: ``crash_child.py DIR SEED [--wait] [--compact-bytes N]``.
+    """Entry point: ``crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K]
+    [--rollback-after K]``.
 
     With ``--wait`` the child imports everything, then waits for a line on stdin before it
     opens the store (so its start-up can overlap the parent's checks; at EOF it exits).
     ``--compact-bytes`` is passed to ``open_store`` (small values compact often, so that
-    kills also land in compactions).
+    kills also land in compactions). ``--compact-after`` and ``--rollback-after`` run an
+    explicit compaction or a rollback once, after that many commits (see the module).
     """
     root = str(Path(__file__).resolve().parent.parent)
     if root not in sys.path:
@@ -165,14 +210,23 @@ def main(argv: list[str]) -> None:
     wait = "--wait" in flags
     if wait:
         flags.remove("--wait")
-    compact_bytes = 64 << 20  # open_store's default
-    if flags[:1] == ["--compact-bytes"] and len(flags) == 2:
-        compact_bytes = int(flags[1])
-    elif flags:
+    options = {"--compact-bytes": 64 << 20}  # open_store's default
+    if len(flags) % 2:
         raise SystemExit(f"{USAGE}; got {argv}")
+    for name, value in zip(flags[::2], flags[1::2], strict=True):
+        if name not in ("--compact-bytes", "--compact-after", "--rollback-after"):
+            raise SystemExit(f"{USAGE}; got {argv}")
+        options[name] = int(value)
     if wait and not sys.stdin.buffer.readline():
         return
-    trio.run(_run, directory, int(seed), compact_bytes)
+    trio.run(
+        _run,
+        directory,
+        int(seed),
+        options["--compact-bytes"],
+        options.get("--compact-after"),
+        options.get("--rollback-after"),
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,49 @@
-"""Crash test of the durable epoch log: SIGKILL a committing child, then check recovery.
+"""Crash test of the durable epoch log: SIGKILL a child while it commits, compacts or rolls back,
+reopen the store at once, and check that it recovered exactly what was acknowledged.
 
 A child process (``tests/crash_child.py``) commits a deterministic sequence of transactions to
 a store directory and reports every acknowledged commit on stdout. The test kills it with
-SIGKILL at a random point, reopens the directory and checks that the store recovered every
-acknowledged commit and nothing else: its version R is the last acknowledged one A, or A + 1
-(the one commit in flight, which may or may not have reached the log; it was never
+SIGKILL at a chosen point and reopens the directory right away: nothing runs between the
+child's death and the reopen but reading what the child had already written to its pipe and
+two looks at the directory (a glob, and the last MiB of the newest segment to tell a torn
+record from the zeros written ahead). The reopen must succeed then and there: a ``StoreLocked``
+fails the test (no process of the killed child, such as a compaction child it forked, may hold
+the directory's lock). Then the store must hold every acknowledged commit and nothing else: its
+version R is the last acknowledged one A, or A + 1 when a commit was in flight (it was never
 acknowledged, so both are correct), and its objects and every index equal a plain-dict model
-replayed to R. Then the next child resumes from R, and so on.
+replayed to R. The next child resumes from R, and so on.
 
-``WATCHSTORE_CRASH_KILLS`` (default 100) sets how many kills; ``WATCHSTORE_CRASH_SEED`` the
+The rounds cycle through three kinds, so that the kills land in every operation that rewrites
+the log:
+
+- ``commits``: the child commits (compacting in the background: ``compact_bytes`` is often
+  small) and is killed after 1-30 acknowledged commits, at once or a little later.
+- ``compaction``: the child also calls ``store.compact()`` once, announcing it (``compact``,
+  then ``compacted V``); it is killed inside it (right after ``compact``, or a random few
+  milliseconds later) or after it. No commit runs during it, so a kill there must recover
+  exactly A.
+- ``rollback``: the child closes the store, announces ``rollback V`` (V a kept epoch's
+  snapshot version), calls ``ws.rollback``, announces ``rolledback V``, reopens and goes on
+  from V + 1. A kill between the two lines may leave the old state (A) or V; after
+  ``rolledback V`` only the rolled-back line is right. The model then goes back to V (it
+  replays again; transactions are a pure function of the version).
+
+A kill is counted inside a compaction if it came between ``compact`` and ``compacted`` or left
+a compaction's unfinished epoch file (``.NNNNNNNN.wslog.*.tmp``, so automatic compactions count
+too); inside a rollback if it came between ``rollback V`` and ``rolledback V``. A run of at
+least 20 kills must have some of each.
+
+Every check runs after every kill: the full state check (objects, metas, absent ids, every
+index key by key and in a full scan) takes about 2 ms on these ~50 objects. The time goes into
+starting the children (a Python process importing trio and watchstore: about 0.3 s of CPU), so
+two spare children are kept importing ahead (300 kills: 50-85 s measured on 2 cores).
+``WATCHSTORE_CRASH_KILLS`` (default 300) sets how many kills; ``WATCHSTORE_CRASH_SEED`` the
 seed of the transactions and of the kill points.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import os
 import random
@@ -33,18 +63,43 @@ from tests.schema import SCHEMA, Node, State, Task
 if TYPE_CHECKING:
     from trio.abc import ReceiveStream
 
-KILLS: Final = int(os.environ.get("WATCHSTORE_CRASH_KILLS", "100"))
+KILLS: Final = int(os.environ.get("WATCHSTORE_CRASH_KILLS", "300"))
 SEED: Final = int(os.environ.get("WATCHSTORE_CRASH_SEED", "20240607"))
 CHILD: Final = Path(__file__).with_name("crash_child.py")
 ROUND_TIMEOUT: Final = 60.0
+SPARE_CHILDREN: Final = 2
+"""Children started ahead of their round, importing while earlier rounds run."""
+ROUNDS: Final = ("commits", "compaction", "commits", "rollback")
+"""The kind of each round, in turn."""
 COMPACT_BYTES: Final = (16 << 10, 64 << 10, 256 << 10, 64 << 20)
 """The child compacts once its epoch holds this many bytes of changes (a random choice per
 child; the last is the default, which these runs never reach)."""
+TAIL_WINDOW: Final = (1 << 20) + (64 << 10)
+"""How much of the newest segment's end to read to find its last record's end: more than the
+zeros written ahead of the records (1 MiB)."""
+MODEL_SAVE_EVERY: Final = 256
+"""The model keeps its state at every multiple of this version, to go back cheaply."""
 CLASSES: Final[dict[str, type[Any]]] = {"Task": Task, "Node": Node}
 
 
+def read_now(stream: ReceiveStream) -> bytes:
+    """What a pipe holds now, without waiting for more or for its end."""
+    assert isinstance(stream, trio.lowlevel.FdStream)
+    fd = stream.fileno()
+    assert not os.get_blocking(fd)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 class Lines:
-    """Reads newline-terminated lines from a stream."""
+    """Reads newline-terminated lines from a child's stdout pipe."""
 
     def __init__(self, stream: ReceiveStream) -> None:
         self._stream = stream
@@ -61,6 +116,14 @@ class Lines:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
 
+    def rest(self) -> list[str]:
+        """The lines the pipe holds now, without waiting for its end: once the child is dead
+        they are all it wrote (a process it forked may hold the pipe open for a while)."""
+        self._buffer += read_now(self._stream)
+        *lines, self._buffer = self._buffer.split(b"\n")
+        assert not self._buffer, f"the child died inside a line: {self._buffer!r}"
+        return [line.decode() for line in lines]
+
 
 class Model:
     """The expected state: ``(table, id) -> (fields, version that last wrote it)``."""
@@ -68,10 +131,13 @@ class Model:
     def __init__(self) -> None:
         self.version = 0
         self.rows: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        # States passed on the way, to restart from when going back (they are what a replay
+        # from scratch gives: the transactions are a pure function of the version).
+        self._saved: dict[int, dict[tuple[str, str], tuple[dict[str, Any], int]]] = {0: {}}
 
     def advance_to(self, version: int) -> None:
         """Replay the child's transactions up to ``version``."""
-        assert version >= self.version, "the model cannot go back"
+        assert version >= self.version, "the model goes back only with reset_to"
         while self.version < version:
             self.version += 1
             for kind, table, id, fields in transaction(SEED, self.version):
@@ -79,6 +145,15 @@ class Model:
                     self.rows.pop((table, id), None)
                 else:
                     self.rows[table, id] = (fields, self.version)
+            if self.version % MODEL_SAVE_EVERY == 0:
+                self._saved[self.version] = dict(self.rows)
+
+    def reset_to(self, version: int) -> None:
+        """Go to ``version``, back if need be (after a rollback): replay the transactions
+        again, from the latest saved state at or before it (version 0: the empty store)."""
+        start = max(v for v in self._saved if v <= version)
+        self.version, self.rows = start, dict(self._saved[start])
+        self.advance_to(version)
 
     def objects(self, table: str) -> list[tuple[Any, int]]:
         """The expected objects of ``table`` in id order (with default meta), each with the
@@ -170,37 +245,98 @@ def check_index(
     assert got == [id for _, id in ordered], f"{where}: full scan"
 
 
-def _segment_sizes(directory: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in directory.glob("*.wslog")}
+def _newest_data_end(directory: Path) -> tuple[int, int]:
+    """The size of the newest segment and the offset just past its last nonzero byte (past
+    the records: zeros written ahead of them may follow)."""
+    newest = max(p for p in directory.glob("*.wslog") if p.stem.isdigit())
+    with open(newest, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = f.seek(max(0, size - TAIL_WINDOW))
+        return size, start + len(f.read().rstrip(b"\0"))
+
+
+@attrs.frozen
+class Plan:
+    """How one round goes: the child's options and where the test kills it.
+
+    ``point``: ``"commits"`` (once ``commits`` commits are acknowledged, counted from the
+    start, or from the end of the compaction or rollback), ``"announced"`` (on the
+    compaction's or rollback's first line) or ``"ended"`` (on its last line). The test then
+    does ``work`` transactions' worth of computation (0.25 ms each; often none) before the
+    kill, which lands it at varied points of what the child is doing.
+    """
+
+    kind: str
+    compact_bytes: int
+    after: int  # commits before the explicit compaction or the rollback
+    point: str
+    commits: int
+    work: int
+
+    @classmethod
+    def draw(cls, rng: random.Random, kind: str) -> Plan:
+        compact_bytes = rng.choice(COMPACT_BYTES)
+        after = rng.randint(0, 30)
+        small_work = rng.choice((0, 0, rng.randint(1, 20)))
+        if kind == "commits":
+            return cls(kind, compact_bytes, 0, "commits", rng.randint(1, 30), small_work)
+        if kind == "compaction":
+            point, work = rng.choice(
+                (
+                    ("announced", 0),
+                    ("announced", 0),
+                    ("announced", rng.randint(1, 40)),  # up to ~10 ms: the compaction's span
+                    ("commits", small_work),
+                )
+            )
+        else:
+            point, work = rng.choice(
+                (
+                    ("announced", 0),
+                    ("announced", 0),
+                    ("announced", rng.randint(1, 8)),  # up to ~2 ms: the rollback's span
+                    ("ended", 0),
+                    ("commits", small_work),
+                    ("commits", small_work),
+                )
+            )
+        return cls(kind, compact_bytes, after, point, rng.randint(1, 20), work)
+
+    def describe(self) -> str:
+        after = f" after {self.after} commits" if self.kind != "commits" else ""
+        return f"{self.kind} round{after}, kill point {self.point}, work {self.work}"
 
 
 class Child:
-    """One run of ``crash_child.py``, started with ``--wait`` so that its imports overlap the
-    previous round's checks; ``go`` lets it open the store."""
+    """One run of ``crash_child.py``, started with ``--wait`` so that its imports overlap
+    earlier rounds; ``go`` lets it open the store."""
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, plan: Plan) -> None:
         assert process.stdin is not None
         assert process.stdout is not None
         assert process.stderr is not None
         self.process = process
+        self.plan = plan
         self.stdin = process.stdin
         self.lines = Lines(process.stdout)
         self.stdout = process.stdout
         self.stderr = process.stderr
 
     @classmethod
-    async def start(cls, directory: Path, compact_bytes: int) -> Child:
-        """Start a child on ``directory``; it waits for ``go``."""
+    async def start(cls, directory: Path, plan: Plan) -> Child:
+        """Start a child on ``directory`` for a round of ``plan``; it waits for ``go``."""
+        options = ["--compact-bytes", str(plan.compact_bytes)]
+        if plan.kind == "compaction":
+            options += ["--compact-after", str(plan.after)]
+        elif plan.kind == "rollback":
+            options += ["--rollback-after", str(plan.after)]
         process = await trio.lowlevel.open_process(
-            [
-                *(sys.executable, str(CHILD), str(directory), str(SEED), "--wait"),
-                *("--compact-bytes", str(compact_bytes)),
-            ],
+            [sys.executable, str(CHILD), str(directory), str(SEED), "--wait", *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        return cls(process)
+        return cls(process, plan)
 
     async def go(self) -> None:
         """Let the child open the store and start committing."""
@@ -210,9 +346,8 @@ class Child:
         """Kill the child; return an error with ``message`` and what the child wrote to
         stderr."""
         await self.kill()
-        stderr = b""
-        while chunk := await self.stderr.receive_some():
-            stderr += chunk
+        # What is there now: a process it forked may hold the pipe open.
+        stderr = read_now(self.stderr)
         return AssertionError(f"{message}; child stderr:\n{stderr.decode(errors='replace')}")
 
     async def kill(self) -> int:
@@ -230,77 +365,180 @@ class Child:
                 await stream.aclose()
 
 
-async def run_child(child: Child, rng: random.Random, recovered: int) -> int:
-    """Let ``child`` commit a random number of transactions, kill it with SIGKILL at a random
-    point and return the last version it acknowledged."""
-    acknowledged = recovered
+class Report:
+    """What a child reported, line by line, and so which versions a reopen may find."""
 
-    def record(line: str) -> None:
-        nonlocal acknowledged
-        assert int(line) == acknowledged + 1, f"child acknowledged {line} after {acknowledged}"
-        acknowledged += 1
+    def __init__(self, recovered: int) -> None:
+        self.opens = recovered  # the version the next ``open`` line must name
+        self.acknowledged = recovered
+        self.commits = 0  # acknowledged commits
+        self.in_flight = False  # a commit may be under way
+        self.inside: str | None = None  # "compaction" or "rollback": announced, not ended
+        self.compacted = False  # the explicit compaction ended
+        self.target: int | None = None  # the rollback's version
+        self.rolled_back = False  # the rollback ended
 
+    def read(self, line: str) -> None:
+        """Take one line of the child's stdout into account."""
+        word, _, arg = line.partition(" ")
+        if word.isdigit():
+            assert int(word) == self.acknowledged + 1, (
+                f"child acknowledged {word} after {self.acknowledged}"
+            )
+            self.acknowledged += 1
+            self.commits += 1
+            self.in_flight = True
+        elif word == "open":
+            assert int(arg) == self.opens, f"child opened {arg}, expected {self.opens}"
+            self.in_flight = True
+        elif word == "compact":
+            self.inside, self.in_flight = "compaction", False
+        elif word == "compacted":
+            assert self.inside == "compaction", line
+            assert int(arg) == self.acknowledged, f"{line} after {self.acknowledged}"
+            self.inside, self.compacted, self.in_flight = None, True, True
+        elif word == "rollback":
+            self.inside, self.target, self.in_flight = "rollback", int(arg), False
+        elif word == "rolledback":
+            assert self.inside == "rollback", line
+            assert int(arg) == self.target, f"{line} after rollback {self.target}"
+            self.inside, self.rolled_back = None, True
+            self.acknowledged = self.opens = self.target
+        else:
+            raise AssertionError(f"unexpected line from the child: {line!r}")
+
+    def done(self, plan: Plan, commits_at_end: int) -> bool:
+        """Whether the kill point of ``plan`` has come."""
+        if plan.kind == "commits":
+            return self.commits >= plan.commits
+        ended = self.compacted if plan.kind == "compaction" else self.rolled_back
+        if plan.point == "announced":
+            return self.inside is not None or ended
+        if plan.point == "ended":
+            return ended
+        return ended and self.commits >= commits_at_end + plan.commits
+
+    def allowed(self) -> set[int]:
+        """The versions a reopen may find now that the child is dead."""
+        allowed = {self.acknowledged}
+        if self.in_flight:
+            allowed.add(self.acknowledged + 1)
+        if self.inside == "rollback":
+            assert self.target is not None
+            allowed.add(self.target)
+        return allowed
+
+
+async def run_child(child: Child, recovered: int, where: str) -> Report:
+    """Let ``child`` run to its plan's kill point, kill it with SIGKILL and return what it
+    reported (including what it wrote just before it died); ``where`` starts error messages."""
+    plan = child.plan
+    report = Report(recovered)
     await child.go()
-    opened = await child.lines.next()
-    if opened is None:
-        raise await child.fail("the child exited before opening the store")
-    assert opened == f"open {recovered}", f"child recovered {opened!r}, test saw {recovered}"
-    for _ in range(rng.randint(1, 30)):
+    commits_at_end = -1  # the commits acknowledged when the compaction or rollback ended
+    while not report.done(plan, commits_at_end):
         line = await child.lines.next()
         if line is None:
-            raise await child.fail("the child exited on its own")
-        record(line)
-    # The child is already working on the next commit. Kill it now, or after a random amount
-    # of work of our own (0-3 ms: computing transactions), which lands the kill at varied
-    # points of that commit: building it, writing it, fsyncing it or acknowledging it.
-    for version in range(rng.choice((0, 0, rng.randint(1, 20)))):
+            raise await child.fail(f"{where}: the child exited on its own")
+        report.read(line)
+        if commits_at_end < 0 and (report.compacted or report.rolled_back):
+            commits_at_end = report.commits
+    # The child is already working on what comes next. Kill it now, or after a random amount
+    # of work of our own (computing transactions), which lands the kill at varied points of
+    # it: building a commit, writing it, fsyncing it, acknowledging it; forking the
+    # compaction child, switching to the new epoch; writing the rolled-back segment.
+    for version in range(plan.work):
         transaction(SEED, version + 1)
     if await child.kill() != -signal.SIGKILL:
-        raise await child.fail("the child exited on its own")
-    while (line := await child.lines.next()) is not None:  # printed before it died
-        record(line)
-    return acknowledged
+        raise await child.fail(f"{where}: the child exited on its own")
+    for line in child.lines.rest():  # written before it died
+        report.read(line)
+    return report
 
 
 async def test_recovery_after_sigkill_keeps_exactly_the_acknowledged_commits(
     tmp_path: Path,
 ) -> None:
-    """Kill a committing child KILLS times; after each kill the reopened store holds every
-    acknowledged commit, at most the one in flight besides, and its indexes agree."""
+    """Kill a child KILLS times while it commits, compacts or rolls back; right after each
+    kill the store reopens and holds every acknowledged commit, at most the one in flight
+    besides (or, during a rollback, the rolled-back state), and its indexes agree."""
     directory = tmp_path / "store"
     rng = random.Random(SEED)
     model = Model()
     recovered = 0
-    in_flight = 0  # kills after which the unacknowledged commit was recovered
-    torn = 0  # kills that left a torn record for the open to truncate
-    compacting = 0  # kills that left a compaction's unfinished segment
-    child = await Child.start(directory, rng.choice(COMPACT_BYTES))
+    commits = in_flight = torn = 0
+    compaction = explicit = unfinished = 0  # kills inside a compaction (see the module)
+    rollback = rolled_back = 0  # kills inside a rollback; of them, those that had taken
+    children: collections.deque[Child] = collections.deque()  # this round's, then spares
+    started = 0
+
+    async def start_children() -> None:
+        # The plan of each round is drawn when its child starts, in round order.
+        nonlocal started
+        while len(children) <= SPARE_CHILDREN and started < KILLS:
+            plan = Plan.draw(rng, ROUNDS[started % len(ROUNDS)])
+            children.append(await Child.start(directory, plan))
+            started += 1
+
     try:
         for kill in range(KILLS):
             with trio.fail_after(ROUND_TIMEOUT):
-                acknowledged = await run_child(child, rng, recovered)
-                await child.aclose()
-                # The next child imports while we check.
-                child = await Child.start(directory, rng.choice(COMPACT_BYTES))
-                before = _segment_sizes(directory)
-                compacting += any(directory.glob(".*.wslog.tmp"))
-                async with ws.open_store(SCHEMA, path=directory) as store:
-                    version = store.version.index
-                    where = (
-                        f"seed {SEED}, kill {kill}: acknowledged {acknowledged}, "
-                        f"recovered {version}"
-                    )
-                    assert acknowledged <= version <= acknowledged + 1, where
-                    model.advance_to(version)
-                    store.view(lambda tx: check_state(tx, model, where))
-                after = _segment_sizes(directory)
-            in_flight += version == acknowledged + 1
-            torn += any(after.get(name, size) < size for name, size in before.items())
+                await start_children()  # before the round, never between a kill and a reopen
+                child = children[0]
+                where = f"seed {SEED}, kill {kill} ({child.plan.describe()})"
+                report = await run_child(child, recovered, where)
+                # Right after the kill (nothing waits between them): two looks at the
+                # directory, then the reopen.
+                leftover = any(directory.glob(".*.wslog.*.tmp"))
+                size, data_end = _newest_data_end(directory)
+                where += f": acknowledged {report.acknowledged}, inside {report.inside}"
+                opened = False
+                try:
+                    async with ws.open_store(SCHEMA, path=directory) as store:
+                        opened = True
+                        version = store.version.index
+                        assert store.recovery is not None
+                        repaired = store.recovery.repaired_tail
+                        where += f", recovered {version}"
+                        assert version in report.allowed(), (
+                            f"{where}: expected one of {sorted(report.allowed())}"
+                        )
+                        if version < model.version:
+                            model.reset_to(version)
+                        model.advance_to(version)
+                        store.view(lambda tx: check_state(tx, model, where))
+                except ws.StoreError as exc:
+                    if opened:
+                        raise
+                    if isinstance(exc, ws.StoreLocked):
+                        raise AssertionError(
+                            f"{where}: reopening right after the SIGKILL failed: {exc}. No "
+                            "process of the killed child may hold the directory lock (a "
+                            "compaction child it forked must die with it)"
+                            + ("; a compaction's unfinished file was there" if leftover else "")
+                        ) from exc
+                    raise AssertionError(f"{where}: reopening failed: {exc!r}") from exc
+                await children.popleft().aclose()
+            commits += report.commits
+            in_flight += report.in_flight and version == report.acknowledged + 1
+            torn += data_end > size - repaired
+            inside_compaction = report.inside == "compaction"
+            compaction += inside_compaction or leftover
+            explicit += inside_compaction
+            unfinished += leftover
+            rollback += report.inside == "rollback"
+            rolled_back += report.inside == "rollback" and version == report.target
             recovered = version
     finally:
-        await child.aclose()
+        for child in children:
+            await child.aclose()
     print(
-        f"{KILLS} kills, {recovered} commits; recovered an unacknowledged commit after "
-        f"{in_flight}; truncated a torn record after {torn}; interrupted a compaction "
-        f"{compacting} times"
+        f"{KILLS} kills, {commits} commits acknowledged; recovered an unacknowledged commit "
+        f"after {in_flight}; truncated a torn record after {torn}; kills inside a compaction: "
+        f"{compaction} ({explicit} explicit, {unfinished} leaving its unfinished epoch file); "
+        f"kills inside a rollback: {rollback} (the rolled-back state recovered after "
+        f"{rolled_back})"
     )
+    if KILLS >= 20:
+        assert compaction, "no kill landed inside a compaction"
+        assert rollback, "no kill landed inside a rollback"
