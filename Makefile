@@ -12,14 +12,14 @@ GROUPS := test lint bench
 # Extras to install with the package: etcd (httpx) is needed by the etcd tests.
 EXTRAS ?= etcd
 
-.PHONY: help install demo test lint typecheck fmt pytest bench deps-etcd clean
+.PHONY: help install demo test lint typecheck fmt pytest bench deps deps-etcd clean
 
 help:
 	@echo "make demo       the scheduler demo on a durable store in demo-state/ (run it twice)"
 	@echo "make test       ruff check + ruff format --check + mypy --strict + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
-	@echo "make deps-etcd  apt-get install etcd-server if etcd is missing (make test does it)"
+	@echo "make deps       apt-get install what the tests run: etcd, strace, gcc (make test does it)"
 	@echo "make clean      remove the venv and caches"
 
 # The venv is (re)installed whenever pyproject.toml changes.
@@ -41,11 +41,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
-pytest: $(VENV)/.installed deps-etcd
+pytest: $(VENV)/.installed deps
 	$(PY) -m pytest
 
 # Sequential on purpose: cheapest checks first, stop at the first failure.
-test: $(VENV)/.installed deps-etcd
+test: $(VENV)/.installed deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -58,16 +58,23 @@ fmt: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks core
 
-# --- etcd server for tests/test_etcd.py and the etcd benchmark ------------------
-# Debian's etcd-server (3.4 on bookworm); the tests start their own members on free
-# loopback ports, so the package's own service is never used.
-ETCD_APT_PACKAGE := etcd-server
-deps-etcd:
-	@if command -v etcd >/dev/null 2>&1; then \
-		echo "etcd present: $$(command -v etcd)"; \
+# --- programs the tests run, from Debian's packages ---------------------------------
+# etcd (Debian's etcd-server, 3.4 on bookworm) for tests/test_etcd.py and the etcd benchmark:
+# the tests start their own members on free loopback ports, so the package's own service is
+# never used. strace records a run's file operations for the power-loss test; gcc builds the
+# fault-injection shim of tests/test_faults.py.
+DEPS := etcd:etcd-server strace:strace gcc:gcc
+deps:
+	@missing=""; for dep in $(DEPS); do \
+		command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ETCD_APT_PACKAGE); \
+		echo "test programs present: $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))"; \
 	fi
+
+deps-etcd: deps
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-state
