@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from benchmarks import core, durable, etcd, events
+from benchmarks import core, durable, etcd, events, salvage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,6 +30,7 @@ FAMILIES: dict[str, Family] = {
     "durable": durable,
     "etcd": etcd,
     "events": events,
+    "salvage": salvage,
 }
 
 
