@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import attrs
@@ -11,9 +12,13 @@ import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
+from watchstore import _store as ws_store
+from watchstore._compaction import write_epoch_inline
 
 if TYPE_CHECKING:
     import pathlib
+
+    from watchstore._log import EpochLog, PreparedEpoch
 
 
 async def fill(store: ws.Store, start: int, stop: int) -> None:
@@ -144,3 +149,40 @@ async def test_closing_a_store_as_its_compaction_falls_due_raises_nothing(
             await fill(store, round, round + 1)
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
         assert store.version == ws.Version(5)
+
+
+async def test_a_failing_automatic_compaction_is_retried_after_a_doubling_delay(
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The automatic compaction logs each failure (naming its cause) and tries again after
+    1 s, then 2 s, then 4 s, until one succeeds; nothing reaches the block meanwhile."""
+    attempts: list[float] = []
+    fourth = trio.Event()
+    real = write_epoch_inline
+
+    async def failing_three_times(
+        snapshot: ws.Snapshot, log: EpochLog, schema: ws.Schema
+    ) -> PreparedEpoch:
+        attempts.append(trio.current_time())
+        if len(attempts) <= 3:
+            raise ws.CompactionFailed("writing the new epoch failed: No space left on device")
+        fourth.set()
+        return await real(snapshot, log, schema)
+
+    monkeypatch.setattr(ws_store, "write_epoch_inline", failing_three_times)
+    async with ws.open_store(
+        SCHEMA, path=tmp_path, compact_bytes=1, compact_in_child=False
+    ) as store:
+        await fill(store, 0, 1)
+        await fourth.wait()
+        await store.compact()  # waits for the automatic one to finish first
+        await fill(store, 1, 2)
+    gaps = [b - a for a, b in itertools.pairwise(attempts[:4])]
+    assert [round(gap) for gap in gaps] == [1, 2, 4]
+    warnings = [r for r in caplog.records if r.name == "watchstore"]
+    assert len(warnings) == 3
+    assert all("No space left on device" in r.getMessage() for r in warnings)
+    assert [e.segment for e in ws.list_epochs(tmp_path)][-1] >= 3

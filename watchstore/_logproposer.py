@@ -141,8 +141,9 @@ class LogProposer:
         self._queue: list[Submission] = []
         self._wakeup = trio.Event()
         self._writing = False  # the committer is writing a batch (or switching segments)
-        # While compacting: the snapshot's version, and the bodies of later commits (copied
-        # into the new segment at the switch); and the switch the committer must make.
+        # While compacting: the bodies of the commits made meanwhile (those after the
+        # snapshot are copied into the new segment at the switch), and the switch the
+        # committer must make; one compaction at a time.
         self._compacting = False
         self._tail: list[tuple[Version, bytes]] = []
         self._switch: _Switch | None = None
