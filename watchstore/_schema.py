@@ -20,6 +20,7 @@ from typing import Any, Final
 import attrs
 
 from ._errors import InvalidObject
+from ._fieldtypes import class_checker
 from ._model import Meta
 
 # Key families: keys of one index must all be mutually orderable.
@@ -209,28 +210,34 @@ def _compile_restamp(cls: type) -> Callable[[Any, Meta], Any]:
     return restamp
 
 
-def _compile_hash_fields(cls: type) -> Callable[[Any], int]:
-    """Build ``f(obj)`` hashing every field of ``obj`` but ``meta``: it raises TypeError if a
-    field holds something mutable. Cheaper than ``hash(obj)``, which also hashes the meta
-    and its version through three Python-level ``__hash__`` calls (and the meta is replaced
-    when the object is stored anyway)."""
-    fields = ", ".join(f"obj.{a.name}" for a in attrs.fields(cls) if a.name != "meta")
-    namespace: dict[str, Any] = {}
-    exec(f"def hash_fields(obj):\n    return hash(({fields},))", namespace)
-    hash_fields: Callable[[Any], int] = namespace.pop("hash_fields")
-    return hash_fields
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+"""``Table(upgrade=)``: the stored fields of an object (by name, as stored, without
+``meta``) to the fields of today's class."""
 
 
 class Table:
     """A table of the schema: the frozen attrs class it holds and its secondary indexes.
 
     The class must be a frozen attrs class with an ``id: str`` field and a ``meta: Meta``
-    field. ``name`` defaults to the class name.
+    field; every field's annotation must be a type the store writes (``_fieldtypes``).
+    ``name`` defaults to the class name. ``upgrade`` reads objects stored with another
+    shape of the class (a field added without a default, removed, renamed or retyped): it
+    gets the stored fields as a dict of plain values (lists for tuples and sets, values for
+    enums, dicts for nested classes) and returns today's fields, which are checked against
+    the class; compaction then writes them in today's shape. Without it, a stored object
+    that does not fit raises SchemaMismatch (a field added with a default needs nothing).
     """
 
-    __slots__ = ("_hash_fields", "cls", "index_specs", "indexes", "name", "restamp")
+    __slots__ = ("_check_fields", "cls", "index_specs", "indexes", "name", "restamp", "upgrade")
 
-    def __init__(self, cls: type, indexes: Sequence[Index] = (), *, name: str | None = None):
+    def __init__(
+        self,
+        cls: type,
+        indexes: Sequence[Index] = (),
+        *,
+        name: str | None = None,
+        upgrade: Upgrade | None = None,
+    ):
         if not attrs.has(cls):
             raise InvalidObject(f"{cls!r} is not an attrs class; declare it with @attrs.frozen")
         if not _is_frozen(cls):
@@ -265,7 +272,8 @@ class Table:
             specs[index.index_name] = _compile_index(cls, index)
         self.index_specs = specs
         self.restamp = _compile_restamp(cls)
-        self._hash_fields = _compile_hash_fields(cls)
+        self._check_fields = class_checker(cls)
+        self.upgrade = upgrade
 
     def __repr__(self) -> str:
         return f"Table({self.cls.__name__}, indexes={list(self.index_specs)})"
@@ -279,19 +287,7 @@ class Table:
         id = obj.id
         if type(id) is not str or not id:
             raise InvalidObject(f"{self.name} objects need a non-empty str id, got {id!r}")
-        try:
-            self._hash_fields(obj)
-        except TypeError:
-            for attribute in attrs.fields(self.cls):
-                try:
-                    hash(getattr(obj, attribute.name))
-                except TypeError:
-                    raise InvalidObject(
-                        f"{self.name} {id!r}: field {attribute.name!r} holds a mutable "
-                        f"{type(getattr(obj, attribute.name)).__name__}; use a tuple, "
-                        "frozenset or frozen attrs value"
-                    ) from None
-            raise
+        self._check_fields(obj)
         if type(obj.meta) is not Meta:
             raise InvalidObject(f"{self.name} {id!r}: meta must be a watchstore.Meta")
         return id
