@@ -23,8 +23,10 @@ import trio
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
 from watchstore._cli import ExitCode, locate_demo, main, run_script
-from watchstore._codec import dump_data, encode
+from watchstore._codec import encode
 from watchstore._records import CHANGE, Record, pack_record, parse_header, scan
+from watchstore._rows import codec_for
+from watchstore._rows import encode as encode_row_data
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -98,10 +100,16 @@ def records(segment: Path) -> list[Record]:
     return scan(data, parse_header(data)).records
 
 
-def append_change(segment: Path, version: int, actions: list[list[Any]]) -> int:
-    """Append a well-framed CHANGE record (valid checksums); return its offset."""
+def append_change(segment: Path, version: int, actions: list[tuple[int, Any]]) -> int:
+    """Append a well-framed CHANGE record of ``(kind, object)`` actions, one run of rows per
+    action (valid checksums, format 2); return its offset."""
     data = segment.read_bytes()
-    body = dump_data({"version": version, "actions": actions})
+    tables = {t.cls: t for t in SCHEMA.tables}
+    groups = [
+        [tables[type(obj)].name, [kind], [codec_for(tables[type(obj)]).row(obj)]]
+        for kind, obj in actions
+    ]
+    body = encode_row_data((version, groups))
     with open(segment, "ab") as f:
         f.write(pack_record(parse_header(data), len(data), CHANGE, body))
     return len(data)
@@ -219,8 +227,8 @@ def test_verify_checks_every_segment_and_reports_each_damage(
 def test_verify_fails_on_a_change_that_updates_a_missing_object(
     capsys: pytest.CaptureFixture[str], store: Path
 ) -> None:
-    ghost = encode(Task("ghost", "web", meta=ws.Meta(ws.Version(6), 1.0, 1.0)))
-    offset = append_change(segments(store)[-1], 6, [[2, "Task", ghost]])
+    ghost = Task("ghost", "web", meta=ws.Meta(ws.Version(6), 1.0, 1.0))
+    offset = append_change(segments(store)[-1], 6, [(2, ghost)])
     code, _out, err = run(capsys, "verify", store)
     assert code == ExitCode.FAILED
     assert f"at offset {offset} (after version 5)" in err
@@ -231,8 +239,8 @@ def test_verify_with_the_schema_fails_on_a_broken_unique_index(
     capsys: pytest.CaptureFixture[str], store: Path
 ) -> None:
     # Checksums, versions and ids are fine; only the unique, case-folded name index is not.
-    twin = encode(Node("n9", "NODE-1", meta=ws.Meta(ws.Version(6), 1.0, 1.0)))
-    offset = append_change(segments(store)[-1], 6, [[1, "Node", twin]])
+    twin = Node("n9", "NODE-1", meta=ws.Meta(ws.Version(6), 1.0, 1.0))
+    offset = append_change(segments(store)[-1], 6, [(1, twin)])
     assert run(capsys, "verify", store)[0] == ExitCode.OK
     code, _out, err = run(capsys, "verify", store, "--schema", "tests.schema:SCHEMA")
     assert code == ExitCode.FAILED
@@ -245,7 +253,7 @@ def test_verify_accepts_a_torn_tail_and_says_the_next_open_truncates_it(
 ) -> None:
     current = segments(store)[-1]
     size = current.stat().st_size
-    append_change(current, 6, [[3, "Task", encode(Task("t99", "db"))]])
+    append_change(current, 6, [(3, Task("t99", "db", meta=ws.Meta(ws.Version(6), 1.0, 1.0)))])
     with open(current, "r+b") as f:
         f.truncate(size + 20)  # the append, cut short by a crash
     code, out, _err = run(capsys, "verify", store)

@@ -11,9 +11,9 @@ import attrs
 import pytest
 
 import watchstore as ws
-from watchstore._codec import LoggedActions, decoder_for, dump_data, encode, load_members
+from watchstore._bodies import Format1
+from watchstore._codec import LoggedActions, dump_data, encode, load_members
 from watchstore._model import ActionKind, Change, Meta, StoreAction, Version
-from watchstore._segment import decode_snapshot
 from watchstore._state import StoreState
 from watchstore._tables import TableState, restore_tables
 
@@ -162,9 +162,9 @@ def test_a_snapshot_body_decodes_whatever_its_white_space_and_key_order() -> Non
     obj = pods(1, seed=6)[0]
     item = dump_data(encode(obj)).decode()
     body = f' {{ "tables" : {{ "Pod" : [ {item} , {item} ] }} ,\n "version" : 3 }} '.encode()
-    version, objects = decode_snapshot(body, {"Pod": decoder_for(Pod)}, "f", 44)
-    assert version == Version(3)
-    assert objects == {"Pod": [obj, obj]}
+    read = Format1(SCHEMA).read_snapshot(body, "f", 44)
+    assert read.version == Version(3)
+    assert read.objects == {"Pod": [obj, obj]}
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_a_snapshot_body_decodes_whatever_its_white_space_and_key_order() -> Non
 )
 def test_a_snapshot_body_with_extra_or_missing_parts_is_corrupt(body: bytes) -> None:
     with pytest.raises(ws.LogCorrupt):
-        decode_snapshot(body, {"Pod": decoder_for(Pod)}, "f", 44)
+        Format1(SCHEMA).read_snapshot(body, "f", 44)
 
 
 def logged(version: int, *actions: tuple[ActionKind, Pod]) -> Change:

@@ -31,6 +31,7 @@ from ._errors import LogCorrupt as LogCorrupt
 from ._errors import ObjectExists as ObjectExists
 from ._errors import ObjectNotFound as ObjectNotFound
 from ._errors import ProposalFailed as ProposalFailed
+from ._errors import SchemaMismatch as SchemaMismatch
 from ._errors import SequenceConflict as SequenceConflict
 from ._errors import StorageError as StorageError
 from ._errors import StoreClosed as StoreClosed
@@ -127,6 +128,7 @@ __all__ = [
     "ReadTx",
     "Replica",
     "Schema",
+    "SchemaMismatch",
     "SequenceConflict",
     "Snapshot",
     "Spec",

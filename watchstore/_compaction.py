@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ._bodies import Format2
 from ._errors import CompactionFailed
 from ._files import reason, write_all
-from ._segment import encode_piece, snapshot_body_of_pieces
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,13 +43,22 @@ DONE: Final = b"done"
 """What a compaction child reports when its file is written and fsynced."""
 
 
-def _snapshot_pieces(snapshot: Snapshot, schema: Schema) -> Iterator[tuple[str, bytes]]:
-    """(table name, encoded piece) for every chunk of the snapshot's objects."""
+Tables = list[tuple[str, int, list[bytes]]]
+"""Each table's name, object count and encoded pieces (``Format2.snapshot``)."""
+
+
+def _snapshot_pieces(snapshot: Snapshot, schema: Schema, tables: Tables) -> Iterator[None]:
+    """Encode the snapshot's objects into ``tables`` (format 2), yielding after every chunk
+    of ``COMPACT_CHUNK`` objects."""
+    bodies = Format2(schema)
     for table in schema.tables:
         ids = snapshot.ids(table.cls)
+        pieces: list[bytes] = []
+        tables.append((table.name, len(ids), pieces))
         for start in range(0, len(ids), COMPACT_CHUNK):
             chunk = ids[start : start + COMPACT_CHUNK]
-            yield table.name, encode_piece([snapshot.get(table.cls, id) for id in chunk])
+            pieces.append(bodies.piece(table.name, [snapshot.get(table.cls, id) for id in chunk]))
+            yield
 
 
 def _failed(exc: BaseException) -> CompactionFailed:
@@ -62,9 +71,8 @@ def _failed(exc: BaseException) -> CompactionFailed:
 async def write_epoch_inline(snapshot: Snapshot, log: EpochLog, schema: Schema) -> PreparedEpoch:
     """Encode the snapshot in this process, a chunk at a time with a checkpoint after each
     (commits interleave), then write the file in a worker thread."""
-    tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
-    for name, piece in _snapshot_pieces(snapshot, schema):
-        tables[name].append(piece)
+    tables: Tables = []
+    for _chunk in _snapshot_pieces(snapshot, schema, tables):
         await trio.lowlevel.checkpoint()
     try:
         return await trio.to_thread.run_sync(log.write_epoch, snapshot.version, tables)
@@ -152,10 +160,10 @@ def _child(
         os.closerange(3, report)  # the lock's file among them: never hold the lock
         os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
         gc.disable()  # a collection would touch (and so copy) every page
-        tables: dict[str, list[bytes]] = {t.name: [] for t in schema.tables}
-        for name, piece in _snapshot_pieces(snapshot, schema):
-            tables[name].append(piece)
-        log.write_epoch_file(header, snapshot_body_of_pieces(snapshot.version, tables))
+        tables: Tables = []
+        for _chunk in _snapshot_pieces(snapshot, schema, tables):
+            pass
+        log.write_epoch_file(header, Format2(schema).snapshot(snapshot.version, tables))
         status, message = 0, DONE
     except BaseException as exc:
         message = reason(exc).encode(errors="replace")

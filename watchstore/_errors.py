@@ -192,6 +192,40 @@ class LogCorrupt(StoreError):
         )
 
 
+class SchemaMismatch(StoreError):
+    """Stored objects do not fit today's class; the data itself is intact.
+
+    ``table`` and ``field`` (None: the table as a whole) say where, ``reason`` what differs,
+    ``version`` which commit wrote them (when known). Declare how to read the stored shape
+    into today's with ``Table(cls, upgrade=...)`` (see docs/schema-and-indexes.md), or open
+    the store with the class as it was.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        field: str | None,
+        reason: str,
+        version: Any = None,
+        file: str | None = None,
+    ) -> None:
+        self.table = table
+        self.field = field
+        self.reason = reason
+        self.version = version
+        self.file = file
+        where = f"{table}.{field}" if field else table
+        written = f" (written by {version!r}" if version is not None else " ("
+        written += f" in {file})" if file else ")"
+        if written == " ()":
+            written = ""
+        super().__init__(
+            f"{where}: {reason}{written}; the data is intact: declare Table({table}, "
+            "upgrade=...) to turn the stored fields into today's (docs/schema-and-indexes.md), "
+            "or open the store with the class as it was"
+        )
+
+
 class UnsupportedFormat(StoreError):
     """A file was written by a newer (or unknown) format version than this library reads."""
 

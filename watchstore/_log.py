@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._codec import decoder_for, loads
+from ._bodies import Columns, Format2, bodies_for, body_version
 from ._crypto import Sealer, SealError
 from ._errors import (
     CompactionFailed,
@@ -67,15 +67,12 @@ from ._segment import (
     Fence,
     Salvage,
     body_of,
-    decode_change,
-    decode_snapshot,
     find_lost,
     frame,
     read_fence,
     read_segment,
     sealer_for,
     segment_path,
-    snapshot_body_of_pieces,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +95,12 @@ class Restored:
     """Bytes truncated from the end: a torn tail, or what salvage discarded (0: clean)."""
     salvage: Salvage | None = None
     """What salvage found and dropped, when the log was damaged and opened with salvage."""
+    reshaped: bool = False
+    """Objects were stored in another shape than today's classes (read through an upgrade,
+    completed with defaults, or in a table the snapshot lacks): a new epoch should rewrite
+    them before anything is appended."""
+    format: int = 2
+    """The format of the segment the store appends to."""
 
     @property
     def version(self) -> Version:
@@ -124,7 +127,9 @@ class EpochLog:
     ) -> None:
         self.directory = directory
         self.sealer = sealer
-        self.decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        self.schema = schema
+        self.bodies = bodies_for(header.format, schema)
+        """How this segment's record bodies are written (its format's)."""
         self.lock = lock
         self.header = header
         self.file = segment_path(directory, header.segment)
@@ -135,6 +140,8 @@ class EpochLog:
         # The file's length: appends overwrite zeros written ahead (see ``append``).
         self.allocated = os.fstat(fd).st_size
         self.snapshot_end = size  # set by _restore/switch: where the epoch's changes start
+        self.columns: Columns = {}
+        """The columns of the current segment's rows (its snapshot's; format 2)."""
         self.failed: BaseException | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -184,13 +191,15 @@ class EpochLog:
         sealer = Sealer(key) if key is not None else None
         flags = 1 if key is not None else 0
         header = SegmentHeader(FORMAT, flags, 1, uuid.uuid4().bytes, time.time_ns())
-        body = snapshot_body_of_pieces(ORIGIN, {t.name: [] for t in schema.tables})
+        body = Format2(schema).snapshot(ORIGIN, [(t.name, 0, []) for t in schema.tables])
         data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         file = segment_path(path, 1)
         write_file_atomically(file, data)
         fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC)
         restored = Restored(ORIGIN, {t.name: [] for t in schema.tables}, [], 0, None)
-        return cls(path, lock, header, fd, len(data), schema, sealer), restored
+        log = cls(path, lock, header, fd, len(data), schema, sealer)
+        log.columns = Format2(schema).columns()
+        return log, restored
 
     @classmethod
     def _restore(
@@ -205,7 +214,7 @@ class EpochLog:
         data, header, result = read_segment(file)
         sealer = sealer_for(file, header, key)
         records = result.records
-        decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        bodies = bodies_for(header.format, schema)
         if sealer is not None:
             try:
                 snapshot_body = sealer.open(header, records[0].offset, SNAPSHOT, records[0].body)
@@ -216,8 +225,8 @@ class EpochLog:
                 ) from None
         else:
             snapshot_body = records[0].body
-        version, objects = decode_snapshot(snapshot_body, decoders, str(file), records[0].offset)
-        snapshot_version = version
+        snapshot = bodies.read_snapshot(snapshot_body, str(file), records[0].offset)
+        version = snapshot_version = snapshot.version
         changes: list[Change] = []
         end = result.end
         damage: LogCorrupt | None = None
@@ -228,7 +237,7 @@ class EpochLog:
                 if record.kind != CHANGE:
                     raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment")
                 body = body_of(header, record, sealer, str(file))
-                change = decode_change(body, decoders, str(file), record.offset)
+                change = bodies.read_change(body, str(file), record.offset, snapshot.columns)
                 if change.version.index != version.index + 1:
                     raise LogCorrupt(
                         str(file),
@@ -262,10 +271,23 @@ class EpochLog:
             os.close(fd)
             raise
         log.snapshot_end = records[1].offset if len(records) > 1 else end
-        restored = Restored(snapshot_version, objects, changes, repaired, salvaged)
+        restored = Restored(
+            snapshot_version,
+            snapshot.objects,
+            changes,
+            repaired,
+            salvaged,
+            reshaped=snapshot.reshaped,
+            format=header.format,
+        )
+        log.columns = snapshot.columns
         return log, restored
 
     # -- appending (in a worker thread, or the trio thread for a lone commit) ---------------
+
+    def change_body(self, version: Version, actions: Sequence[StoreAction]) -> bytes:
+        """The CHANGE body of a commit, in the current segment's format."""
+        return self.bodies.change(version, actions)
 
     def append(self, bodies: Sequence[bytes], sync: bool) -> None:
         """Write CHANGE records at the end of the segment in one write, then fsync if
@@ -377,7 +399,8 @@ class EpochLog:
         through the newer ones, skipping the changes a compaction copied into the next
         segment. CHANGE records hold new objects only, so the state is replayed from that
         snapshot to give each update its old object. HistoryCompacted if ``start`` is older
-        than every kept snapshot.
+        than every kept snapshot, or than a gap in the kept changes (a damaged segment):
+        never a history with versions missing.
         """
         segments = []
         for path in _segments(self.directory):
@@ -385,28 +408,32 @@ class EpochLog:
                 _data, header, result = read_segment(path, self.size if path == self.file else None)
             except FileNotFoundError:  # retired by a compaction meanwhile
                 continue
-            records = result.records
-            snapshot = loads(body_of(header, records[0], self.sealer, str(path)))
-            segments.append((path, header, records, snapshot))
-        usable = [i for i, seg in enumerate(segments) if seg[3]["version"] <= start.index]
+            bodies = bodies_for(header.format, self.schema)
+            first = result.records[0]
+            body = body_of(header, first, self.sealer, str(path))
+            snapshot = bodies.read_snapshot(body, str(path), first.offset)
+            segments.append((path, header, result.records, snapshot, bodies))
+        usable = [i for i, seg in enumerate(segments) if seg[3].version <= start]
         if not usable:
-            oldest = min((seg[3]["version"] for seg in segments), default=end.index)
-            raise HistoryCompacted(Version(oldest), end)
-        first = usable[-1]
+            oldest = min((seg[3].version for seg in segments), default=end)
+            raise HistoryCompacted(oldest, end)
+        first_segment = usable[-1]
         current: dict[tuple[str, str], Any] = {}
-        for name, items in segments[first][3]["tables"].items():
-            decode = self.decoders[name]
-            for item in items:
-                obj = decode(item)
+        for name, objs in segments[first_segment][3].objects.items():
+            for obj in objs:
                 current[name, obj.id] = obj
-        last = segments[first][3]["version"]
+        last = segments[first_segment][3].version.index
         changes: list[Change] = []
-        for path, header, records, _snapshot in segments[first:]:
+        for path, header, records, snapshot, bodies in segments[first_segment:]:
+            if snapshot.version.index > last:  # versions last+1 .. snapshot are gone
+                raise HistoryCompacted(snapshot.version, end)
             for record in records[1:]:
                 body = body_of(header, record, self.sealer, str(path))
-                change = decode_change(body, self.decoders, str(path), record.offset)
+                change = bodies.read_change(body, str(path), record.offset, snapshot.columns)
                 if change.version.index <= last:
                     continue  # already read from the segment before (a compaction's tail)
+                if change.version.index != last + 1:
+                    raise HistoryCompacted(change.version, end)
                 last = change.version.index
                 if change.version > end:
                     return changes
@@ -428,12 +455,14 @@ class EpochLog:
 
     # -- compaction (write_epoch in a worker thread; switch in the group committer) --------
 
-    def write_epoch(self, version: Version, tables: dict[str, list[bytes]]) -> PreparedEpoch:
+    def write_epoch(
+        self, version: Version, tables: Sequence[tuple[str, int, list[bytes]]]
+    ) -> PreparedEpoch:
         """Write a new segment holding a snapshot at ``version``, under a temporary name
-        (invisible to opening until ``switch``). ``tables`` maps each table to JSON pieces,
-        each a comma-separated run of encoded objects (see ``encode_piece``)."""
+        (invisible to opening until ``switch``). ``tables`` gives each table's object count
+        and encoded pieces (``Format2.piece``)."""
         header = self.next_header()
-        size = self.write_epoch_file(header, snapshot_body_of_pieces(version, tables))
+        size = self.write_epoch_file(header, Format2(self.schema).snapshot(version, tables))
         return self.prepared(version, header, size)
 
     def next_header(self) -> SegmentHeader:
@@ -482,7 +511,7 @@ class EpochLog:
         with contextlib.suppress(OSError):
             epoch.tmp.unlink(missing_ok=True)
 
-    def switch(self, epoch: PreparedEpoch, tail: Sequence[bytes], keep: int) -> None:
+    def switch(self, epoch: PreparedEpoch, tail: Sequence[Tail], keep: int) -> None:
         """Make ``epoch`` the current segment: append ``tail`` (the changes committed since
         its snapshot), fsync, rename it into place and fsync the directory; then retire
         segments beyond ``keep`` epochs. Until the directory is fsynced, the old segment
@@ -490,7 +519,10 @@ class EpochLog:
         still current and writable (if even undoing the rename fails, the log fails)."""
         offset = epoch.size
         records = []
-        for body in tail:
+        bodies = bodies_for(epoch.header.format, self.schema)
+        for version, actions, body in tail:
+            if bodies.format != self.bodies.format:  # written for the old segment's format
+                body = bodies.change(version, actions)
             record = frame(epoch.header, offset, CHANGE, body, self.sealer, epoch.size)
             records.append(record)
             offset += len(record)
@@ -521,6 +553,8 @@ class EpochLog:
         with contextlib.suppress(OSError):
             os.close(old_fd)
         self.header = epoch.header
+        self.bodies = bodies
+        self.columns = Format2(self.schema).columns()
         self.file = epoch.final
         self.size = self.allocated = self.synced = offset
         self.snapshot_end = epoch.size
@@ -604,7 +638,7 @@ def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) 
     for file in _segments(Path(directory)):
         data, header, result = read_segment(file)
         body = body_of(header, result.records[0], sealer_for(file, header, key), str(file))
-        version = Version(loads(body)["version"])
+        version = Version(body_version(header.format, body))
         out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
     return out
 
@@ -632,7 +666,7 @@ def rollback(
         sealer = sealer_for(chosen.file, old, key)
         body = body_of(old, result.records[0], sealer, str(chosen.file))
         number = epochs[-1].segment + 1
-        header = SegmentHeader(FORMAT, old.flags, number, old.lineage, time.time_ns())
+        header = SegmentHeader(old.format, old.flags, number, old.lineage, time.time_ns())
         new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         final = segment_path(path, number)
         try:
@@ -642,6 +676,11 @@ def rollback(
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)
     finally:
         lock.release()
+
+
+Tail = tuple[Version, "Sequence[StoreAction]", bytes]
+"""A commit made while a compaction ran: its version, actions and body (in the format of
+the segment it was appended to)."""
 
 
 @attrs.frozen

@@ -22,15 +22,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 import attrs
 import trio
 
-from ._errors import CompactionFailed, ProposalFailed
+from ._errors import CompactionFailed, InvalidObject, ProposalFailed
 from ._files import reason
 from ._model import Change, StoreAction, Version, new_version
-from ._segment import change_body
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._log import EpochLog, PreparedEpoch
+    from ._log import EpochLog, PreparedEpoch, Tail
     from ._state import Snapshot
 
 T = TypeVar("T")
@@ -51,11 +50,22 @@ class Submission:
     """A commit waiting for the group committer: ``finished`` once it is durable (and
     committed) or failed (``error``); ``await wait()`` until then."""
 
-    __slots__ = ("_task", "body", "commit", "error", "finished", "synced_inline", "version")
+    __slots__ = (
+        "_task",
+        "actions",
+        "body",
+        "commit",
+        "error",
+        "finished",
+        "synced_inline",
+        "version",
+    )
 
     def __init__(self, version: Version, body: bytes, commit: Callable[[Version], None]) -> None:
         self.version = version
         self.body = body
+        self.actions: Sequence[StoreAction] = ()
+        """Kept while a compaction runs: its tail may need them in another format."""
         self.commit = commit
         self.finished = False
         self.error: BaseException | None = None
@@ -145,7 +155,7 @@ class LogProposer:
         # snapshot are copied into the new segment at the switch), and the switch the
         # committer must make; one compaction at a time.
         self._compacting = False
-        self._tail: list[tuple[Version, bytes]] = []
+        self._tail: list[Tail] = []
         self._switch: _Switch | None = None
         self._compaction = trio.Lock()
         self.compact_bytes = 64 << 20
@@ -176,8 +186,14 @@ class LogProposer:
         for good)."""
         log = self.log
         log.check_writable()
-        version = self._version = new_version(self._version.index + 1)
-        submission = Submission(version, change_body(version, actions), commit)
+        version = new_version(self._version.index + 1)
+        try:  # the version is taken only once the record is encoded
+            body = log.change_body(version, actions)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidObject(f"a written object does not encode: {exc}") from exc
+        self._version = version
+        submission = Submission(version, body, commit)
+        submission.actions = actions
         self._writers = writers
         if (
             writers == 1
@@ -270,7 +286,7 @@ class LogProposer:
     def _written(self, batch: list[Submission]) -> None:
         """After ``batch`` is in the log: note it for compaction, then commit it in order."""
         if self._compacting:
-            self._tail.extend((s.version, s.body) for s in batch)
+            self._tail.extend((s.version, s.actions, s.body) for s in batch)
         elif self.compaction_is_due():
             self._due.set()
         self._dirty = self.durability != "always"
@@ -339,7 +355,7 @@ class LogProposer:
         assert switch is not None
         self._switch = None
         switch.started = True
-        tail = [body for version, body in self._tail if version > switch.epoch.version]
+        tail = [t for t in self._tail if t[0] > switch.epoch.version]
         try:
             await trio.to_thread.run_sync(self.log.switch, switch.epoch, tail, switch.keep)
         except CompactionFailed as exc:

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._codec import decoder_for, loads
+from ._bodies import Columns, bodies_for, generic_change, generic_snapshot
 from ._crypto import Sealer, SealError
-from ._errors import LogCorrupt, StoreError
-from ._model import ActionKind, Change, StoreAction, Version
+from ._errors import LogCorrupt, SchemaMismatch, StoreError
+from ._model import ActionKind, Version
 from ._records import CHANGE, Record, SegmentHeader, record_size
 from ._segment import body_of, read_segment, sealer_for
 from ._state import StoreState
@@ -77,6 +77,7 @@ class RawEpoch:
     changes: list[RawChange]
     torn: int
     damage: LogCorrupt | None
+    sealer: Sealer | None = None
 
     @property
     def last_version(self) -> int:
@@ -128,9 +129,9 @@ def read_epoch(
     file: Path, key: bytes | None = None, advance: Callable[[int], None] = _ignore
 ) -> RawEpoch:
     """Read a segment and check every record: header, framing and checksums (as opening
-    does), JSON bodies, and versions following one another. Damage after the snapshot stops
-    the reading and is returned in ``damage``; a damaged header or snapshot raises
-    LogCorrupt. ``advance(n)`` is told of each n bytes read."""
+    does), bodies (either format), and versions following one another. Damage after the
+    snapshot stops the reading and is returned in ``damage``; a damaged header or snapshot
+    raises LogCorrupt. ``advance(n)`` is told of each n bytes read."""
     data, header, result = read_segment(file)  # the checks opening makes
     records = result.records
     first = records[0]
@@ -144,19 +145,18 @@ def read_epoch(
                 "does not decrypt with this key)"
             ) from None
     try:
-        snapshot = loads(body_of(header, first, sealer, str(file)))
-        version = snapshot_version = _version(snapshot["version"])
-        tables = {
-            str(name): [_object(o) for o in objects] for name, objects in snapshot["tables"].items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        body = body_of(header, first, sealer, str(file))
+        version, snapshot, columns = generic_snapshot(header.format, body)
+        version = snapshot_version = _version(version)
+        tables = {str(name): [_object(o) for o in objects] for name, objects in snapshot.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise LogCorrupt(str(file), first.offset, f"snapshot does not decode: {exc}") from None
     advance(first.offset + record_size(len(first.body), header))
     changes: list[RawChange] = []
     damage = None
     try:
         for record in records[1:]:
-            change = _read_change(file, header, record, sealer, version)
+            change = _read_change(file, header, record, sealer, version, columns)
             changes.append(change)
             version = change.version
             advance(record_size(len(record.body), header))
@@ -166,26 +166,42 @@ def read_epoch(
         damage = exc
     torn = len(data) - result.end if result.torn and damage is None else 0
     return RawEpoch(
-        file, header, len(data), first.offset, snapshot_version, tables, changes, torn, damage
+        file,
+        header,
+        len(data),
+        first.offset,
+        snapshot_version,
+        tables,
+        changes,
+        torn,
+        damage,
+        sealer,
     )
 
 
 def _read_change(
-    file: Path, header: SegmentHeader, record: Record, sealer: Sealer | None, previous: int
+    file: Path,
+    header: SegmentHeader,
+    record: Record,
+    sealer: Sealer | None,
+    previous: int,
+    columns: Columns,
 ) -> RawChange:
     if record.kind != CHANGE:
         raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment", Version(previous))
     try:
-        data = loads(body_of(header, record, sealer, str(file)))
-        version = _version(data["version"])
+        version, raw = generic_change(
+            header.format, body_of(header, record, sealer, str(file)), columns
+        )
+        version = _version(version)
         actions = []
-        for kind, table, obj in data["actions"]:
+        for kind, table, obj in raw:
             if kind not in KIND_NAMES or not isinstance(table, str):
                 raise TypeError(f"invalid action ({kind!r}, {table!r})")
             actions.append((kind, table, _object(obj)))
     except LogCorrupt as exc:
         raise LogCorrupt(exc.file, exc.offset, exc.reason, Version(previous)) from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise LogCorrupt(
             str(file), record.offset, f"change does not decode: {exc}", Version(previous)
         ) from None
@@ -271,44 +287,33 @@ def _check_action(
 def rebuild(
     epoch: RawEpoch, schema: Schema, advance: Callable[[int], None] = _ignore
 ) -> StoreState:
-    """Load ``epoch`` as typed objects into a fresh in-memory state, so every object is
-    decoded through its class and every unique and secondary index is rebuilt and checked.
-    Raises LogCorrupt at the record whose objects do not fit the schema."""
+    """Load ``epoch`` as typed objects into a fresh in-memory state, as opening does, so
+    every object is decoded through its class and every unique and secondary index is
+    rebuilt and checked. LogCorrupt at a record that does not decode; SchemaMismatch where
+    objects do not fit the schema's classes."""
     state = StoreState(schema)
-    decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
     file = str(epoch.file)
-
-    def decode(name: str, obj: Object, offset: int) -> Any:
-        decoder = decoders.get(name)
-        if decoder is None:
-            raise LogCorrupt(
-                file, offset, f"table {name!r} is not in the schema: give the schema that has it"
-            )
-        return decoder(obj)
-
-    for name in epoch.tables:
-        if name not in decoders:
-            decode(name, {}, epoch.snapshot_offset)
-
-    offset = epoch.snapshot_offset
+    data, header, result = read_segment(epoch.file)
+    bodies = bodies_for(header.format, schema)
+    records = result.records[: 1 + len(epoch.changes)]
+    first = records[0]
+    snapshot = bodies.read_snapshot(body_of(header, first, epoch.sealer, file), file, first.offset)
+    offset = first.offset
     try:
-        for name, objects in epoch.tables.items():
+        for name, objects in snapshot.objects.items():
             for obj in objects:
-                typed = decode(name, obj, offset)
-                state.by_name[name].write(typed.id, None, typed)
-        state.version = Version(epoch.snapshot_version)
-        ends = [c.offset for c in epoch.changes[1:]] + [epoch.size - epoch.torn]
-        advance(epoch.changes[0].offset if epoch.changes else ends[0])
-        for change, end in zip(epoch.changes, ends, strict=False):
-            offset = change.offset
-            actions = [
-                StoreAction(ActionKind(kind), name, decode(name, obj, offset))
-                for kind, name, obj in change.actions
-            ]
-            state.apply(Change(Version(change.version), actions))
+                state.by_name[name].write(obj.id, None, obj)
+        state.version = snapshot.version
+        ends = [r.offset for r in records[2:]] + [epoch.size - epoch.torn]
+        advance(records[1].offset if len(records) > 1 else ends[0])
+        for record, end in zip(records[1:], ends, strict=False):
+            offset = record.offset
+            body = body_of(header, record, epoch.sealer, file)
+            state.apply(bodies.read_change(body, file, offset, snapshot.columns))
             advance(end - offset)
-    except LogCorrupt:
+    except (LogCorrupt, SchemaMismatch):
         raise
     except (StoreError, ValueError, TypeError) as exc:
         raise LogCorrupt(file, offset, f"does not fit the schema: {exc}") from None
+    del data
     return state

@@ -19,9 +19,9 @@ acknowledged, safe to cut off) or damage (which must stop the open). Format 2's 
 - zeros only from D on: the segment ends at D (the zeros are space written ahead);
 - else the tail is torn iff (1) no record verifies anywhere after D whose ``synced`` is past
   D (a later write would prove D durable), and (2) the record at D shows what a write cut
-  short leaves: the data ends inside it, or the part of it (of its head, if the head does not
-  verify) in some 512-byte sector of the file is all zeros (a sector that never reached the
-  disk, whatever order the others landed in);
+  short leaves: it reaches past the end of the data or into its trailing zeros, or the part
+  of it (of its head, if the head does not verify) in some 512-byte sector of the file is all
+  zeros (a sector that never reached the disk, whatever order the others landed in);
 - otherwise it is damage.
 
 Format 1 records carry no ``synced``: a failing record there is torn iff it reaches into
@@ -265,7 +265,8 @@ def _ended(
     if header.format < 2:
         torn = extent > written
     else:
-        torn = _cut_short(data, offset, extent) and _durable_after(data, header, offset) is None
+        cut = extent > written or _cut_short(data, offset, extent)
+        torn = cut and _durable_after(data, header, offset) is None
     return Scan(records, offset, torn=True) if torn else Scan(records, offset, corrupt=reason)
 
 

@@ -11,24 +11,13 @@ reader stops the segment it names at its size.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ._codec import (
-    DecodeError,
-    LoggedActions,
-    dump_data,
-    load_members,
-    load_value,
-    loads,
-    object_json,
-    skip_space,
-    skip_to,
-)
+from ._bodies import body_version
 from ._crypto import Sealer, SealError
 from ._errors import LogCorrupt, StoreError, UnsupportedFormat
-from ._model import ActionKind, Change, StoreAction, Version, new_change
 from ._records import (
     FLAG_ENCRYPTED,
     HEADER_SIZE,
@@ -44,8 +33,9 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
     from pathlib import Path
+
+    from ._model import Version
 
 FORMAT: Final = 2
 """The format version this library writes (and the newest it reads)."""
@@ -184,133 +174,7 @@ def find_lost(
     lost = set()
     for record in records_after(data, header, end + 1):
         try:
-            lost.add(int(loads(body_of(header, record, sealer, str(file)))["version"]))
+            lost.add(body_version(header.format, body_of(header, record, sealer, str(file))))
         except (ValueError, KeyError, TypeError, LogCorrupt):
             continue
     return tuple(sorted(lost))
-
-
-def encode_piece(objects: Sequence[Any]) -> bytes:
-    """Encode a run of objects as comma-separated JSON (a piece of a snapshot's table)."""
-    return ",".join([object_json(o) for o in objects]).encode()
-
-
-def snapshot_body_of_pieces(version: Version, tables: dict[str, list[bytes]]) -> bytes:
-    """A SNAPSHOT body assembled from pieces, without re-encoding anything."""
-    parts = [b'{"version":%d,"tables":{' % version.index]
-    for i, (name, pieces) in enumerate(tables.items()):
-        parts.append(b"%s%s:[" % (b"," if i else b"", dump_data(name)))
-        parts.append(b",".join(p for p in pieces if p))
-        parts.append(b"]")
-    parts.append(b"}}")
-    return b"".join(parts)
-
-
-def change_body(version: Version, actions: Sequence[StoreAction]) -> bytes:
-    """The CHANGE record body of one commit: ``{"version":V,"actions":[[kind,table,obj],...]}``
-    (the JSON of ``encode``'s values, written directly)."""
-    names = _TABLE_JSON
-    parts = []
-    for action in actions:
-        table = action.table
-        name = names.get(table)
-        if name is None:
-            name = names[table] = object_json(table)
-        parts.append(f"[{action.kind:d},{name},{object_json(action.obj)}]")
-    return f'{{"version":{version.index:d},"actions":[{",".join(parts)}]}}'.encode()
-
-
-_TABLE_JSON: dict[str, str] = {}
-"""The JSON text of table names (a str each; few)."""
-
-
-def decode_snapshot(
-    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
-) -> tuple[Version, dict[str, list[Any]]]:
-    """The version and objects of a SNAPSHOT body. Each table's array is decoded a member at
-    a time (see ``load_members``): a snapshot holds millions of objects."""
-    version: Version | None = None
-    objects: dict[str, list[Any]] | None = None
-    try:
-        text = body.decode()
-        index = skip_to(text, 0, "{")
-        more, index = _first(text, index, "}")
-        while more:
-            key, index = load_value(text, index)
-            index = skip_to(text, index, ":")
-            if key == "tables":
-                objects = {}
-                index = skip_to(text, index, "{")
-                more_tables, index = _first(text, index, "}")
-                while more_tables:
-                    name, index = load_value(text, index)
-                    decode = decoders.get(name)
-                    if decode is None:
-                        raise StoreError(
-                            f"{file}: the log has a table {name!r} the schema does not; "
-                            "open it with a schema that declares it"
-                        )
-                    index = skip_to(text, index, ":")
-                    objects[name], index = load_members(text, index, decode)
-                    more_tables, index = _separator(text, index, "}")
-            else:
-                value, index = load_value(text, index)
-                if key == "version":
-                    version = Version(value)
-            more, index = _separator(text, index, "}")
-        if skip_space(text, index) != len(text):
-            raise ValueError(f"extra data at character {index}")
-        if version is None or objects is None:
-            raise KeyError("version" if version is None else "tables")
-    except (ValueError, KeyError, TypeError, DecodeError) as exc:
-        raise LogCorrupt(file, offset, f"snapshot does not decode: {exc}") from exc
-    return version, objects
-
-
-def _first(text: str, index: int, closing: str) -> tuple[bool, int]:
-    """At the start of a JSON object's members: (False, index after ``closing``) if it is
-    empty, else (True, index)."""
-    at = skip_space(text, index)
-    if text[at : at + 1] == closing:
-        return False, at + 1
-    return True, index
-
-
-def _separator(text: str, index: int, closing: str) -> tuple[bool, int]:
-    """After a member of a JSON object: (True, index after ',') or (False, index after
-    ``closing``); ValueError for anything else."""
-    index = skip_space(text, index)
-    found = text[index : index + 1]
-    if found == ",":
-        return True, index + 1
-    if found == closing:
-        return False, index + 1
-    raise ValueError(f"expected ',' or {closing!r} at character {index}")
-
-
-_KINDS: Final = {int(kind): kind for kind in ActionKind}
-
-
-def decode_change(
-    body: bytes, decoders: dict[str, Callable[[Any], Any]], file: str, offset: int
-) -> Change:
-    try:
-        data = loads(body)
-        kinds: list[ActionKind] = []
-        tables: list[str] = []
-        objs: list[Any] = []
-        for kind, table, obj in data["actions"]:
-            decode = decoders.get(table)
-            if decode is None:
-                raise StoreError(
-                    f"{file}: the log has a table {table!r} the schema does not; "
-                    "open it with a schema that declares it"
-                )
-            if type(table) is not str:
-                raise TypeError(f"table name {table!r} is not a str")
-            kinds.append(_KINDS[kind])
-            tables.append(table)
-            objs.append(decode(obj))
-        return new_change(Version(data["version"]), LoggedActions(kinds, tables, objs))
-    except (ValueError, KeyError, TypeError, DecodeError) as exc:
-        raise LogCorrupt(file, offset, f"change does not decode: {exc}") from exc

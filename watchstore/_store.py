@@ -889,6 +889,10 @@ async def open_store(
                     store._spawn(store._compact_when_due, proposer, keep_epochs)
                     if durability == "interval":
                         store._spawn(proposer.run_syncer)
+                    if restored is not None and restored.reshaped:
+                        # Objects were read in another shape (an upgrade, added defaults):
+                        # a new epoch writes them in today's before anything is appended.
+                        await store._compact(proposer, keep_epochs)
                 try:
                     yield store
                 finally:
