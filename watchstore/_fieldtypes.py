@@ -325,13 +325,20 @@ def class_checker(cls: type) -> Callable[[Any], None]:
     return check
 
 
+def _short_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int too long for str(): Python refuses it
+        return f"<an int of {value.bit_length()} bits>"
+
+
 def _fail_in(cls: type, checks: list[tuple[str, Check]], obj: Any, exc: _Unfit) -> None:
     """Raise the InvalidObject for ``obj``: find the first field that does not fit."""
     for field, one in checks:
         try:
             one(getattr(obj, field))
         except _Unfit as unfit:
-            value = repr(unfit.value)
+            value = _short_repr(unfit.value)
             if len(value) > 80:
                 value = value[:77] + "..."
             detail = f" ({unfit.detail})" if unfit.detail else ""
@@ -339,4 +346,4 @@ def _fail_in(cls: type, checks: list[tuple[str, Check]], obj: Any, exc: _Unfit) 
                 f"{cls.__name__}.{field}: {value} ({type(unfit.value).__name__}) is not "
                 f"{unfit.expected}{detail}; nothing was written"
             ) from None
-    raise InvalidObject(f"{cls.__name__}: {exc.value!r} is not {exc.expected}")
+    raise InvalidObject(f"{cls.__name__}: {_short_repr(exc.value)} is not {exc.expected}")
