@@ -17,6 +17,7 @@ import trio
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
 from watchstore import _logproposer as ws_logproposer
+from watchstore._manifest import Manifest, read_manifest, write_manifest
 from watchstore._records import HEADER_SIZE, Record, parse_header, scan
 
 if TYPE_CHECKING:
@@ -79,6 +80,14 @@ def segment_of(path: Path) -> Path:
     """The store's one segment file."""
     (segment,) = path.glob("*.wslog")
     return segment
+
+
+def crash_manifest(target: Path, source: Path) -> None:
+    """Give ``target`` the manifest a crash of the store in ``source`` would have left: the
+    store open since version 0, never closed (what ``build`` makes of a new store)."""
+    manifest = read_manifest(source)
+    assert manifest is not None
+    write_manifest(target, Manifest(manifest.lineage, manifest.segment, 0))
 
 
 def split_zeros(data: bytes) -> bytes:
@@ -261,6 +270,7 @@ async def test_a_cut_at_every_offset_of_the_last_record_repairs_to_the_previous_
     work.mkdir()
     segment = work / segment_of(tmp_path / "orig").name
     for cut in range(last.offset, len(data)):
+        crash_manifest(work, tmp_path / "orig")
         segment.write_bytes(data[:cut])
         async with ws.open_store(SCHEMA, path=work) as store:
             assert (store.version, contents(store)) == (ws.Version(K - 1), states[K - 1]), cut
@@ -295,6 +305,7 @@ async def test_flipped_bits_raise_log_corrupt_never_wrong_data(tmp_path: Path) -
     last = records[-1]
     work = tmp_path / "work"
     work.mkdir()
+    crash_manifest(work, tmp_path / "orig")
     segment = work / segment_of(tmp_path / "orig").name
     rng = random.Random(20240607)
     positions = [rng.randrange(last.offset, len(data)) for _ in range(200)]
@@ -610,9 +621,11 @@ async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
             await store.update(commit)
         expected = (store.version, contents(store))
         data = (live / "00000001.wslog").read_bytes()
+        manifest = (live / "MANIFEST").read_bytes()  # as it is while the store is open
     records = scan(data, parse_header(data))
     crashed.mkdir()
     (crashed / "00000001.wslog").write_bytes(data)
+    (crashed / "MANIFEST").write_bytes(manifest)
     async with ws.open_store(SCHEMA, path=crashed) as store:
         assert (store.version, contents(store)) == expected
         assert store.recovery is not None
@@ -621,6 +634,7 @@ async def test_a_crash_with_zeros_ahead_recovers_every_acknowledged_commit(
     half = last.offset + (records.end - last.offset) // 2
     torn.mkdir()
     (torn / "00000001.wslog").write_bytes(data[:half] + bytes(len(data) - half))
+    (torn / "MANIFEST").write_bytes(manifest)
     async with ws.open_store(SCHEMA, path=torn) as store:
         assert store.version == ws.Version(expected[0].index - 1)
         assert store.recovery is not None

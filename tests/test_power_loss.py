@@ -28,7 +28,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -39,6 +38,7 @@ import trio
 
 import watchstore as ws
 from tests import powerloss, syscalls
+from tests.faultshim import mounted_tmpfs
 from tests.schema import SCHEMA, Node, State, Task
 
 if TYPE_CHECKING:
@@ -348,16 +348,12 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     a state writes and fsyncs a megabyte of zeros, which on a disk is most of the test's
     time; the states need no real disk), else a directory under ``tmp_path``."""
     path = tmp_path / "states"
-    path.mkdir()
-    mount = shutil.which("mount")
-    command = [str(mount), "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(path)]
-    mounted = bool(mount and os.geteuid() == 0)
-    mounted = mounted and subprocess.run(command, capture_output=True).returncode == 0
-    try:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        path.mkdir()
         yield path
-    finally:
-        if mounted:
-            subprocess.run([str(shutil.which("umount") or "umount"), str(path)], check=True)
+        return
+    with mounted_tmpfs(path, "256m"):
+        yield path
 
 
 @pytest.mark.usefixtures("strace")

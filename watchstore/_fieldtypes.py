@@ -87,7 +87,12 @@ def _float(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, float | int):
         raise _Unfit(value, "float")
     if isinstance(value, int):
-        _int(value)
+        try:
+            exact = float(value) == value
+        except OverflowError:
+            exact = False
+        if not exact:  # it would read back as another number
+            raise _Unfit(value, "float", "that int has no exact float; pass a float")
 
 
 def _exact(kind: type, name: str) -> Check:

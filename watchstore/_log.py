@@ -50,6 +50,15 @@ from ._files import (
     write_file_atomically,
 )
 from ._lock import DirectoryLock
+from ._manifest import (
+    MANIFEST,
+    Manifest,
+    check_restored,
+    check_segments,
+    read_manifest,
+    segment_header,
+    write_manifest,
+)
 from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
@@ -140,6 +149,8 @@ class EpochLog:
         # The file's length: appends overwrite zeros written ahead (see ``append``).
         self.allocated = os.fstat(fd).st_size
         self.snapshot_end = size  # set by _restore/switch: where the epoch's changes start
+        self.version = ORIGIN
+        """The last version in the log."""
         self.columns: Columns = {}
         """The columns of the current segment's rows (its snapshot's; format 2)."""
         self.failed: BaseException | None = None
@@ -170,11 +181,8 @@ class EpochLog:
             for leftover in path.glob(".*.wslog.*tmp"):  # compactions that never switched
                 leftover.unlink(missing_ok=True)
             _apply_fence(path)
-            segments = _segments(path)
-            if not segments:
-                log, restored = cls._create(path, lock, schema, key)
-            else:
-                log, restored = cls._restore(path, lock, segments[-1], schema, salvage, key)
+            log, restored = cls._open_locked(path, lock, schema, salvage, key)
+            write_manifest(path, log.manifest())
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 lock.release()
@@ -185,12 +193,85 @@ class EpochLog:
         return log, restored
 
     @classmethod
+    def _open_locked(
+        cls, path: Path, lock: DirectoryLock, schema: Schema, salvage: bool, key: bytes | None
+    ) -> tuple[EpochLog, Restored]:
+        """Create or restore the log, checked against the manifest (see ``_manifest``);
+        with ``salvage``, a newest segment whose header or snapshot is damaged is put
+        aside and the one before it restored."""
+        try:
+            manifest = read_manifest(path)
+        except LogCorrupt:
+            if not salvage:
+                raise
+            manifest = None
+        segments = _segments(path)
+        if not segments:
+            if manifest is not None and manifest.version > 0:
+                raise LogCorrupt(
+                    str(segment_path(path, manifest.segment)),
+                    0,
+                    f"every segment is missing (the store had made version {manifest.version} "
+                    "durable); restore them",
+                )
+            return cls._create(path, lock, schema, key)
+        headers = {}
+        for file in segments:
+            try:
+                headers[file] = segment_header(file)
+            except LogCorrupt:
+                if file == segments[-1] and not salvage:
+                    raise
+        newest = headers.get(segments[-1])
+        if manifest is None and newest is not None and newest.format >= 2 and not salvage:
+            raise LogCorrupt(
+                str(path / MANIFEST),
+                0,
+                "the manifest is missing, so the store cannot tell whether its segments are "
+                "complete; put it back, or open with salvage=True to take them as they are",
+            )
+        check_segments(path, headers, None if salvage else manifest)
+        aside: tuple[LogCorrupt, Path] | None = None
+        while True:
+            file = segments[-1]
+            try:
+                log, restored = cls._restore(path, lock, file, schema, salvage, key)
+                break
+            except LogCorrupt as exc:  # with salvage: its header or snapshot is damaged
+                if not salvage or len(segments) == 1:
+                    raise
+                copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
+                os.replace(file, copy)
+                fsync_dir(path)
+                aside = aside or (exc, copy)
+                segments.pop()
+        if manifest is not None and not salvage:
+            changes = len(restored.changes)
+            segment, version = log.header.segment, log.version.index
+            check_restored(log.file, manifest, segment, version, log.size, changes)
+        lost_after = manifest.version if manifest is not None else 0
+        if salvage and (aside is not None or log.version.index < lost_after):
+            restored = _salvaged(restored, log.version, lost_after, aside)
+        return log, restored
+
+    def manifest(self, *, closed: bool = False) -> Manifest:
+        """The manifest of the log as it is now (``closed``: after a clean close)."""
+        return Manifest(
+            self.header.lineage,
+            self.header.segment,
+            self.version.index,
+            self.size if closed else None,
+            closed,
+        )
+
+    @classmethod
     def _create(
         cls, path: Path, lock: DirectoryLock, schema: Schema, key: bytes | None
     ) -> tuple[EpochLog, Restored]:
         sealer = Sealer(key) if key is not None else None
         flags = 1 if key is not None else 0
         header = SegmentHeader(FORMAT, flags, 1, uuid.uuid4().bytes, time.time_ns())
+        write_manifest(path, Manifest(header.lineage, 1, 0))  # before the segment it names
         body = Format2(schema).snapshot(ORIGIN, [(t.name, 0, []) for t in schema.tables])
         data = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         file = segment_path(path, 1)
@@ -281,6 +362,7 @@ class EpochLog:
             format=header.format,
         )
         log.columns = snapshot.columns
+        log.version = restored.version
         return log, restored
 
     # -- appending (in a worker thread, or the trio thread for a lone commit) ---------------
@@ -289,9 +371,10 @@ class EpochLog:
         """The CHANGE body of a commit, in the current segment's format."""
         return self.bodies.change(version, actions)
 
-    def append(self, bodies: Sequence[bytes], sync: bool) -> None:
-        """Write CHANGE records at the end of the segment in one write, then fsync if
-        ``sync``. Any failure fails the log for good (ProposalFailed naming the cause).
+    def append(self, bodies: Sequence[bytes], sync: bool, version: Version) -> None:
+        """Write CHANGE records at the end of the segment in one write (the last of them at
+        ``version``), then fsync if ``sync``. Any failure fails the log for good
+        (ProposalFailed naming the cause).
 
         The records overwrite zeros written ahead: a write that reaches past the file's end
         carries ``PREALLOCATE`` bytes of zeros after its records, so the fsyncs of the next
@@ -323,6 +406,7 @@ class EpochLog:
             ) from exc
         self.allocated = max(self.allocated, self.size + written)
         self.size = offset
+        self.version = version
         if sync:
             self.synced = offset
 
@@ -558,6 +642,9 @@ class EpochLog:
         self.file = epoch.final
         self.size = self.allocated = self.synced = offset
         self.snapshot_end = epoch.size
+        self.version = max(epoch.version, tail[-1][0]) if tail else epoch.version
+        with contextlib.suppress(OSError):  # else the next open finds one segment more
+            write_manifest(self.directory, self.manifest())
         with contextlib.suppress(OSError):  # older epochs only: retired by the next switch
             for path in _segments(self.directory):
                 if int(path.stem) <= epoch.header.segment - keep:
@@ -573,16 +660,45 @@ class EpochLog:
         )
 
     def close(self) -> None:
-        """Cut off the zeros written ahead, close the segment and release the lock."""
+        """Cut off the zeros written ahead, record the clean close in the manifest (the
+        exact version and size), close the segment and release the lock."""
         try:
-            if self.allocated > self.size:
-                with contextlib.suppress(OSError):  # else the next open keeps them
+            with contextlib.suppress(OSError):  # else the next open keeps the zeros
+                if self.allocated > self.size:
                     os.ftruncate(self._fd, self.size)
+                    self.allocated = self.size
+                if self.failed is None:
+                    os.fdatasync(self._fd)
+                    write_manifest(self.directory, self.manifest(closed=True))
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         finally:
             with contextlib.suppress(OSError):
                 self.lock.release()
+
+
+def _salvaged(
+    restored: Restored, kept: Version, durable: int, aside: tuple[LogCorrupt, Path] | None
+) -> Restored:
+    """``restored`` reporting what salvage lost besides: a newest segment put aside, and
+    the versions up to ``durable`` (what the manifest says was made durable)."""
+    lost = set(restored.salvage.lost) if restored.salvage is not None else set()
+    lost.update(range(kept.index + 1, durable + 1))
+    if aside is not None:
+        exc, copy = aside
+        salvage = Salvage(exc.file, exc.offset, exc.reason, kept, tuple(sorted(lost)), str(copy))
+    elif restored.salvage is not None:
+        salvage = attrs.evolve(restored.salvage, lost=tuple(sorted(lost)))
+    else:
+        salvage = Salvage(
+            "",
+            0,
+            f"the log ends at {kept!r}, before the version the manifest names",
+            kept,
+            tuple(sorted(lost)),
+            "",
+        )
+    return attrs.evolve(restored, salvage=salvage)
 
 
 def _storage_error(action: str, exc: OSError, path: Path) -> StorageError:
@@ -665,12 +781,13 @@ def rollback(
         _data, old, result = read_segment(chosen.file)
         sealer = sealer_for(chosen.file, old, key)
         body = body_of(old, result.records[0], sealer, str(chosen.file))
-        number = epochs[-1].segment + 1
+        number = int(_segments(path)[-1].stem) + 1  # after any, a damaged newest too
         header = SegmentHeader(old.format, old.flags, number, old.lineage, time.time_ns())
         new = header.pack() + frame(header, HEADER_SIZE, SNAPSHOT, body, sealer)
         final = segment_path(path, number)
         try:
             write_file_atomically(final, new)
+            write_manifest(path, Manifest(old.lineage, number, version.index, len(new), True))
         except OSError as exc:
             raise _storage_error("rolling back", exc, path) from exc
         return EpochInfo(number, version, header.created_ns / 1e9, len(new), final)

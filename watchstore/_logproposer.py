@@ -204,7 +204,7 @@ class LogProposer:
         ):
             sync = self.durability == "always"
             try:
-                self._append([submission.body], sync)
+                self._append([submission.body], sync, version)
             except ProposalFailed:
                 self._version = Version(version.index - 1)
                 raise
@@ -257,9 +257,11 @@ class LogProposer:
                     if quick and 0 < self._writers <= len(batch):
                         # Every writer under way waits for this write: nothing else of the
                         # store could go on while a worker thread writes it.
-                        self._append(bodies, sync)
+                        self._append(bodies, sync, batch[-1].version)
                     else:
-                        await _in_worker_thread(functools.partial(self._append, bodies, sync))
+                        await _in_worker_thread(
+                            functools.partial(self._append, bodies, sync, batch[-1].version)
+                        )
                 except ProposalFailed as exc:
                     failed, self._queue = [*batch, *self._queue], []
                     for submission in failed:
@@ -275,11 +277,11 @@ class LogProposer:
                 submission.finish(closed)
             self._queue = []
 
-    def _append(self, bodies: list[bytes], sync: bool) -> None:
+    def _append(self, bodies: list[bytes], sync: bool, version: Version) -> None:
         """``log.append``, timed into ``last_write``."""
         start = perf_counter()
         try:
-            self.log.append(bodies, sync)
+            self.log.append(bodies, sync, version)
         finally:
             self.last_write = perf_counter() - start
 
