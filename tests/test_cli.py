@@ -24,6 +24,7 @@ import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
 from watchstore._cli import ExitCode, locate_demo, main, run_script
 from watchstore._codec import encode
+from watchstore._manifest import read_manifest, write_manifest
 from watchstore._records import CHANGE, Record, pack_record, parse_header, scan
 from watchstore._rows import codec_for
 from watchstore._rows import encode as encode_row_data
@@ -100,6 +101,13 @@ def records(segment: Path) -> list[Record]:
     return scan(data, parse_header(data)).records
 
 
+def crashed(store: Path) -> None:
+    """Rewrite the store's manifest as a crash leaves it: open, never closed."""
+    manifest = read_manifest(store)
+    assert manifest is not None
+    write_manifest(store, attrs.evolve(manifest, size=None, closed=False))
+
+
 def append_change(segment: Path, version: int, actions: list[tuple[int, Any]]) -> int:
     """Append a well-framed CHANGE record of ``(kind, object)`` actions, one run of rows per
     action (valid checksums, format 2); return its offset."""
@@ -112,6 +120,7 @@ def append_change(segment: Path, version: int, actions: list[tuple[int, Any]]) -
     body = encode_row_data((version, groups))
     with open(segment, "ab") as f:
         f.write(pack_record(parse_header(data), len(data), CHANGE, body))
+    crashed(segment.parent)  # as if the writer had crashed after it, never closing
     return len(data)
 
 

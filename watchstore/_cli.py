@@ -47,6 +47,7 @@ from ._errors import (
 )
 from ._lock import lock_status, unlock
 from ._log import list_epochs, rollback
+from ._manifest import MANIFEST, check_restored, check_segments, read_manifest, segment_header
 from ._model import Version
 from ._rawlog import (
     KIND_NAMES,
@@ -333,11 +334,13 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             lineage = next((r["lineage"] for r in results if "lineage" in r), None)
             advance = functools.partial(progress.advance, task)
             results.append(_verify_segment(file, key, schema, lineage, advance))
-    problems = [r for r in results if r["problem"]]
+    manifest = _verify_manifest(path, files, results)
+    problems = [r for r in [*results, manifest] if r["problem"]]
     report = {
         "ok": not problems,
         "path": str(path),
         "segments": results,
+        "manifest": manifest,
         "records": sum(r["records"] for r in results),
         "indexes_rebuilt": schema is not None,
     }
@@ -381,6 +384,7 @@ def _verify_segment(
             snapshot_version=epoch.snapshot_version,
             last_version=epoch.last_version,
             torn_tail=epoch.torn,
+            format=epoch.header.format,
         )
         if epoch.header.segment != int(file.stem):
             raise LogCorrupt(str(file), 0, f"the header says segment {epoch.header.segment}")
@@ -397,6 +401,42 @@ def _verify_segment(
         version = exc.version.index if isinstance(exc.version, Version) else None
         result["problem"] = {"offset": exc.offset, "reason": exc.reason, "version": version}
     advance(expected - done)
+    return result
+
+
+def _verify_manifest(
+    path: Path, files: list[Path], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Check the store against its manifest, as opening does: no segment missing, foreign or
+    renamed, and the newest reaching the version the store had made durable."""
+    result: dict[str, Any] = {"file": MANIFEST, "path": str(path / MANIFEST), "records": 0}
+    result["problem"] = None
+    try:
+        manifest = read_manifest(path)
+        if manifest is None:
+            if results and results[-1].get("format", 2) >= 2:
+                raise LogCorrupt(
+                    str(path / MANIFEST), 0, "the manifest is missing: no telling what is lost"
+                )
+            return result
+        headers = {}
+        for file in files:
+            with suppress(LogCorrupt):
+                headers[file] = segment_header(file)
+        check_segments(path, headers, manifest)
+        newest = results[-1]
+        if "last_version" in newest and not newest["problem"]:
+            size = files[-1].stat().st_size - newest.get("torn_tail", 0)
+            check_restored(
+                files[-1],
+                manifest,
+                int(files[-1].stem),
+                newest["last_version"],
+                size,
+                newest["records"] - 1,
+            )
+    except LogCorrupt as exc:
+        result["problem"] = {"offset": exc.offset, "reason": exc.reason, "version": None}
     return result
 
 

@@ -19,6 +19,7 @@ import os
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 PIECE: Final = 64 << 20
@@ -93,13 +94,15 @@ def create_replacing(path: Path) -> int:
     return create_exclusive(path)
 
 
-def write_file_atomically(target: Path, data: bytes) -> None:
-    """Replace ``target`` with a file holding ``data``: a temporary file (created
-    exclusively), written, fsynced, renamed over ``target``, and the directory fsynced."""
+def write_file_atomically(target: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replace ``target`` with a file holding ``data`` (bytes, or chunks of them): a
+    temporary file (created exclusively), written, fsynced, renamed over ``target``, and
+    the directory fsynced."""
     tmp = target.with_name(f".{target.name}.tmp")
     fd = create_replacing(tmp)
     try:
-        write_all(fd, data)
+        for chunk in [data] if isinstance(data, bytes) else data:
+            write_all(fd, chunk)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -87,18 +87,25 @@ class DirectoryLock:
         with contextlib.suppress(OSError):
             if _identity(os.stat(file)) in _held:  # ours: opening it again would free it
                 raise StoreLocked(str(path), _holder_of(path))
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
         try:
             fd = os.open(file, flags, FILE_MODE)
         except OSError as exc:
             raise _storage_error("opening the lock file of", path, exc) from exc
         try:
-            identity = _identity(os.fstat(fd))
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)
+                raise StorageError(
+                    f"{file} is not a regular file; remove it (the store recreates it)",
+                    file=str(file),
+                )
+            identity = _identity(info)
             if identity in _held:  # replaced meanwhile by one of ours: keep its lock
                 _held[identity].spare.append(fd)
                 raise StoreLocked(str(path), _holder_of(path))
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except StoreLocked:
+        except (StoreLocked, StorageError):
             raise
         except OSError as exc:
             os.close(fd)

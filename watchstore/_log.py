@@ -62,6 +62,7 @@ from ._manifest import (
 from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
 from ._records import (
     CHANGE,
+    CHUNK,
     END,
     HEADER_SIZE,
     SNAPSHOT,
@@ -78,6 +79,7 @@ from ._segment import (
     body_of,
     find_lost,
     frame,
+    open_segment,
     read_fence,
     read_segment,
     sealer_for,
@@ -292,7 +294,7 @@ class EpochLog:
         salvage: bool,
         key: bytes | None,
     ) -> tuple[EpochLog, Restored]:
-        data, header, result = read_segment(file)
+        _size, header, result = read_segment(file)
         sealer = sealer_for(file, header, key)
         records = result.records
         bodies = bodies_for(header.format, schema)
@@ -335,8 +337,10 @@ class EpochLog:
             if not salvage:
                 raise LogCorrupt(damage.file, damage.offset, damage.reason, version)
             copy = file.with_name(f"{file.name}.damaged-{time.time_ns()}")
-            write_file_atomically(copy, data)
-            lost = find_lost(file, data, header, end, sealer)
+            with open_segment(file) as source:
+                chunks = (source.read(at, CHUNK) for at in range(0, source.size, CHUNK))
+                write_file_atomically(copy, chunks)
+                lost = find_lost(file, source, header, end, sealer)
             salvaged = Salvage(str(file), damage.offset, damage.reason, version, lost, str(copy))
         fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -752,10 +756,13 @@ def list_epochs(directory: str | os.PathLike[str], *, key: bytes | None = None) 
     An encrypted store needs its ``key``."""
     out = []
     for file in _segments(Path(directory)):
-        data, header, result = read_segment(file)
-        body = body_of(header, result.records[0], sealer_for(file, header, key), str(file))
-        version = Version(body_version(header.format, body))
-        out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, len(data), file))
+        try:
+            size, header, result = read_segment(file)
+            body = body_of(header, result.records[0], sealer_for(file, header, key), str(file))
+            version = Version(body_version(header.format, body))
+        except (LogCorrupt, ValueError, KeyError, TypeError):
+            continue  # a damaged epoch cannot be rolled back to; ``watchstore verify`` names it
+        out.append(EpochInfo(header.segment, version, header.created_ns / 1e9, size, file))
     return out
 
 

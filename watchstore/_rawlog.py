@@ -132,7 +132,7 @@ def read_epoch(
     does), bodies (either format), and versions following one another. Damage after the
     snapshot stops the reading and is returned in ``damage``; a damaged header or snapshot
     raises LogCorrupt. ``advance(n)`` is told of each n bytes read."""
-    data, header, result = read_segment(file)  # the checks opening makes
+    size, header, result = read_segment(file)  # the checks opening makes
     records = result.records
     first = records[0]
     sealer = key_sealer(file, header, key)
@@ -164,11 +164,11 @@ def read_epoch(
             raise LogCorrupt(str(file), result.end, result.corrupt, Version(version))
     except LogCorrupt as exc:
         damage = exc
-    torn = len(data) - result.end if result.torn and damage is None else 0
+    torn = size - result.end if result.torn and damage is None else 0
     return RawEpoch(
         file,
         header,
-        len(data),
+        size,
         first.offset,
         snapshot_version,
         tables,
@@ -293,7 +293,7 @@ def rebuild(
     objects do not fit the schema's classes."""
     state = StoreState(schema)
     file = str(epoch.file)
-    data, header, result = read_segment(epoch.file)
+    _size, header, result = read_segment(epoch.file)
     bodies = bodies_for(header.format, schema)
     records = result.records[: 1 + len(epoch.changes)]
     first = records[0]
@@ -315,5 +315,5 @@ def rebuild(
         raise
     except (StoreError, ValueError, TypeError) as exc:
         raise LogCorrupt(file, offset, f"does not fit the schema: {exc}") from None
-    del data
+
     return state

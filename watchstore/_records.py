@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 from crc32c import crc32c
@@ -175,6 +175,35 @@ def record_size(body_length: int, header: SegmentHeader | None = None) -> int:
     return head + body_length + 1
 
 
+class Source(Protocol):
+    """What ``scan`` reads a segment from: its ``size`` and its bytes at an offset (fewer
+    than asked only at the end). ``bytes`` for data in memory (``BytesSource``); the log
+    reads files with ``pread``, never whole."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer at the end)."""
+        ...
+
+
+class BytesSource:
+    """A ``Source`` over bytes held in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.size = len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer at the end)."""
+        return self._data[offset : offset + length]
+
+
+def as_source(data: bytes | Source) -> Source:
+    """``data`` as a Source."""
+    return BytesSource(data) if isinstance(data, bytes | bytearray) else data
+
+
 @attrs.frozen
 class _Head:
     """A record head that verifies: its fields and where the record ends."""
@@ -185,64 +214,74 @@ class _Head:
     end: int
 
 
-def _head(data: bytes, header: SegmentHeader, offset: int) -> _Head | str:
-    """The verified head of the record at ``offset``, or why it does not verify."""
-    size = len(data)
+def _unpack_head(header: SegmentHeader, head: bytes) -> tuple[int, int, int, int, int]:
+    """(length, kind, synced, head_crc, body_crc) of a record head's bytes."""
     if header.format < 2:
-        if size - offset < RECORD_HEAD_SIZE:
-            return "record header cut short"
-        length, kind, head_crc, _body_crc = RECORD_HEAD.unpack_from(data, offset)
-        synced, covered, head = 0, 5, RECORD_HEAD_SIZE
-    else:
-        if size - offset < RECORD_HEAD_2.size:
-            return "record header cut short"
-        length, kind, synced, head_crc, _body_crc = RECORD_HEAD_2.unpack_from(data, offset)
-        covered, head = 13, RECORD_HEAD_2.size
-    seed = _seed(header.lineage, header.segment, offset)
-    if crc32c(data[offset : offset + covered], seed) != head_crc:
+        length, kind, head_crc, body_crc = RECORD_HEAD.unpack(head)
+        return length, kind, 0, head_crc, body_crc
+    return RECORD_HEAD_2.unpack(head)
+
+
+def _head(source: Source, header: SegmentHeader, offset: int) -> _Head | str:
+    """The verified head of the record at ``offset``, or why it does not verify."""
+    size = head_size(header)
+    head = source.read(offset, size)
+    if len(head) < size:
+        return "record header cut short"
+    length, kind, synced, head_crc, _body_crc = _unpack_head(header, head)
+    covered = 5 if header.format < 2 else 13
+    if crc32c(head[:covered], _seed(header.lineage, header.segment, offset)) != head_crc:
         return "record header checksum mismatch"
     if kind not in KINDS or length > MAX_BODY or synced > offset:
         return f"invalid record (kind {kind}, {length} B, synced {synced})"
-    return _Head(length, kind, synced, offset + head + length + 1)
+    return _Head(length, kind, synced, offset + size + length + 1)
 
 
-def _body(data: bytes, header: SegmentHeader, offset: int, head: _Head) -> bytes | None:
+def _body(source: Source, header: SegmentHeader, offset: int, head: _Head) -> bytes | None:
     """The body of the record at ``offset`` if it verifies (the head already does)."""
-    body_crc = struct.unpack_from("<I", data, head.end - head.length - 5)[0]
-    body = data[head.end - head.length - 1 : head.end - 1]
+    size = head_size(header)
+    body_crc = _unpack_head(header, source.read(offset, size))[4]
+    rest = source.read(offset + size, head.length + 1)
     seed = _seed(header.lineage, header.segment, offset)
-    if crc32c(body, seed) != body_crc or data[head.end - 1] != RECORD_END:
+    body = rest[:-1]
+    if len(rest) != head.length + 1 or rest[-1] != RECORD_END or crc32c(body, seed) != body_crc:
         return None
     return body
 
 
-def scan(data: bytes, header: SegmentHeader, start: int = HEADER_SIZE) -> Scan:
-    """Verify the records of segment ``data`` from ``start``; see the module docstring."""
+def scan(data: bytes | Source, header: SegmentHeader, start: int = HEADER_SIZE) -> Scan:
+    """Verify the records of a segment from ``start``; see the module docstring."""
+    source = as_source(data)
     records: list[Record] = []
     offset = start
-    size = len(data)
+    size = source.size
     while offset < size:
-        head = _head(data, header, offset)
+        head = _head(source, header, offset)
         if isinstance(head, str):
             extent = offset + head_size(header)
-            return _ended(data, header, records, offset, extent, head)
+            return _ended(source, header, records, offset, extent, head)
         if head.end > size:
-            return _ended(data, header, records, offset, head.end, "record cut short")
-        body = _body(data, header, offset, head)
+            return _ended(source, header, records, offset, head.end, "record cut short")
+        body = _body(source, header, offset, head)
         if body is None:
-            return _ended(data, header, records, offset, head.end, "record checksum mismatch")
+            return _ended(source, header, records, offset, head.end, "record checksum mismatch")
         records.append(Record(offset, head.kind, body))
         offset = head.end
     return Scan(records, offset)
 
 
-def data_end(data: bytes) -> int:
-    """The offset just after the last non-zero byte of ``data`` (0 if all zeros): the end of
-    what was written, before the zeros written ahead. Looks at the tail only."""
-    stop = len(data)
+CHUNK: Final = 1 << 20
+"""Bytes read at a time when searching a segment (its end, records after damage)."""
+
+
+def data_end(data: bytes | Source) -> int:
+    """The offset just after the last non-zero byte (0 if all zeros): the end of what was
+    written, before the zeros written ahead. Reads the tail only, a chunk at a time."""
+    source = as_source(data)
+    stop = source.size
     while stop > 0:
-        begin = max(0, stop - (1 << 16))
-        chunk = data[begin:stop].rstrip(b"\0")
+        begin = max(0, stop - CHUNK)
+        chunk = source.read(begin, stop - begin).rstrip(b"\0")
         if chunk:
             return begin + len(chunk)
         stop = begin
@@ -250,7 +289,7 @@ def data_end(data: bytes) -> int:
 
 
 def _ended(
-    data: bytes,
+    source: Source,
     header: SegmentHeader,
     records: list[Record],
     offset: int,
@@ -259,45 +298,50 @@ def _ended(
 ) -> Scan:
     """Classify what follows the good records: the failing record at ``offset`` (reaching
     to ``extent``) is a torn tail, damage, or the start of the zeros written ahead."""
-    written = data_end(data)
+    written = data_end(source)
     if offset >= written:
-        return Scan(records, offset, padding=len(data) - offset)
+        return Scan(records, offset, padding=source.size - offset)
     if header.format < 2:
         torn = extent > written
     else:
-        cut = extent > written or _cut_short(data, offset, extent)
-        torn = cut and _durable_after(data, header, offset) is None
+        cut = extent > written or _cut_short(source, offset, extent)
+        torn = cut and _durable_after(source, header, offset) is None
     return Scan(records, offset, torn=True) if torn else Scan(records, offset, corrupt=reason)
 
 
 _ZERO_SECTOR: Final = bytes(SECTOR)
 
 
-def _cut_short(data: bytes, start: int, end: int) -> bool:
-    """True if the record in ``data[start:end]`` looks like a write cut short: the data ends
+def _cut_short(source: Source, start: int, end: int) -> bool:
+    """True if the record at ``[start, end)`` looks like a write cut short: the data ends
     inside it, or its part in some 512-byte sector of the file is all zeros."""
-    if end > len(data):
+    if end > source.size:
         return True
-    sector = start - start % SECTOR
-    while sector < end:
-        low, high = max(sector, start), min(sector + SECTOR, end)
-        if data[low:high] == _ZERO_SECTOR[: high - low]:
-            return True
-        sector += SECTOR
+    at = start
+    while at < end:
+        chunk_end = min(end, at - at % SECTOR + CHUNK)  # chunks never split a sector
+        chunk = source.read(at, chunk_end - at)
+        sector = at - at % SECTOR
+        while sector < chunk_end:
+            low, high = max(sector, at), min(sector + SECTOR, chunk_end)
+            if chunk[low - at : high - at] == _ZERO_SECTOR[: high - low]:
+                return True
+            sector += SECTOR
+        at = chunk_end
     return False
 
 
-def _durable_after(data: bytes, header: SegmentHeader, offset: int) -> Record | None:
+def _durable_after(source: Source, header: SegmentHeader, offset: int) -> Record | None:
     """The first record that verifies after ``offset`` and says the segment was durable past
     ``offset`` when it was written (so the record at ``offset`` was acknowledged)."""
-    found = _candidates(data, header, offset + 1, lambda synced: synced > offset)
+    found = _candidates(source, header, offset + 1, lambda synced: synced > offset)
     return next((record for record, _synced in found), None)
 
 
-def records_after(data: bytes, header: SegmentHeader, start: int) -> Iterator[Record]:
+def records_after(data: bytes | Source, header: SegmentHeader, start: int) -> Iterator[Record]:
     """Every record that verifies at an offset from ``start`` on, in order, found in time
     linear in the data (for salvage: what lies after damage). Records never overlap."""
-    for record, _synced in _candidates(data, header, start, lambda _synced: True):
+    for record, _synced in _candidates(as_source(data), header, start, lambda _synced: True):
         yield record
 
 
@@ -305,38 +349,38 @@ _KIND_BYTE: Final = re.compile(b"[%c%c]" % (SNAPSHOT, CHANGE))
 
 
 def _candidates(
-    data: bytes, header: SegmentHeader, start: int, wanted: Callable[[int], bool]
+    source: Source, header: SegmentHeader, start: int, wanted: Callable[[int], bool]
 ) -> Iterator[tuple[Record, int]]:
     """The verifying records from ``start`` on whose ``synced`` passes ``wanted``. Only
-    offsets whose kind byte is valid are tried (found by a regular expression, in C), and a
-    head is checksummed only if its length fits and its ``synced`` is wanted."""
+    offsets whose kind byte is valid are tried (found by a regular expression, in C, a chunk
+    at a time), and a head is checksummed only if its length fits and its ``synced`` is
+    wanted."""
     lead = 4  # the kind byte's place in a record head
-    stop = data_end(data)
-    size = len(data)
-    at = start + lead
+    head_bytes = head_size(header)
+    stop = data_end(source)
+    at = start + lead  # the next kind byte position to try
     while at < stop:
-        found = _KIND_BYTE.search(data, at, stop)
+        window_end = min(stop, at + CHUNK)
+        window = source.read(at - lead, window_end - at + head_bytes)
+        found = _KIND_BYTE.search(window, lead, lead + window_end - at)
         if found is None:
+            at = window_end
+            continue
+        offset = at - lead + found.start() - lead
+        at = offset + lead + 1
+        head = window[found.start() - lead : found.start() - lead + head_bytes]
+        if len(head) < head_bytes:
             return
-        offset = found.start() - lead
-        at = found.start() + 1
-        head_bytes = head_size(header)
-        if offset + head_bytes > size:
-            return
-        if header.format < 2:
-            length = struct.unpack_from("<I", data, offset)[0]
-            synced = 0
-        else:
-            length, _kind, synced = struct.unpack_from("<IBQ", data, offset)
-            if synced > offset or not wanted(synced):
-                continue
+        length, _kind, synced, _head_crc, _body_crc = _unpack_head(header, head)
+        if synced > offset or not wanted(synced):
+            continue
         if length > MAX_BODY or offset + head_bytes + length + 1 > stop:
             continue
-        head = _head(data, header, offset)
-        if isinstance(head, str):
+        verified = _head(source, header, offset)
+        if isinstance(verified, str):
             continue
-        body = _body(data, header, offset, head)
+        body = _body(source, header, offset, verified)
         if body is None:
             continue
-        yield Record(offset, head.kind, body), head.synced
-        at = head.end + lead
+        yield Record(offset, verified.kind, body), verified.synced
+        at = verified.end + lead

@@ -11,6 +11,9 @@ reader stops the segment it names at its size.
 from __future__ import annotations
 
 import json
+import os
+import stat
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -33,9 +36,11 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from ._model import Version
+    from ._records import Source
 
 FORMAT: Final = 2
 """The format version this library writes (and the newest it reads)."""
@@ -120,33 +125,92 @@ def read_fence(directory: Path) -> Fence | None:
     return fence if fence.size >= HEADER_SIZE else None
 
 
-def read_segment(file: Path, limit: int | None = None) -> tuple[bytes, SegmentHeader, Scan]:
+class FileSource:
+    """A segment file read with ``pread`` (a ``_records.Source``): never whole."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer only at the end of ``size``)."""
+        length = max(0, min(length, self.size - offset))
+        parts = []
+        while length > 0:
+            part = os.pread(self._fd, length, offset)
+            if not part:
+                break  # the file shrank meanwhile: as if it ended here
+            parts.append(part)
+            offset += len(part)
+            length -= len(part)
+        return b"".join(parts)
+
+
+@contextmanager
+def open_segment(file: Path) -> Iterator[FileSource]:
+    """A segment file to read, for the block: opened without following a link and only if
+    it is a regular file (a FIFO would block, a link to a device never end; LogCorrupt).
+    Its size stops at the end of its last data extent: a sparse tail is not read."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise LogCorrupt(
+            str(file), 0, f"the segment cannot be read ({exc.strerror}): it must be a regular file"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise LogCorrupt(str(file), 0, "the segment is not a regular file")
+        yield FileSource(fd, _data_extent_end(fd, info.st_size))
+    finally:
+        os.close(fd)
+
+
+def _data_extent_end(fd: int, size: int) -> int:
+    """Where the file's last extent of data ends (``size`` if the system cannot tell)."""
+    end, at = 0, 0
+    try:
+        while at < size:
+            at = os.lseek(fd, at, os.SEEK_DATA)
+            at = end = os.lseek(fd, at, os.SEEK_HOLE)
+    except OSError:  # ENXIO: no data after ``at``; EINVAL: no SEEK_DATA here
+        return end if end else size
+    return min(end, size)
+
+
+def read_segment(file: Path, limit: int | None = None) -> tuple[int, SegmentHeader, Scan]:
     """Read and verify a segment file (up to ``limit`` bytes, or to where a fence stops it):
     its header (LogCorrupt, or UnsupportedFormat for a newer format) and records, which must
-    open with a snapshot."""
-    data = file.read_bytes()
-    if limit is not None:
-        data = data[:limit]
-    try:
-        header = parse_header(data)
-    except HeaderError as exc:
-        raise LogCorrupt(str(file), 0, exc.reason) from None
-    if header.format not in FORMATS:
-        raise UnsupportedFormat(
-            f"{file} is in log format {header.format}, newer than this watchstore reads "
-            f"({FORMAT}); upgrade watchstore to open it"
-        )
-    fence = read_fence(file.parent)
-    if fence is not None and (fence.segment, fence.lineage) == (header.segment, header.lineage):
-        data = data[: fence.size]
-    result = scan(data, header)
+    open with a snapshot. Returns the size read, the header and the records."""
+    with open_segment(file) as source:
+        if limit is not None:
+            source.size = min(source.size, limit)
+        try:
+            header = parse_header(source.read(0, HEADER_SIZE))
+        except HeaderError as exc:
+            raise LogCorrupt(str(file), 0, exc.reason) from None
+        if header.format not in FORMATS:
+            raise UnsupportedFormat(
+                f"{file} is in log format {header.format}, newer than this watchstore reads "
+                f"({FORMAT}); upgrade watchstore to open it"
+            )
+        fence = read_fence(file.parent)
+        if fence is not None and (fence.segment, fence.lineage) == (
+            header.segment,
+            header.lineage,
+        ):
+            source.size = min(source.size, fence.size)
+        result = scan(source, header)
+        size = source.size
     if not result.records:
         reason = result.corrupt or "the segment holds no snapshot"
         raise LogCorrupt(str(file), HEADER_SIZE, reason)
     first = result.records[0]
     if first.kind != SNAPSHOT:
         raise LogCorrupt(str(file), first.offset, "the segment does not start with a snapshot")
-    return data, header, result
+    return size, header, result
 
 
 @attrs.frozen
@@ -167,12 +231,12 @@ class Salvage:
 
 
 def find_lost(
-    file: Path, data: bytes, header: SegmentHeader, end: int, sealer: Sealer | None
+    file: Path, source: Source, header: SegmentHeader, end: int, sealer: Sealer | None
 ) -> tuple[int, ...]:
     """The versions of the records that verify after the damage at ``end`` (checksums are
     seeded by offset, so a record verifies only where it was written), found in one pass."""
     lost = set()
-    for record in records_after(data, header, end + 1):
+    for record in records_after(source, header, end + 1):
         try:
             lost.add(body_version(header.format, body_of(header, record, sealer, str(file))))
         except (ValueError, KeyError, TypeError, LogCorrupt):
