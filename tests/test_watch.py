@@ -247,3 +247,21 @@ def test_the_history_replays_exactly_the_commits_it_keeps() -> None:
     assert nothing.floor == ws.Version(6)
     assert nothing.replay(ws.Version(5)) is None
     assert nothing.replay(ws.Version(6)) == []
+
+
+async def test_the_history_is_bounded_by_bytes_as_well_as_commits() -> None:
+    """300 updates of one 2 MB object keep only what fits ``history_bytes`` (not the 300
+    commits the count allows): watch_from an old version is HistoryCompacted, a recent one
+    replays."""
+    big = "x" * (2 << 20)
+    async with ws.open_store(SCHEMA, history_bytes=20 << 20) as store:
+        await store.update(lambda tx: tx.create(Task("t1", big)))
+        for i in range(300):
+            await store.update(
+                lambda tx: tx.update(attrs.evolve(tx.get(Task, "t1"), slot=i))  # type: ignore[misc]
+            )
+        with pytest.raises(ws.HistoryCompacted):
+            async with store.watch_from(ws.Version(100), ws.on(Task)):
+                pass
+        async with store.watch_from(ws.Version(295), ws.on(Task)) as events:
+            assert (await events.receive()).version == ws.Version(296)

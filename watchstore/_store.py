@@ -29,6 +29,7 @@ from ._errors import (
     TransactionTooLarge,
 )
 from ._etcd import EtcdProposer
+from ._history import DEFAULT_HISTORY_BYTES
 from ._log import EpochLog, Restored
 from ._logproposer import Durability, LogProposer, Submission
 from ._proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
@@ -74,13 +75,14 @@ class Store:
         *,
         history: int = DEFAULT_HISTORY,
         schedule_every: int = SCHEDULE_EVERY,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         if schedule_every < 1:
             raise ValueError(f"schedule_every must be at least 1, got {schedule_every}")
         self.schema = schema
         self._proposer = proposer
         self._state = StoreState(schema, proposer.get_version())
-        self._hub = Hub(self._state.version, history)
+        self._hub = Hub(self._state.version, history, history_bytes)
         self._nursery = nursery
         self._task_scopes: set[trio.CancelScope] = set()
         self._keep_epochs = 2
@@ -823,6 +825,7 @@ async def open_store(
     salvage: bool = False,
     key: bytes | None = None,
     history: int = DEFAULT_HISTORY,
+    history_bytes: int = DEFAULT_HISTORY_BYTES,
     schedule_every: int = SCHEDULE_EVERY,
     etcd: Sequence[str] | None = None,
     prefix: str = "watchstore",
@@ -841,8 +844,10 @@ async def open_store(
     opened with its key. Without
     one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
-    commits are kept in memory for ``watch_from``. ``schedule_every`` says how often an
-    ``update`` that did not wait lets other tasks run (see :meth:`Store.update`). The store
+    commits are kept in memory for ``watch_from``, holding at most about ``history_bytes``
+    of objects (older ones are read back from the log, where there is one).
+    ``schedule_every`` says how often an ``update`` that did not wait lets other tasks run
+    (see :meth:`Store.update`). The store
     owns a nursery for its background work; leaving the block closes it (and the log).
 
     With ``etcd`` (endpoints such as ``["http://127.0.0.1:2379"]``) several processes share
@@ -871,6 +876,7 @@ async def open_store(
                     proposer if proposer is not None else MemoryProposer(),
                     nursery,
                     history=history,
+                    history_bytes=history_bytes,
                     schedule_every=schedule_every,
                 )
                 if restored is not None:

@@ -20,7 +20,7 @@ import trio
 
 from ._errors import WatchOverflow
 from ._events import Router, Spec
-from ._history import History
+from ._history import DEFAULT_HISTORY_BYTES, History
 from ._model import Change, Version, action_fields, new_action, new_change
 
 if TYPE_CHECKING:
@@ -110,11 +110,16 @@ class Hub:
     ``floor`` is the newest version *not* in the history: every commit after it is there.
     """
 
-    def __init__(self, start: Version, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        start: Version,
+        history: int = DEFAULT_HISTORY,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+    ) -> None:
         self.router = Router()
         self._routed = self.router._specs  # a plain dict: testing it costs no Python call
         self.change_watchers: dict[Watch[Change], None] = {}
-        self.history = History(start, history)
+        self.history = History(start, history, history_bytes)
         self._record = self.history.append
         self._record_one = self.history.append_one
 
