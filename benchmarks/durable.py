@@ -111,6 +111,8 @@ from benchmarks._common import (
     versions_line,
     write_json,
 )
+from watchstore._bodies import Format1
+from watchstore._records import HEADER_SIZE, SNAPSHOT, SegmentHeader, pack_record
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,7 +120,9 @@ if TYPE_CHECKING:
     from benchmarks._common import SqlRow
 
 RAW: Final = "write+fdatasync"
-COLUMNS: Final = (WS, SQL, RAW)
+WS1: Final = "ws format 1"
+"""watchstore appending to a format 1 segment: the codec before msgspec, in the same run."""
+COLUMNS: Final = (WS, WS1, SQL, RAW)
 
 SQL_SELECT_ALL: Final = "SELECT id, service_id, node_id, data FROM objs"
 RECORD_OVERHEAD: Final = 64  # bytes added to the JSON for the floor's records (framing, action)
@@ -127,6 +131,8 @@ TARGET_ONE_WRITER: Final = 0.8  # (a): ws rate / sqlite rate, 1 writer
 TARGET_MANY_WRITERS: Final = 10.0  # (b): ws rate with many writers / sqlite 1-writer rate
 TARGET_RESTORE: Final = 200_000  # (c): objects/s
 TARGET_COMPACTION: Final = 2.0  # (d): p99 commit latency while compacting / p99 without
+TARGET_RESTORE_VS_SQLITE: Final = 1.0  # (e): restore / sqlite reading rows into the objects
+TARGET_VS_FORMAT_1: Final = 1.0  # (f): 1 and many writers, format 2 / format 1 codec
 NEVER_COMPACT: Final = 1 << 62  # section 4's compact_bytes: no automatic compaction
 SQL_UPSERT: Final = (
     "INSERT INTO objs (id, service_id, node_id, data) VALUES (?, ?, ?, ?) ON CONFLICT (id) "
@@ -161,21 +167,47 @@ class Row:
     def cell(self, peer: str) -> str:
         return fmt_measure(self.peers.get(peer), is_rate=True)
 
+    def vs_format_1(self) -> float | None:
+        """How many times faster watchstore is than itself with the format 1 codec."""
+        if WS not in self.peers or WS1 not in self.peers:
+            return None
+        return rate_ratio(self.peers[WS], self.peers[WS1])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "peers": {p: m.to_json() for p, m in self.peers.items()},
             "ratio_vs_baseline": self.ratio(),
+            "ratio_vs_format_1": self.vs_format_1(),
         }
 
 
 # -- the workloads -----------------------------------------------------------------------------
 
 
+def seed_format_1(directory: Path) -> None:
+    """Make ``directory`` an empty store of format 1 (what an older watchstore created): its
+    appends use the format 1 codec until a compaction, which these runs never reach."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = SegmentHeader(1, 0, 1, os.urandom(16), time.time_ns())
+    body = Format1(SCHEMA).snapshot(ws.Version(0), [(t.name, 0, []) for t in SCHEMA.tables])
+    data = header.pack() + pack_record(header, HEADER_SIZE, SNAPSHOT, body)
+    (directory / "00000001.wslog").write_bytes(data)
+
+
 async def ws_commits(
-    directory: Path, objs: Sequence[Obj], durability: ws.Durability, writers: int
+    directory: Path,
+    objs: Sequence[Obj],
+    durability: ws.Durability,
+    writers: int,
+    codec: int = 2,
 ) -> float:
-    """Wall seconds for one single-create update per object, by ``writers`` trio tasks."""
-    async with ws.open_store(SCHEMA, path=directory, durability=durability) as store:
+    """Wall seconds for one single-create update per object, by ``writers`` trio tasks, on a
+    new store of format ``codec``."""
+    if codec == 1:
+        seed_format_1(directory)
+    async with ws.open_store(
+        SCHEMA, path=directory, durability=durability, compact_bytes=NEVER_COMPACT
+    ) as store:
 
         async def write(part: Sequence[Obj]) -> None:
             for obj in part:
@@ -248,6 +280,7 @@ class Variant:
     peer: str
     durability: ws.Durability | None = None  # watchstore variants
     writers: int = 1
+    codec: int = 2  # watchstore's format
     synchronous: str | None = None  # sqlite variants
 
 
@@ -263,7 +296,9 @@ async def run_variant(
     try:
         gc.collect()
         if variant.durability is not None:
-            elapsed = await ws_commits(directory, objs, variant.durability, variant.writers)
+            elapsed = await ws_commits(
+                directory, objs, variant.durability, variant.writers, variant.codec
+            )
         elif variant.synchronous is not None:
             elapsed = sqlite_commits(directory / "objs.db", rows, variant.synchronous)
         else:
@@ -284,9 +319,11 @@ async def section_commits(config: Config, base: Path) -> tuple[list[Row], dict[s
     many = config.writers
     variants = [
         Variant("ws-always", WS, durability="always"),
+        Variant("ws-always-f1", WS1, durability="always", codec=1),
         Variant("sqlite-full", SQL, synchronous="FULL"),
         Variant("raw", RAW),
         Variant(f"ws-always-{many}", WS, durability="always", writers=many),
+        Variant(f"ws-always-{many}-f1", WS1, durability="always", writers=many, codec=1),
         Variant("ws-interval", WS, durability="interval"),
         Variant("sqlite-normal", SQL, synchronous="NORMAL"),
         Variant("ws-none", WS, durability="none"),
@@ -306,11 +343,11 @@ async def section_commits(config: Config, base: Path) -> tuple[list[Row], dict[s
     table = [
         Row(
             "1. 1 writer, always (sqlite: WAL+FULL)",
-            {WS: m("ws-always"), SQL: m("sqlite-full"), RAW: m("raw")},
+            {WS: m("ws-always"), WS1: m("ws-always-f1"), SQL: m("sqlite-full"), RAW: m("raw")},
         ),
         Row(
             f"2. {many} writers, always (vs sqlite 1 writer)",
-            {WS: m(f"ws-always-{many}")},
+            {WS: m(f"ws-always-{many}"), WS1: m(f"ws-always-{many}-f1")},
             baseline=m("sqlite-full"),
         ),
         Row(
@@ -352,11 +389,15 @@ def segment_count(directory: Path) -> int:
     return len(list(directory.glob("*.wslog")))
 
 
-async def build_store(directory: Path, size: int, seed: int) -> tuple[float, int]:
-    """Create ``size`` objects through ``store.batch``; return (seconds, commits)."""
+async def build_store(directory: Path, size: int, seed: int, codec: int = 2) -> tuple[float, int]:
+    """Create ``size`` objects through ``store.batch``; return (seconds, commits). A
+    format 1 store never compacts (a compaction would write format 2)."""
     step = max(size // 10, 1)
     start = time.perf_counter()
-    async with ws.open_store(SCHEMA, path=directory) as store:
+    compact = NEVER_COMPACT if codec == 1 else 64 << 20
+    if codec == 1:
+        seed_format_1(directory)
+    async with ws.open_store(SCHEMA, path=directory, compact_bytes=compact) as store:
 
         async def load(b: ws.Batch) -> None:
             for i, obj in enumerate(make_objects(size, seed), 1):
@@ -370,9 +411,35 @@ async def build_store(directory: Path, size: int, seed: int) -> tuple[float, int
     return time.perf_counter() - start, commits
 
 
+SQL_OBJECTS: Final = (
+    "CREATE TABLE objs (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, node_id TEXT NOT NULL, "
+    "version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)",
+    "CREATE INDEX objs_service ON objs (service_id)",
+    "CREATE INDEX objs_node ON objs (node_id)",
+)
+"""Section 3's sqlite table: the object's fields, meta included, as columns."""
+
+
 def build_sqlite(path: Path, size: int, seed: int) -> None:
     conn = open_sqlite(path, "FULL")
     conn.executemany(SQL_INSERT, (sql_row(o) for o in make_objects(size, seed)))
+    conn.commit()
+    conn.close()
+
+
+def build_sqlite_objects(path: Path, size: int, seed: int) -> None:
+    """The same objects as rows of ``SQL_OBJECTS``, each with the meta the store gives it
+    (the version of its batch commit)."""
+    conn = open_sqlite(path, "FULL")
+    conn.execute("DROP TABLE objs")
+    for statement in SQL_OBJECTS:
+        conn.execute(statement)
+    now = time.time()
+    rows = (
+        (o.id, o.service_id, o.node_id, i // ws.MAX_BATCH_CHANGES + 1, now, now)
+        for i, o in enumerate(make_objects(size, seed))
+    )
+    conn.executemany("INSERT INTO objs VALUES (?, ?, ?, ?, ?, ?)", rows)
     conn.commit()
     conn.close()
 
@@ -389,10 +456,15 @@ async def ws_restore(directory: Path, size: int) -> float:
 
 
 def sqlite_restore(path: Path, size: int) -> float:
-    """Wall seconds for ``connect`` + ``SELECT`` of every row into Python tuples."""
+    """Wall seconds for ``connect`` + ``SELECT *`` + making the same objects of the rows,
+    as a program would: ``Obj(id, service_id, node_id, Meta(Version(v), created, updated))``."""
+    meta, version = ws.Meta, ws.Version
     start = time.perf_counter()
     conn = sqlite3.connect(path)
-    loaded = conn.execute(SQL_SELECT_ALL).fetchall()
+    loaded = [
+        Obj(i, s, n, meta(version(v), c, u))
+        for i, s, n, v, c, u in conn.execute("SELECT * FROM objs")
+    ]
     elapsed = time.perf_counter() - start
     conn.close()
     assert len(loaded) == size, len(loaded)
@@ -403,14 +475,17 @@ def sqlite_restore(path: Path, size: int) -> float:
 async def section_restore(config: Config, base: Path) -> tuple[Row, RestoreInfo]:
     size = config.restore_size
     store_dir = Path(tempfile.mkdtemp(prefix="ws-restore-", dir=base))
+    v1_dir = Path(tempfile.mkdtemp(prefix="ws1-restore-", dir=base))
     db_dir = Path(tempfile.mkdtemp(prefix="sqlite-restore-", dir=base))
     db = db_dir / "objs.db"
     try:
         progress(f"3. building a durable store of {size:,} objects with store.batch (untimed)")
         build_seconds, commits = await build_store(store_dir, size, seed=3)
         progress(f"  built in {build_seconds:.1f} s ({commits:,} commits)")
+        progress("3. the same in a format 1 store (untimed)")
+        await build_store(v1_dir, size, seed=3, codec=1)
         progress(f"3. building the sqlite file of {size:,} rows (untimed)")
-        build_sqlite(db, size, seed=3)
+        build_sqlite_objects(db, size, seed=3)
         info = RestoreInfo(
             size,
             build_seconds,
@@ -420,18 +495,21 @@ async def section_restore(config: Config, base: Path) -> tuple[Row, RestoreInfo]
             ws.list_epochs(store_dir)[-1].version.index,
             directory_bytes(db_dir),
         )
-        peers = {WS: Measure(size), SQL: Measure(size)}
+        peers = {WS: Measure(size), WS1: Measure(size), SQL: Measure(size)}
         for rep in range(config.restore_reps):
             progress(f"3. restore of {size:,} objects: run {rep + 1}/{config.restore_reps}")
-            for peer in rotated((WS, SQL), rep):
+            for peer in rotated((WS, WS1, SQL), rep):
                 gc.collect()
                 if peer == WS:
                     peers[WS].times.append(await ws_restore(store_dir, size))
+                elif peer == WS1:
+                    peers[WS1].times.append(await ws_restore(v1_dir, size))
                 else:
                     peers[SQL].times.append(sqlite_restore(db, size))
                 gc.collect()
     finally:
         shutil.rmtree(store_dir)
+        shutil.rmtree(v1_dir)
         shutil.rmtree(db_dir)
     label = f"3. restore {size_label(size)} objects (objects/s)"
     return Row(label, peers), info
@@ -776,6 +854,9 @@ def environment(config: Config, workdir: Path) -> dict[str, Any]:
 
 def targets(table: Sequence[Row], compaction: CompactionResult) -> dict[str, dict[str, Any]]:
     one, many, restore = table[0].ratio(), table[1].ratio(), table[4].rate()
+    restore_ratio = table[4].ratio()
+    ratios = [table[0].vs_format_1(), table[1].vs_format_1()]
+    codec = min(r for r in ratios if r is not None) if None not in ratios else None
     stall = compaction.ratio(WS)
     return {
         "a_one_writer_vs_sqlite": {
@@ -798,6 +879,18 @@ def targets(table: Sequence[Row], compaction: CompactionResult) -> dict[str, dic
             "target": f"p99 commit latency while compacting <= {TARGET_COMPACTION}x p99 without",
             "pass": stall <= TARGET_COMPACTION,
             "sqlite_vacuum_into_ratio": compaction.ratio(SQL),
+        },
+        "e_restore_vs_sqlite_objects": {
+            "value": restore_ratio,
+            "target": f">= {TARGET_RESTORE_VS_SQLITE}x sqlite reading the rows into the objects",
+            "pass": restore_ratio is not None and restore_ratio >= TARGET_RESTORE_VS_SQLITE,
+        },
+        "f_writers_vs_format_1_codec": {
+            "value": codec,
+            "one_writer": table[0].vs_format_1(),
+            "many_writers": table[1].vs_format_1(),
+            "target": f">= {TARGET_VS_FORMAT_1}x the format 1 codec, 1 and many writers",
+            "pass": codec is not None and codec >= TARGET_VS_FORMAT_1,
         },
     }
 
@@ -842,17 +935,27 @@ def render(
     disk: dict[str, int],
     compaction: CompactionResult,
 ) -> str:
-    headers = ("workload", *COLUMNS, "ws vs sqlite")
-    cells = [(row.label, *(row.cell(p) for p in COLUMNS), fmt_ratio(row.ratio())) for row in table]
+    headers = ("workload", *COLUMNS, "ws vs sqlite", "vs format 1")
+    cells = [
+        (
+            row.label,
+            *(row.cell(p) for p in COLUMNS),
+            fmt_ratio(row.ratio()),
+            fmt_ratio(row.vs_format_1()),
+        )
+        for row in table
+    ]
     fs = env["filesystem"]
     one, many = table[0], table[1]
     raw_latency = table[0].peers[RAW].seconds()
     results = targets(table, compaction)
-    a, b, c, d = (
+    a, b, c, d, e, f = (
         results["a_one_writer_vs_sqlite"],
         results["b_many_writers_vs_sqlite_one"],
         results["c_restore_objects_per_second"],
         results["d_compaction_commit_latency"],
+        results["e_restore_vs_sqlite_objects"],
+        results["f_writers_vs_format_1_codec"],
     )
     replayed = info.commits - info.snapshot_version
     ws_idle, ws_busy = compaction.row("ws-idle").best(), compaction.row("ws-compact").best()
@@ -910,8 +1013,14 @@ def render(
             else f"one empty snapshot and replays all {replayed:,} commits "
         )
         + "(read, verify, decode, apply with indexes). Best times: watchstore "
-        f"{table[4].peers[WS].seconds() * info.size:.2f} s, sqlite "
-        f"{table[4].peers[SQL].seconds() * info.size:.2f} s (tuples, JSON not decoded).",
+        f"{table[4].peers[WS].seconds() * info.size:.2f} s, with the format 1 codec (a "
+        "store of the same commits that never compacted: every commit replayed) "
+        f"{table[4].peers[WS1].seconds() * info.size:.2f} s, sqlite "
+        f"{table[4].peers[SQL].seconds() * info.size:.2f} s: connect, SELECT * of a table of "
+        "the object's fields and meta, and Obj(id, service_id, node_id, Meta(Version(v), "
+        "created, updated)) of each row, as a program would.",
+        "- 'ws format 1': the same store appending to a format 1 segment (created empty as an "
+        "older watchstore did): the JSON codec before msgspec, in the same run.",
         f"- 4: the store was built with store.batch in {compaction.build_seconds:.1f} s, "
         "durability 'always' and a compact_bytes it never reaches; a snapshot segment holds "
         f"{compaction.snapshot_bytes / 1e6:,.1f} MB (sqlite file "
@@ -927,6 +1036,11 @@ def render(
         f"{ms(statistics.fmean(ws_busy.latencies))}.",
         "",
         "Targets:",
+        f"  {verdict(e['pass'])}  (e) restore >= {TARGET_RESTORE_VS_SQLITE}x sqlite reading "
+        f"the rows into the same objects: {e['value']:.2f}x",
+        f"  {verdict(f['pass'])}  (f) 1 and {env['writers']} durable writers >= "
+        f"{TARGET_VS_FORMAT_1}x with the format 1 codec: {f['one_writer']:.2f}x and "
+        f"{f['many_writers']:.2f}x",
         f"  {verdict(a['pass'])}  (a) 1 durable writer >= {TARGET_ONE_WRITER}x sqlite "
         f"WAL+FULL: {a['value']:.2f}x",
         f"  {verdict(b['pass'])}  (b) {env['writers']} durable writers >= "

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     [
         ("core", "sqlite3", ("(a)", "(b)", "(c)")),
         ("events", "non-matching watchers", ("(a)", "(b)")),
-        ("durable", "WAL", ("(a)", "(b)", "(c)", "(d)")),
+        ("durable", "WAL", ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")),
         ("salvage", "clean open", ()),
         pytest.param("etcd", "raw kv/put", ("(a)", "(b)"), marks=needs_etcd),
     ],

@@ -164,7 +164,7 @@ class Format2:
                 raise LogCorrupt(file, offset, f"change does not decode: {exc}") from None
             names.extend([name] * len(read))
             objs.extend(read)
-        return new_change(at, LoggedActions(kinds, names, objs))
+        return new_change(at, LoggedActions(kinds, names, objs, len(body)))
 
     def _table(self, name: str, version: int, file: str) -> Table:
         table = self.tables.get(name)
@@ -295,7 +295,7 @@ class Format1:
                 kinds.append(_KINDS[kind])
                 tables.append(table)
                 objs.append(decode(obj))
-            return new_change(version, LoggedActions(kinds, tables, objs))
+            return new_change(version, LoggedActions(kinds, tables, objs, len(body)))
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise LogCorrupt(file, offset, f"change does not decode: {exc!r}") from None
 

@@ -518,14 +518,18 @@ class LoggedActions(Sequence[StoreAction]):
     only). A restore keeps every change of the epoch (the history for ``watch_from``); an
     object per action fewer is a third fewer objects for Python's cyclic collector to scan,
     again and again, while a large store is restored (``_tables.restore_tables`` reads the
-    lists directly)."""
+    lists directly). ``size`` is the bytes of the record they were read from (what the
+    history counts them as)."""
 
-    __slots__ = ("kinds", "objs", "tables")
+    __slots__ = ("kinds", "objs", "size", "tables")
 
-    def __init__(self, kinds: list[ActionKind], tables: list[str], objs: list[Any]) -> None:
+    def __init__(
+        self, kinds: list[ActionKind], tables: list[str], objs: list[Any], size: int = 0
+    ) -> None:
         self.kinds = kinds
         self.tables = tables
         self.objs = objs
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.objs)

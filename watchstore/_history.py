@@ -75,7 +75,8 @@ class History:
             self._entries.extend((action.kind, action.table, action.obj, action.old))
         else:
             self._entries.extend((None, None, actions, None))
-        self._count(sum(object_size(a.obj) for a in actions))
+        size = getattr(actions, "size", 0)  # read from the log: its record's size
+        self._count(size or sum(object_size(a.obj) for a in actions))
 
     def append_one(self, index: int, table: str, old: Any, new: Any) -> None:
         """``append`` for commit ``index`` that changed one object of ``table`` from ``old``

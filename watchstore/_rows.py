@@ -215,24 +215,50 @@ def _row_reader(cls: type, columns: tuple[str, ...]) -> Callable[[list[Any]], li
         "new_meta": new_meta,
         "new_version": new_version,
     }
-    meta = "new_meta(None if (m := r[{i}])[0] is None else new_version(m[0]), m[1], m[2])"
+    # The objects a commit wrote share one meta (and every meta of a version one Version):
+    # one Meta per distinct triple, not three objects per row.
+    at = columns.index("meta")
+    meta = f"(metas.get(r[{at}]) or made(r[{at}]))"
+    namespace["metas"] = None
     if "__dict__" in dir(cls) or any("cached_hash" in s for s in slots):
         args = ", ".join(
-            f"{name}={meta.format(i=i) if name == 'meta' else f'r[{i}]'}"
-            for i, name in enumerate(columns)
+            f"{name}={meta if name == 'meta' else f'r[{i}]'}" for i, name in enumerate(columns)
         )
-        lines = ["def make_all(rows):", f"    return [cls({args}) for r in rows]"]
+        lines = [
+            "def make_all(rows):",
+            "    metas, made = _metas()",
+            f"    return [cls({args}) for r in rows]",
+        ]
     else:
-        lines = ["def make_all(rows):", "    out = []", "    add = out.append"]
-        lines += ["    for r in rows:", "        o = new(cls)"]
+        lines = ["def make_all(rows):", "    metas, made = _metas()", "    out = []"]
+        lines += ["    add = out.append", "    for r in rows:", "        o = new(cls)"]
         for i, name in enumerate(columns):
             namespace[f"s{i}"] = getattr(cls, name).__set__
-            value = meta.format(i=i) if name == "meta" else f"r[{i}]"
+            value = meta if name == "meta" else f"r[{i}]"
             lines.append(f"        s{i}(o, {value})")
         lines += ["        add(o)", "    return out"]
+    namespace["_metas"] = _meta_cache
     exec("\n".join(lines), namespace)
     make_all: Callable[[list[Any]], list[Any]] = namespace["make_all"]
     return make_all
+
+
+def _meta_cache() -> tuple[dict[tuple[Any, ...], Meta], Callable[[tuple[Any, ...]], Meta]]:
+    """A cache of the Meta of each decoded triple, and the function that fills it."""
+    metas: dict[tuple[Any, ...], Meta] = {}
+    versions: dict[int, Any] = {}
+
+    def made(triple: tuple[Any, ...]) -> Meta:
+        index, created, updated = triple
+        version = None
+        if index is not None:
+            version = versions.get(index)
+            if version is None:
+                version = versions[index] = new_version(index)
+        meta = metas[triple] = new_meta(version, created, updated)
+        return meta
+
+    return metas, made
 
 
 _CODECS: dict[int, TableCodec] = {}
