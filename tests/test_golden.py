@@ -1,7 +1,7 @@
 """Golden files: logs written by each released format version keep opening, exactly.
 
-``tests/golden/v1/store`` was written by format 1 (see docs/format.md). When a new format
-version lands, its golden store is added beside it and older ones load through the
+``tests/golden/v1/store`` was written by format 1, ``tests/golden/v2/store`` by format 2 (two
+epochs: a compaction after version 2; see docs/format.md). Older formats load through the
 migration chain; none of these files is ever regenerated.
 """
 
@@ -80,3 +80,46 @@ async def test_a_format_1_log_takes_commits_and_its_compaction_writes_format_2(
         assert store.version == ws.Version(6)
         nodes, tasks = expected_v1()
         assert store.view(lambda tx: (tx.all(Node), tx.all(Task))) == (nodes, tasks[:1])
+
+
+def expected_v2() -> tuple[list[Node], list[Task]]:
+    tasks_meta = ws.Meta(ws.Version(2), 1796512403.2331166, 1796512403.2331166)
+    nodes_meta = ws.Meta(ws.Version(1), 1796512403.2319992, 1796512403.2319992)
+    nodes = [
+        Node("n1", "Web-1", frozenset({"ssd", "gpu"}), nodes_meta),
+        Node("n2", "db-1", frozenset(), nodes_meta),
+        Node(
+            "n3",
+            "Cache-1",
+            frozenset({"ssd"}),
+            ws.Meta(ws.Version(4), 1796512403.247142, 1796512403.247142),
+        ),
+    ]
+    tasks = [
+        Task(
+            "t0",
+            "svc",
+            "n2",
+            State.ASSIGNED,
+            0,
+            ws.Meta(ws.Version(3), 1796512403.2331166, 1796512403.246614),
+        ),
+        Task("t1", "svc", "n1", State.RUNNING, 1, tasks_meta),
+        Task("t2", "svc", None, State.NEW, 2, tasks_meta),
+    ]
+    return nodes, tasks
+
+
+async def test_a_format_2_log_opens_with_exactly_what_it_held(tmp_path: pathlib.Path) -> None:
+    store_dir = tmp_path / "store"
+    shutil.copytree(GOLDEN / "v2" / "store", store_dir)
+    assert [e.version for e in ws.list_epochs(store_dir)] == [ws.Version(0), ws.Version(2)]
+    async with ws.open_store(SCHEMA, path=store_dir) as store:
+        assert store.version == ws.Version(4)
+        assert store.view(lambda tx: (tx.all(Node), tx.all(Task))) == expected_v2()
+        assert [n.id for n in store.view(lambda tx: tx.find(Node, labels="ssd"))] == ["n1", "n3"]
+        assert [t.id for t in store.view(lambda tx: tx.find(Task, node_id="n2"))] == ["t0"]
+        assert store.recovery is not None
+        assert (store.recovery.repaired_tail, store.recovery.format) == (0, 2)
+        async with store.watch_from(ws.Version(0), ws.on(Node)) as events:  # from epoch 1
+            assert (await events.receive()).obj.id == "n1"
