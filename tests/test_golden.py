@@ -122,4 +122,6 @@ async def test_a_format_2_log_opens_with_exactly_what_it_held(tmp_path: pathlib.
         assert store.recovery is not None
         assert (store.recovery.repaired_tail, store.recovery.format) == (0, 2)
         async with store.watch_from(ws.Version(0), ws.on(Node)) as events:  # from epoch 1
-            assert (await events.receive()).obj.id == "n1"
+            first = await events.receive()
+            assert isinstance(first, ws.Created)
+            assert first.obj.id == "n1"

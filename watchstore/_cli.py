@@ -385,6 +385,7 @@ def _verify_segment(
             last_version=epoch.last_version,
             torn_tail=epoch.torn,
             format=epoch.header.format,
+            size=epoch.size,
         )
         if epoch.header.segment != int(file.stem):
             raise LogCorrupt(str(file), 0, f"the header says segment {epoch.header.segment}")
@@ -426,7 +427,7 @@ def _verify_manifest(
         check_segments(path, headers, manifest)
         newest = results[-1]
         if "last_version" in newest and not newest["problem"]:
-            size = files[-1].stat().st_size - newest.get("torn_tail", 0)
+            size = newest["size"] - newest.get("torn_tail", 0)
             check_restored(
                 files[-1],
                 manifest,
@@ -436,6 +437,7 @@ def _verify_manifest(
                 newest["records"] - 1,
             )
     except LogCorrupt as exc:
+        result["path"] = exc.file  # the file at fault: a segment, or the manifest itself
         result["problem"] = {"offset": exc.offset, "reason": exc.reason, "version": None}
     return result
 

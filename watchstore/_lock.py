@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import math
 import os
 import socket
 import stat
@@ -181,7 +180,7 @@ def read_lock_info(file: Path) -> dict[str, Any]:
 _LOCK_INFO: Final[dict[str, Callable[[Any], bool]]] = {
     "pid": lambda v: type(v) is int and v > 0,
     "host": lambda v: isinstance(v, str),
-    "started_at": lambda v: type(v) in (int, float) and math.isfinite(v),
+    "started_at": lambda v: type(v) in (int, float) and 0 <= v < 1e11,  # until year 5138
     "token": lambda v: isinstance(v, str),
 }
 """The fields of ``LOCK.json`` and what makes each valid."""
