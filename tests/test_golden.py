@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+from typing import Any
+
+import attrs
+import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -125,3 +129,57 @@ async def test_a_format_2_log_opens_with_exactly_what_it_held(tmp_path: pathlib.
             first = await events.receive()
             assert isinstance(first, ws.Created)
             assert first.obj.id == "n1"
+
+
+@attrs.frozen
+class TaskWithoutSlot:
+    """tests.schema.Task with ``slot`` removed and ``owner`` added without a default."""
+
+    id: str
+    service_id: str
+    owner: str
+    node_id: str | None = None
+    state: State = State.NEW
+    meta: ws.Meta = ws.Meta()
+
+
+def task_without_slot(stored: dict[str, Any]) -> dict[str, Any]:
+    del stored["slot"]
+    return {**stored, "owner": f"slot-{stored['id']}"}
+
+
+def schema_without_slot(**table: Any) -> ws.Schema:
+    (node,) = [t for t in SCHEMA.tables if t.name == "Node"]
+    return ws.Schema(node, ws.Table(TaskWithoutSlot, name="Task", **table))
+
+
+async def test_a_format_1_log_of_a_changed_class_is_a_schema_mismatch_or_upgraded(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The format 1 golden store read with a changed Task: SchemaMismatch naming the field
+    (and nothing written); through an upgrade every object comes back, and the store is
+    rewritten in format 2 and today's shape, which opens without the upgrade."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(GOLDEN / "v1" / "store", store_dir)
+    before = sorted(p.name for p in store_dir.iterdir())
+    with pytest.raises(ws.SchemaMismatch) as info:
+        async with ws.open_store(schema_without_slot(), path=store_dir):
+            pass
+    assert info.value.table == "Task"
+    assert "slot" in str(info.value)
+    assert sorted(p.name for p in store_dir.iterdir() if p.suffix == ".wslog") == [
+        n for n in before if n.endswith(".wslog")
+    ]
+    upgraded = schema_without_slot(upgrade=task_without_slot)
+    async with ws.open_store(upgraded, path=store_dir) as store:
+        tasks = store.view(lambda tx: tx.all(TaskWithoutSlot))
+        assert [(t.id, t.owner, t.state) for t in tasks] == [
+            ("t0", "slot-t0", State.ASSIGNED),
+            ("t1", "slot-t1", State.RUNNING),
+            ("t2", "slot-t2", State.NEW),
+        ]
+        assert tasks[0].meta == expected_v1()[1][0].meta
+    newest = max(store_dir.glob("*.wslog"))
+    assert parse_header(newest.read_bytes()).format == 2
+    async with ws.open_store(schema_without_slot(), path=store_dir) as store:
+        assert store.view(lambda tx: tx.count(TaskWithoutSlot)) == 3

@@ -79,12 +79,14 @@ def _version(value: Any, first: int, file: str, offset: int) -> Version:
 
 
 class Format2:
-    """Format 2 bodies for a schema."""
+    """Format 2 bodies for a schema. ``reshaped`` turns True once an object was read in
+    another shape than today's class (through an upgrade, or completed with defaults)."""
 
     format: Final = 2
 
     def __init__(self, schema: Schema) -> None:
         self.tables = {t.name: t for t in schema.tables}
+        self.reshaped = False
 
     def columns(self) -> Columns:
         """The columns each table's rows are written with today."""
@@ -139,6 +141,7 @@ class Format2:
             columns[name] = tuple(stored)
             reshaped = reshaped or evolved
         reshaped = reshaped or set(self.tables) != set(objects)
+        self.reshaped = self.reshaped or reshaped
         return SnapshotRead(at, objects, columns, reshaped)
 
     def read_change(self, body: bytes, file: str, offset: int, columns: Columns) -> Change:
@@ -156,7 +159,8 @@ class Format2:
             table = self._table(name, version, file)
             codec = codec_for(table)
             try:
-                read, _evolved = codec.read(raw, columns.get(name, codec.columns), version, file)
+                read, evolved = codec.read(raw, columns.get(name, codec.columns), version, file)
+                self.reshaped = self.reshaped or evolved
                 if len(read) != len(group_kinds):
                     raise ValueError(f"{len(group_kinds)} kinds for {len(read)} rows")
                 kinds.extend(_KINDS[k] for k in group_kinds)
@@ -180,13 +184,15 @@ class Format2:
 
 
 class Format1:
-    """Format 1 bodies (JSON) for a schema: read, and appended to a format 1 segment."""
+    """Format 1 bodies (JSON) for a schema: read, and appended to a format 1 segment.
+    ``reshaped`` as in Format2."""
 
     format: Final = 1
 
     def __init__(self, schema: Schema) -> None:
         self.tables = {t.name: t for t in schema.tables}
         self._decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        self.reshaped = False
 
     def piece(self, table: str, objs: Sequence[Any]) -> bytes:
         """A run of objects as comma-separated JSON (a piece of a snapshot's table)."""
@@ -240,6 +246,7 @@ class Format1:
                         name, _field_of(str(exc)), str(exc), version, file
                     ) from None
                 upgraded.append(True)
+                self.reshaped = True
                 return _upgrade_v1(table, data, version, file)
 
         return decode
@@ -280,6 +287,7 @@ class Format1:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise LogCorrupt(file, offset, f"snapshot does not decode: {exc!r}") from None
         reshaped = bool(upgraded) or set(self.tables) != set(objects)
+        self.reshaped = self.reshaped or reshaped
         return SnapshotRead(version, objects, {}, reshaped)
 
     def read_change(self, body: bytes, file: str, offset: int, columns: Columns) -> Change:

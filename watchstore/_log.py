@@ -362,7 +362,7 @@ class EpochLog:
             changes,
             repaired,
             salvaged,
-            reshaped=snapshot.reshaped,
+            reshaped=bodies.reshaped,
             format=header.format,
         )
         log.columns = snapshot.columns
