@@ -83,7 +83,7 @@ async def test_objects_carry_the_version_the_proposer_chose() -> None:
         assert stored is not None
         assert stored.meta.version == ws.Version(7)
         assert store.version == ws.Version(7)
-        assert created.meta.version == ws.Version(1)  # the object as it was in the tx
+        assert created == stored  # update returns the object as committed
 
 
 async def test_wait_for_returns_once_the_version_is_committed() -> None:

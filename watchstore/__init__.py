@@ -40,6 +40,7 @@ from ._errors import StoreLocked as StoreLocked
 from ._errors import TransactionTooLarge as TransactionTooLarge
 from ._errors import UniqueConflict as UniqueConflict
 from ._errors import UnsupportedFormat as UnsupportedFormat
+from ._errors import WatcherFailed as WatcherFailed
 from ._errors import WatchOverflow as WatchOverflow
 from ._etcd import EtcdProposer as EtcdProposer
 from ._events import Committed as Committed
@@ -57,6 +58,7 @@ from ._lock import LockStatus as LockStatus
 from ._lock import lock_status as lock_status
 from ._lock import unlock as unlock
 from ._log import EpochInfo as EpochInfo
+from ._log import Recovery as Recovery
 from ._log import Restored as Restored
 from ._log import list_epochs as list_epochs
 from ._log import rollback as rollback
@@ -126,6 +128,7 @@ __all__ = [
     "ProposalFailed",
     "Proposer",
     "ReadTx",
+    "Recovery",
     "Replica",
     "Schema",
     "SchemaMismatch",
@@ -151,6 +154,7 @@ __all__ = [
     "Version",
     "Watch",
     "WatchOverflow",
+    "WatcherFailed",
     "any_of",
     "between",
     "on",

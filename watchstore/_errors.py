@@ -103,6 +103,12 @@ class WatchOverflow(StoreError):
         )
 
 
+class WatcherFailed(StoreError):
+    """A watcher's own code (a ``where=`` predicate) raised for an object of a commit: that
+    watcher is closed with this error, chained to the cause; the commit, the writer and
+    every other watcher are unaffected."""
+
+
 class HistoryCompacted(StoreError):
     """The history asked for is gone: ``oldest`` is the oldest version still replayable."""
 

@@ -152,6 +152,29 @@ def on_commit() -> Spec:
     return Spec(None, frozenset(), commit=True)
 
 
+def check_specs(specs: Sequence[Spec], tables: dict[type, str]) -> None:
+    """InvalidQuery unless every specifier can select something of a schema whose tables
+    hold ``tables`` (class -> table name): a stored class, fields that class declares (for
+    a specifier of any class: that some stored class declares). A specifier that could
+    never match is a slip, not a watch."""
+    names = ", ".join(f"{cls.__name__}" for cls in tables)
+    for spec in specs:
+        if not isinstance(spec, Spec):
+            raise InvalidQuery(f"watch takes specifiers (ws.on(...), ...), not {spec!r}")
+        if spec.cls is not None and spec.cls not in tables:
+            raise InvalidQuery(
+                f"no table holds {getattr(spec.cls, '__name__', spec.cls)} objects (the schema "
+                f"holds {names}): a watch of it would never see an event"
+            )
+        classes = [spec.cls] if spec.cls is not None else list(tables)
+        for field, _value in spec.fields:
+            if not any(field in attrs.fields_dict(cls) for cls in classes):
+                whose = spec.cls.__name__ if spec.cls is not None else f"any of {names}"
+                raise InvalidQuery(
+                    f"{whose} has no field {field!r}: a watch on it would never see an event"
+                )
+
+
 # -- routing -----------------------------------------------------------------------------------
 
 
@@ -230,8 +253,15 @@ class Router:
                 if not broad:
                     del self._broad[spec.cls]
 
-    def route(self, change: Change) -> dict[Any, list[Event]]:
-        """Return {subscriber key: its events of ``change``, in order}."""
+    def route(
+        self, change: Change, failed: dict[Any, Exception] | None = None
+    ) -> dict[Any, list[Event]]:
+        """Return {subscriber key: its events of ``change``, in order}.
+
+        A subscriber's own code (a ``where=`` predicate, a field value's ``__eq__``) may
+        raise: with ``failed``, its key gets that error there and no more events, and every
+        other subscriber is routed as if nothing happened; without, the error propagates.
+        """
         out: dict[Any, list[Event]] = {}
         if not self._specs:
             return out
@@ -242,7 +272,14 @@ class Router:
                 matched = out.get(key)
                 if matched and matched[-1] is event:
                     continue  # already selected by another of its specifiers
-                if spec.matches(action):
+                try:
+                    hit = spec.matches(action)
+                except Exception as exc:
+                    if failed is None:
+                        raise
+                    failed.setdefault(key, exc)
+                    continue
+                if hit and (failed is None or key not in failed):
                     if event is None:
                         event = _event(action, version)
                     if matched is None:

@@ -118,6 +118,39 @@ class Restored:
         """The last version in the log."""
         return self.changes[-1].version if self.changes else self.snapshot_version
 
+    def summary(self) -> Recovery:
+        """What opening found, without the objects and changes (``store.recovery``)."""
+        return Recovery(
+            self.snapshot_version,
+            self.version,
+            len(self.changes),
+            self.repaired_tail,
+            self.salvage,
+            self.reshaped,
+            self.format,
+        )
+
+
+@attrs.frozen
+class Recovery:
+    """What opening a durable store found (``store.recovery``), in a few fields: it keeps
+    nothing of the objects and changes it restored alive."""
+
+    snapshot_version: Version
+    """The version of the snapshot the newest segment starts with."""
+    version: Version
+    """The version the store opened at."""
+    changes: int
+    """How many commits were replayed after the snapshot."""
+    repaired_tail: int
+    """Bytes cut from the end: a torn tail, or what salvage discarded (0: clean)."""
+    salvage: Salvage | None = None
+    """What salvage found and dropped, when the log was damaged and opened with salvage."""
+    reshaped: bool = False
+    """Objects were stored in another shape than today's classes (and were rewritten)."""
+    format: int = 2
+    """The format of the segment the store appends to."""
+
 
 def _segments(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("*.wslog") if p.stem.isdigit())

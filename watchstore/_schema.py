@@ -238,6 +238,13 @@ class Table:
         name: str | None = None,
         upgrade: Upgrade | None = None,
     ):
+        given: object = cls  # checked at run time: a slip is common
+        if not isinstance(given, type):
+            kind = type(given).__name__
+            raise InvalidObject(
+                f"Table takes the class, not an instance ({kind} {given!r:.60}): "
+                f"write ws.Table({kind})"
+            )
         if not attrs.has(cls):
             raise InvalidObject(f"{cls!r} is not an attrs class; declare it with @attrs.frozen")
         if not _is_frozen(cls):
@@ -301,6 +308,17 @@ class Schema:
     def __init__(self, *tables: Table) -> None:
         if not tables:
             raise ValueError("a Schema needs at least one Table")
+        for given in list[object](tables):  # checked at run time: a slip is common
+            if isinstance(given, Table):
+                continue
+            if isinstance(given, list | tuple):
+                raise TypeError("pass the tables as arguments, not a list: ws.Schema(*tables)")
+            if isinstance(given, type):
+                raise TypeError(
+                    f"ws.Schema takes tables: write ws.Schema(ws.Table({given.__name__}, "
+                    "indexes=[...]))"
+                )
+            raise TypeError(f"ws.Schema takes ws.Table(...)s, not {given!r:.80}")
         self.tables = tables
         classes: set[type] = set()
         names: set[str] = set()

@@ -311,6 +311,7 @@ class StoreState:
         before-values and undo lists of later pending transactions."""
         tx.version = version
         stamped_for: dict[int, Any] = {}
+        restamped = tx.restamped = {}
         for (name, id), entry in tx.changes.items():
             new = entry[1]
             if new is None:
@@ -319,6 +320,7 @@ class StoreState:
             table = self.by_name[name]
             stamped = table.table.restamp(new, Meta(version, meta.created_at, meta.updated_at))
             stamped_for[id_of(new)] = stamped
+            restamped[id_of(new)] = (new, stamped)
             if table.rows.get(id) is new:
                 table.rows[id] = stamped
             entry[1] = stamped

@@ -22,6 +22,7 @@ from ._compaction import write_epoch_in_child, write_epoch_inline
 from ._errors import (
     CompactionFailed,
     HistoryCompacted,
+    InvalidQuery,
     ProposalFailed,
     SequenceConflict,
     StoreClosed,
@@ -29,10 +30,13 @@ from ._errors import (
     TransactionTooLarge,
 )
 from ._etcd import EtcdProposer
+from ._events import check_specs
 from ._history import DEFAULT_HISTORY_BYTES
-from ._log import EpochLog, Restored
+from ._log import EpochLog, Recovery, Restored
 from ._logproposer import Durability, LogProposer, Submission
+from ._model import Meta
 from ._proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
+from ._schema import Schema
 from ._state import Snapshot, StoreState
 from ._tables import restore_tables
 from ._txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
     from ._events import Event, Spec
     from ._model import Change, Version
     from ._replica import Replica
-    from ._schema import Schema
 
 R = TypeVar("R")
 
@@ -87,7 +90,7 @@ class Store:
         self._task_scopes: set[trio.CancelScope] = set()
         self._keep_epochs = 2
         self._compact_in_child = True
-        self.recovery: Restored | None = None
+        self.recovery: Recovery | None = None
         """For a store opened from a log: what opening found (``repaired_tail`` bytes,
         and ``salvage`` when it was opened with ``salvage=True`` and had damage)."""
         self._write_lock = WriteLock()
@@ -100,6 +103,8 @@ class Store:
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._updating = 0  # update() calls under way
+        self._classes = {t.cls: t.name for t in schema.tables}
+        self._batching: dict[trio.lowlevel.Task, Batch] = {}  # tasks in store.batch(fn)
         # update() calls until the next one that did not wait makes a schedule point.
         self._schedule_every = schedule_every
         self._until_schedule = schedule_every
@@ -121,7 +126,10 @@ class Store:
         self._check_open()
         tx = self._state.reader()
         try:
-            return fn(tx)
+            result = fn(tx)
+            if type(result) not in _NOT_AWAITABLE:
+                _check_result(result)  # an async fn would read after the view has ended
+            return result
         finally:
             tx._end(VIEW_ENDED)
 
@@ -169,6 +177,11 @@ class Store:
         again, up to the proposer's ``max_retries`` times, when another process changed
         what it read or wrote before it committed; then SequenceConflict.
         """
+        if self._batching and trio.lowlevel.current_task() in self._batching:
+            raise StoreError(
+                "store.update() inside store.batch(fn) would wait for the batch's own chunk: "
+                "write with await batch.update(fn2) there"
+            )
         if self._remote is not None:
             return await self._update_remote(fn, self._remote)
         self._updating += 1  # a writer on its way: see _submit_pipelined
@@ -194,6 +207,7 @@ class Store:
                     self._commit_now(tx, self._memory)
                 elif self._submit is None:
                     await self._propose(tx)
+                    result = cast("R", restamped(result, tx.restamped))
                 else:
                     submission = self._submit_pipelined(tx)
             finally:
@@ -232,6 +246,7 @@ class Store:
                 except BaseException:
                     self._state.rollback(tx)
                     raise
+                written = _written(tx)
                 prepared, seen = self._prepare_remote(cast("TrackingTx", tx), remote)
             finally:
                 self._write_lock.release()
@@ -251,7 +266,21 @@ class Store:
                 continue
             if self._state.version < version:  # the commit was a checkpoint: no other needed
                 await self.wait_for(version)
-            return result
+            return cast("R", restamped(result, self._stamped(written, version)))
+
+    def _stamped(
+        self, written: list[tuple[str, Any]], version: Version
+    ) -> dict[int, tuple[Any, Any]]:
+        """What ``restamped`` takes for objects a transaction wrote, committed at
+        ``version``: each stamped with it (as the replication path applies them)."""
+        out = {}
+        for name, obj in written:
+            meta = obj.meta
+            if meta.version != version:
+                table = self._state.by_name[name].table
+                new = table.restamp(obj, Meta(version, meta.created_at, meta.updated_at))
+                out[id(obj)] = (obj, new)
+        return out
 
     def _prepare_remote(
         self, tx: TrackingTx, remote: TransactionalProposer
@@ -354,6 +383,8 @@ class Store:
         """
         self._check_open()
         batch = Batch(self, max_changes, max_bytes)
+        task = trio.lowlevel.current_task()
+        self._batching[task] = batch
         try:
             result = await fn(batch)
             await batch.flush()
@@ -365,7 +396,9 @@ class Store:
                     f"error (up to {batch.version!r}); the rest were undone"
                 )
             raise
-        return result
+        finally:
+            del self._batching[task]
+        return cast("R", restamped(result, batch._restamped))
 
     async def _propose(self, tx: Tx) -> int:
         """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
@@ -510,6 +543,7 @@ class Store:
         At most ``queue`` events wait; beyond that the watch raises WatchOverflow.
         """
         self._check_open()
+        check_specs(specs, self._classes)
         watch: Watch[Event] = Watch(self._hub, queue)
         self._hub.subscribe(watch, specs, changes=False)
         try:
@@ -528,6 +562,7 @@ class Store:
         missing, none twice. ``fn`` runs synchronously, like ``view``.
         """
         self._check_open()
+        check_specs(specs, self._classes)
         result = self.view(fn)
         watch: Watch[Event] = Watch(self._hub, queue)
         self._hub.subscribe(watch, specs, changes=False)  # no await since the view
@@ -554,6 +589,13 @@ class Store:
         self, version: Version, specs: Sequence[Spec], queue: int, *, as_changes: bool
     ) -> AsyncIterator[Watch[Any]]:
         self._check_open()
+        check_specs(specs, self._classes)
+        if version > self.version:
+            raise InvalidQuery(
+                f"watch_from({version!r}): the store is at {self.version!r}, so there is no "
+                f"{version!r} to resume after yet; await store.wait_for(version) first, or "
+                "watch_from a version the store has seen"
+            )
         hub = self._hub
         watch: Watch[Any] = Watch(hub, queue)
         hub.subscribe(watch, specs, changes=as_changes)
@@ -571,7 +613,10 @@ class Store:
                 replay = [*older, *replay]
             else:
                 await trio.lowlevel.checkpoint()
-            watch._replay.extend(replay_items(replay, specs, as_changes=as_changes))
+            items, failed = replay_items(replay, specs, as_changes=as_changes)
+            watch._replay.extend(items)
+            if failed is not None:
+                watch._fail(failed)
             yield watch
         finally:
             hub.unsubscribe(watch)
@@ -661,6 +706,7 @@ class Batch:
         """How many changes this batch has committed so far."""
         self.version: Version | None = None
         """The version of this batch's last commit (None before the first)."""
+        self._restamped: dict[int, tuple[Any, Any]] = {}  # see ``restamped``
 
     async def update(self, fn: Callable[[Tx], R]) -> R:
         """Run ``fn(tx)`` as part of the batch; if it raises, undo its writes and re-raise."""
@@ -706,6 +752,8 @@ class Batch:
             if count:
                 self.committed += count
                 self.version = store.version
+            if tx.restamped:
+                self._restamped.update(tx.restamped)
         finally:
             self._tx = None
             store._write_lock.release()
@@ -715,6 +763,7 @@ class Batch:
         store = self._store
         self._tx = None
         count = len(tx.actions())
+        written = _written(tx)
         try:
             prepared, seen = store._prepare_remote(cast("TrackingTx", tx), remote)
         finally:
@@ -728,6 +777,7 @@ class Batch:
             await store.wait_for(version)
             self.committed += count
             self.version = version
+            self._restamped.update(store._stamped(written, version))
         await trio.lowlevel.checkpoint()
 
     def _abort(self) -> None:
@@ -799,8 +849,9 @@ def _check_result(result: object) -> None:
     if close is not None:
         close()  # never started: no "coroutine was never awaited" warning
     raise TypeError(
-        "transaction functions are synchronous; do the awaiting before update(), or "
-        "between the batch.update() calls of store.batch()"
+        "transaction functions are synchronous (this one returned a coroutine); do the "
+        "awaiting before view() or update(), or between the batch.update() calls of "
+        "store.batch()"
     )
 
 
@@ -855,19 +906,27 @@ async def open_store(
     needs ``pip install "watchstore[etcd]"``): the store lists the prefix, then follows it
     with a watch, and commits each transaction as one etcd txn.
     """
+    if not isinstance(schema, Schema):
+        raise TypeError(
+            f"open_store takes a ws.Schema first, not {schema!r:.80}: "
+            "ws.open_store(ws.Schema(ws.Table(Task)), ...)"
+        )
     if sum(x is not None for x in (path, proposer, etcd)) > 1:
         raise ValueError("open_store takes one of path=, proposer= or etcd=")
     if etcd is not None:
-        proposer = EtcdProposer(etcd, prefix)
+        with _needs_extra("etcd"):
+            proposer = EtcdProposer(etcd, prefix)
     log: EpochLog | None = None
     restored: Restored | None = None
+    opened: tuple[EpochLog, Restored] | None = None
     if path is not None:
         opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage, key)
         log, restored = opened
-        proposer = LogProposer(log, opened[1].version, durability=durability)
+        proposer = LogProposer(log, restored.version, durability=durability)
     listed: tuple[Version, dict[str, list[Any]]] | None = None
     if isinstance(proposer, EtcdProposer):
-        listed = await proposer.connect(schema)
+        with _needs_extra("etcd"):
+            listed = await proposer.connect(schema)
     try:
         with lone_errors_unwrapped():
             async with trio.open_nursery() as nursery:
@@ -879,11 +938,15 @@ async def open_store(
                     history_bytes=history_bytes,
                     schedule_every=schedule_every,
                 )
+                reshaped = restored is not None and restored.reshaped
                 if restored is not None:
                     store._restore(restored)
-                    store.recovery = restored
+                    store.recovery = restored.summary()
+                    # Not kept alive for the store's life: this frame lives as long.
+                    restored = opened = None
                 if listed is not None:
                     store._restore(Restored(listed[0], listed[1], [], 0))
+                    listed = None
                     follower = cast("EtcdProposer", proposer)
                     follower.attach(store)  # at once: the follow task starts later
                     store._spawn(follower.follow, store)
@@ -895,7 +958,7 @@ async def open_store(
                     store._spawn(store._compact_when_due, proposer, keep_epochs)
                     if durability == "interval":
                         store._spawn(proposer.run_syncer)
-                    if restored is not None and restored.reshaped:
+                    if reshaped:
                         # Objects were read in another shape (an upgrade, added defaults):
                         # a new epoch writes them in today's before anything is appended.
                         await store._compact(proposer, keep_epochs)
@@ -908,6 +971,45 @@ async def open_store(
             log.close()
         if isinstance(proposer, EtcdProposer):
             await proposer.aclose()
+
+
+def _written(tx: Tx) -> list[tuple[str, Any]]:
+    """(table name, object) for every object ``tx`` wrote (created or updated)."""
+    return [
+        (name, new)
+        for (name, _id), (old, new) in tx.changes.items()
+        if new is not None and new is not old
+    ]
+
+
+def restamped(result: Any, stamped: dict[int, tuple[Any, Any]] | None) -> Any:
+    """``result`` (what a transaction's function returned) with every object the transaction
+    wrote replaced by that object as committed, stamped with the version the proposer chose
+    (which may not be the one predicted: versions may skip); in lists, tuples, sets and
+    dict values too."""
+    if not stamped:
+        return result
+    found = stamped.get(id(result))
+    if found is not None and found[0] is result:
+        return found[1]
+    kind = type(result)
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(restamped(value, stamped) for value in result)
+    if kind is dict:
+        return {key: restamped(value, stamped) for key, value in result.items()}
+    return result
+
+
+@contextmanager
+def _needs_extra(extra: str) -> Iterator[None]:
+    """A missing optional dependency, said as what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"this needs watchstore's {extra!r} extra ({exc.name} is not installed): "
+            f'pip install "watchstore[{extra}]"'
+        ) from exc
 
 
 @contextmanager

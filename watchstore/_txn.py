@@ -78,7 +78,14 @@ class ReadTx:
     def _table(self, cls: type, error: type[StoreError] = InvalidQuery) -> TableState:
         try:
             return self._tables[cls]
-        except KeyError:
+        except (KeyError, TypeError):
+            given: object = cls  # checked at run time: a slip is common
+            if isinstance(given, str):
+                named = [t for t in self._tables.values() if t.name == given]
+                which = named[0].table.cls.__name__ if named else "the class"
+                raise error(
+                    f"pass the class {which}, not the name {given!r}: tx.get({which}, id)"
+                ) from None
             raise error(
                 f"no table holds {getattr(cls, '__name__', cls)} objects; the schema has "
                 f"{', '.join(t.name for t in self._tables.values())}"
@@ -141,7 +148,7 @@ def parse_condition(table: TableState, condition: dict[str, Any]) -> tuple[str, 
         )
     ((name, value),) = condition.items()
     if name == "id":
-        return name, value
+        return name, _id_condition(table.name, value)
     index = table.index(name)
     normalized = _normalize_condition(index.spec, value)
     if index.family is not None:
@@ -152,6 +159,22 @@ def parse_condition(table: TableState, condition: dict[str, Any]) -> tuple[str, 
                     f"{key!r} cannot be compared with them"
                 )
     return name, normalized
+
+
+def _id_condition(table: str, value: Any) -> Any:
+    """An ``id=`` condition, checked as other indexes' are: ids are non-empty strs."""
+    if value is None:
+        raise InvalidQuery(
+            f"{table}.id is never None (ids are non-empty strs): find(id=None) would match "
+            "nothing; drop the condition to read every object"
+        )
+    for key, _is_prefix in _condition_keys(value):
+        if type(key) is not str:
+            raise InvalidQuery(
+                f"{table}.id holds str ids; {key!r} ({type(key).__name__}) cannot be compared "
+                "with them"
+            )
+    return value
 
 
 def _comparable(key: Any, family: Any, is_prefix: bool) -> bool:
@@ -208,7 +231,16 @@ class Tx(ReadTx):
     at every write.
     """
 
-    __slots__ = ("_meta_create", "_now", "_state", "_undo", "changes", "committed", "proposed")
+    __slots__ = (
+        "_meta_create",
+        "_now",
+        "_state",
+        "_undo",
+        "changes",
+        "committed",
+        "proposed",
+        "restamped",
+    )
 
     def __init__(self, state: StoreState, version: Version) -> None:
         self._tables = state.tables
@@ -219,6 +251,10 @@ class Tx(ReadTx):
         self._undo: list[tuple[TableState, str, Any, bool]] = []
         self._now = 0.0  # read from the clock at the first write; reads need no time
         self.proposed: list[StoreAction] | None = None  # the actions handed to the proposer
+        self.restamped: dict[int, tuple[Any, Any]] | None = None
+        """If the proposer committed at another version than predicted: ``id()`` of each
+        object the transaction wrote -> (that object, it stamped with the committed
+        version)."""
         self.committed = False
         self._meta_create: Meta | None = None  # shared by every create of this transaction
 

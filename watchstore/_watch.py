@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import trio
 
-from ._errors import WatchOverflow
+from ._errors import WatcherFailed, WatchOverflow
 from ._events import Router, Spec
 from ._history import DEFAULT_HISTORY_BYTES, History
 from ._model import Change, Version, action_fields, new_action, new_change
@@ -87,11 +87,12 @@ class Watch(Generic[T]):
 
     # -- fed by the hub, synchronously, from the commit path --------------------------------
 
-    def _deliver(self, items: Sequence[T], version: Version) -> None:
+    def _deliver(self, items: Sequence[T], previous: Version) -> None:
         queue = self._queue
         if len(queue) + len(items) > self._limit:
-            # Drop the whole transaction: everything before it was delivered in full.
-            self._fail(WatchOverflow(Version(version.index - 1)))
+            # Drop the whole transaction: everything up to the commit before it (``previous``:
+            # a real commit, whatever the versions' step) was delivered in full.
+            self._fail(WatchOverflow(previous))
             return
         queue.extend(items)
         if self._lot:
@@ -120,6 +121,8 @@ class Hub:
         self._routed = self.router._specs  # a plain dict: testing it costs no Python call
         self.change_watchers: dict[Watch[Change], None] = {}
         self.history = History(start, history, history_bytes)
+        self.head = start
+        """The last version published (what a watcher dropped at the next one saw last)."""
         self._record = self.history.append
         self._record_one = self.history.append_one
 
@@ -131,6 +134,7 @@ class Hub:
     @floor.setter
     def floor(self, version: Version) -> None:
         self.history.floor = version
+        self.head = max(self.head, version)
 
     def subscribe(self, watch: Watch[Any], specs: Sequence[Spec], *, changes: bool) -> None:
         """Start delivering to ``watch``: whole Changes if ``changes``, else routed events."""
@@ -151,6 +155,7 @@ class Hub:
         self._record(change)
         if self._routed or self.change_watchers:
             self._route(change)
+        self.head = change.version
 
     def publish_one(self, version: Version, table: str, old: Any, new: Any) -> None:
         """``publish`` for a commit that changed one object of ``table`` from ``old`` to
@@ -158,15 +163,20 @@ class Hub:
         self._record_one(version.index, table, old, new)
         if self._routed or self.change_watchers:
             self._route(new_change(version, [new_action(*action_fields(table, old, new))]))
+        self.head = version
 
     def _route(self, change: Change) -> None:
-        version = change.version
+        previous = self.head
         if self._routed:
-            for watch, events in self.router.route(change).items():
-                watch._deliver(events, version)
+            failed: dict[Any, Exception] = {}
+            for watch, events in self.router.route(change, failed).items():
+                if watch not in failed:
+                    watch._deliver(events, previous)
+            for watch, error in failed.items():
+                watch._fail(_watcher_failed(error, change.version))
         if self.change_watchers:
             for watch in list(self.change_watchers):
-                watch._deliver((change,), version)
+                watch._deliver((change,), previous)
 
     def close(self, error: BaseException) -> None:
         """Fail every watcher with ``error`` (the store closed)."""
@@ -178,15 +188,30 @@ class Hub:
         return self.history.replay(version)
 
 
+def _watcher_failed(error: Exception, version: Version) -> WatcherFailed:
+    failed = WatcherFailed(
+        f"a where= predicate of this watch (or a field it compares) raised {error!r} for an "
+        f"object of {version!r}; the watch is closed (the commit and other watchers are not "
+        "affected): fix the predicate, then watch_from the last version received"
+    )
+    failed.__cause__ = error
+    return failed
+
+
 def replay_items(
     changes: Iterable[Change], specs: Sequence[Spec], *, as_changes: bool
-) -> list[Any]:
-    """What a watcher with ``specs`` would have received for ``changes``."""
+) -> tuple[list[Any], WatcherFailed | None]:
+    """What a watcher with ``specs`` would have received for ``changes``: the items, up to
+    the commit where one of its predicates raised, and then that failure (else None)."""
     if as_changes:
-        return list(changes)
+        return list(changes), None
     router = Router()
     router.subscribe("replay", specs)
     out: list[Any] = []
+    failed: dict[Any, Exception] = {}
     for change in changes:
-        out.extend(router.route(change).get("replay", ()))
-    return out
+        routed = router.route(change, failed)
+        if failed:
+            return out, _watcher_failed(failed["replay"], change.version)
+        out.extend(routed.get("replay", ()))
+    return out, None
