@@ -165,6 +165,7 @@ class EtcdCluster:
         initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs = [tmp / f"etcd-{n}.log" for n in names]
+        self._args: list[list[str]] = []
         for i, name in enumerate(names):
             args = [
                 binary,
@@ -182,6 +183,7 @@ class EtcdCluster:
                 "--log-level=warn",
                 *secure,
             ]
+            self._args.append(args)
             with open(self.logs[i], "wb") as log:
                 self.processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
         try:
@@ -226,13 +228,38 @@ class EtcdCluster:
         if sig == signal.SIGKILL:
             self.processes[member].wait()
 
+    def terminate(self, member: int, timeout: float = 30.0) -> None:
+        """Stop a member gracefully (SIGTERM, as an init system does) and wait until it has
+        exited: a leader hands its leadership over first. RuntimeError if it does not exit
+        within ``timeout`` seconds."""
+        process = self.processes[member]
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"etcd member {member} did not exit on SIGTERM") from None
+
+    def restart(self, member: int, timeout: float = 30.0) -> None:
+        """Start a stopped member again, on the same data dir and ports, and return once it
+        answers a linearizable read (it has a leader and has caught up with it)."""
+        if self.processes[member].poll() is None:
+            raise RuntimeError(f"etcd member {member} is still running")
+        with open(self.logs[member], "ab") as log:
+            self.processes[member] = subprocess.Popen(
+                self._args[member], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.wait_ready(timeout, members=[member])
+
     def stop(self) -> None:
-        """Stop every member (SIGKILL after 5 s) and wait for them."""
+        """Stop every member, one after the other (SIGKILL after 5 s), and wait for them.
+
+        One at a time: members sent SIGTERM together hang (a leader hands its leadership to
+        a follower that is stopping too) until killed; one by one, each exits at once.
+        """
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
                 process.terminate()
-        for process in self.processes:
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:

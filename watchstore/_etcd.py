@@ -33,7 +33,9 @@ request.
 The etcd revision of the txn is the store Version. The local change is undone at once and
 arrives back through the watch like everyone else's, so the replica only ever moves in
 revision order. When a compare fails the replica catches up and the store re-runs the
-transaction function.
+transaction function, after a random back-off that grows with each retry; meanwhile the
+other transactions of this process that touch the keys it writes wait too (see
+``catch_up``).
 
 The fence settles unknown outcomes. When a connection breaks after a txn was sent, the
 process puts its fence key: every txn it sent before compares the fence's old revision, so
@@ -108,6 +110,8 @@ LIST_PAGE: Final = 1000
 """Keys per range request while listing."""
 FENCED: Final = b"fenced"
 """The value of a fence key."""
+_WATCH_RAN: Final = 1.0
+"""Seconds a watch must have run for the next one to start at once when it breaks."""
 
 
 def _default_parse_error(key: bytes, value: bytes, error: Exception) -> None:
@@ -174,8 +178,11 @@ class EtcdProposer:
     """Commits through an etcd cluster; each process holds a replica fed by a watch.
 
     Give it to ``open_store(schema, proposer=EtcdProposer([...]))`` or use
-    ``open_store(schema, etcd=[...], prefix=...)``. ``max_retries`` bounds how often a
-    transaction function is re-run after another process changed what it read;
+    ``open_store(schema, etcd=[...], prefix=...)``. The store's keys go under ``prefix``
+    followed by ``/``; a trailing ``/`` is optional (``"/registry/"`` and ``"/registry"`` are
+    the same prefix). ``max_retries`` bounds how often a transaction function is re-run,
+    each time after a random back-off (see ``catch_up``), after another process changed
+    what it read;
     ``on_parse_error(key, value, error)`` hears of objects that no longer decode under the
     schema (they are left out of the replica); ``on_resync(version)`` of every re-list
     after the watch's revision was compacted. ``resyncs`` counts those. A watch silent for
@@ -207,12 +214,17 @@ class EtcdProposer:
         on_resync: Callable[[Version], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if not prefix or prefix.endswith("/"):
-            raise ValueError(f"etcd prefix must be non-empty without a trailing '/': {prefix!r}")
+        # "/registry/" and "/registry" are one prefix: etcd users end prefixes with "/", and
+        # the keys go under "<prefix>/" either way.
+        stem = prefix.removesuffix("/")
+        if not stem:
+            raise ValueError(
+                f"etcd prefix must name the keys' prefix, such as 'app' or '/registry/': {prefix!r}"
+            )
         if max_txns_in_flight < 1:
             raise ValueError(f"max_txns_in_flight must be at least 1, not {max_txns_in_flight}")
         self.client = EtcdClient(endpoints, timeout=timeout, ssl_context=ssl_context)
-        self.prefix = prefix.encode() + b"/"
+        self.prefix = stem.encode() + b"/"
         self.max_retries = max_retries
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
@@ -235,6 +247,7 @@ class EtcdProposer:
         self._decoders: dict[str, Callable[[Any], Any]] = {}
         self._uniques: dict[str, list[IndexSpec]] = {}
         self._revision = 0  # the last revision the replica has fully applied
+        self._watching_since: float | None = None  # when the current watch was created
         self._store: Store | None = None
         # Object keys being committed by tasks of this process, and the event set when done.
         self._inflight: dict[bytes, trio.Event] = {}
@@ -435,7 +448,12 @@ class EtcdProposer:
     async def commit_prepared(self, prepared: Prepared) -> Version:
         """Send the txn (shared with other transactions of this process committing at the
         same time); return its revision, or raise Conflict (the store catches up and re-runs
-        the transaction). An unknown outcome is resolved through the fence."""
+        the transaction). An unknown outcome is resolved through the fence.
+
+        The keys the transaction writes are this task's while its txn is in flight; other
+        tasks of this process needing one wait, then re-run (``Conflict(local=True)``). After
+        a failed compare they stay held until the store has passed the Conflict to
+        ``catch_up`` and it returned (it always does: see TransactionalProposer)."""
         inflight = self._inflight
         busy = {inflight[key] for key in prepared.expect if key in inflight}
         if busy:  # another task here is committing a key this needs: wait, then re-run
@@ -445,19 +463,23 @@ class EtcdProposer:
         done = trio.Event()
         for key in prepared.written:
             inflight[key] = done
+        held = False
         self._writers += 1
         try:
-            version = await self._submit(prepared)
+            try:
+                version = await self._submit(prepared)
+            except Conflict as conflict:
+                held = True
+                release = functools.partial(_release, inflight, prepared.written, done)
+                raise _Held(conflict, release) from None
             store = self._store
             if store is not None and store.version < version:  # (no checkpoint if it has)
                 await store.wait_for(version)
             return version
         finally:
             self._writers -= 1
-            for key in prepared.written:
-                if inflight.get(key) is done:
-                    del inflight[key]
-            done.set()
+            if not held:
+                _release(inflight, prepared.written, done)
 
     async def _submit(self, prepared: Prepared) -> Version:
         """Send ``prepared`` in a txn and wait for its outcome.
@@ -583,7 +605,8 @@ class EtcdProposer:
             }
             try:
                 response = await self.client.call("kv/txn", body, write=True)
-            except OutcomeUnknown:
+            except OutcomeUnknown as exc:
+                log.info("etcd txn's outcome is unknown, settling it through the fence: %s", exc)
                 try:
                     version = await self._resolve(witness, start)
                 except (Conflict, ProposalFailed) as exc:
@@ -741,15 +764,37 @@ class EtcdProposer:
         return None  # not reached: the watch raises when it ends
 
     async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
-        """Wait until the replica has what a failed compare saw (at most 5 s), then back
-        off for a random time growing with ``attempt`` (so contending writers spread)."""
-        with trio.move_on_after(5):
-            await store.wait_for(Version(conflict.revision))
-            state = store._state
-            while any(_current(state, table, id) is not None for table, id in conflict.gone):
-                await store.wait_for(Version(state.version.index + 1))
-        if attempt:
-            await trio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.1)))
+        """Wait until the replica has what a failed compare saw (at most 5 s); then, unless
+        ``attempt`` is 0 (no run follows), back off before the function's ``attempt``-th
+        run again: sleep a random time below ``backoff_bound(attempt)``, then wait, at most
+        as long again, for the next commit to reach the replica, and return as soon as it
+        does.
+
+        Until this returns, the keys the transaction writes stay held (see
+        ``commit_prepared``): the other tasks of this process that need them wait too. The
+        process backs off as a whole; otherwise the next of its tasks re-runs at once, on a
+        replica that has not yet seen the commit that made the compare fail, and its txn
+        fails too: retries that no back-off slows.
+
+        The random sleep spreads contending writers over more and more commits. Returning
+        right after a commit lands sends the run again when the key is least likely to have
+        a txn in flight: retries sent at random moments mostly meet the txn of a writer whose
+        last commit just succeeded (it never backs off), and lose again.
+        """
+        try:
+            with trio.move_on_after(5):
+                state = store._state
+                await store.wait_for(Version(conflict.revision))
+                while any(_current(state, table, id) is not None for table, id in conflict.gone):
+                    await store.wait_for(Version(state.version.index + 1))
+            if attempt:
+                bound = backoff_bound(attempt)
+                await trio.sleep(random.uniform(0, bound))
+                with trio.move_on_after(bound):
+                    await store.wait_for(Version(store.version.index + 1))
+        finally:
+            if isinstance(conflict, _Held):
+                conflict.release()
 
     # -- the replica feed --------------------------------------------------------------------
 
@@ -770,28 +815,38 @@ class EtcdProposer:
             "progress_notify": True,
             "prev_kv": False,
         }
-        delay = 0.05
+        delay = 0.0
         while True:
             try:
                 request["start_revision"] = self._revision + 1
                 await self._watch_once(store, request)
-                delay = 0.05
+                delay = 0.0
             except Compacted:
                 await self._relist(store)
             except EtcdUnavailable as exc:
+                # A watch that had been running resumes at once on the next member (commits
+                # wait for the replica: a member restarting must not stall them); one that
+                # could not start, or broke as soon as it had, waits longer each time.
+                since = self._watching_since
+                if since is not None and trio.current_time() - since >= _WATCH_RAN:
+                    delay = 0.0
+                else:
+                    delay = min(max(delay * 2, 0.05), 2.0)
                 log.info("etcd watch interrupted, resuming from %d: %s", self._revision, exc)
                 await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     async def _watch_once(self, store: Store, request: dict[str, Any]) -> None:
         """Follow one watch until it breaks (EtcdUnavailable, Compacted) or its member
         stops answering (then fail over and return)."""
+        self._watching_since = None
         try:
             async with trio.open_nursery() as nursery:
                 heard = [trio.current_time()]
                 nursery.start_soon(self._watchdog, nursery.cancel_scope, heard)
                 async with aclosing(self.client.watch(request)) as results:
                     async for result in results:
+                        if self._watching_since is None:  # etcd's first message: created
+                            self._watching_since = trio.current_time()
                         heard[0] = trio.current_time()
                         events = result.get("events")
                         if events:
@@ -932,6 +987,29 @@ def _mod_equal(key: bytes, revision: int) -> dict[str, Any]:
 
 def _absent(key: bytes) -> dict[str, Any]:
     return {"target": "CREATE", "key": b64(key), "result": "EQUAL", "create_revision": 0}
+
+
+def backoff_bound(attempt: int) -> float:
+    """Seconds: the longest back-off before running a transaction for the ``attempt``-th
+    time again after a conflict (the back-off is random below it, "full jitter"):
+    1 ms · 2^attempt, at most 100 ms."""
+    return min(0.001 * 2.0**attempt, 0.1)
+
+
+def _release(inflight: dict[bytes, trio.Event], keys: list[bytes], done: trio.Event) -> None:
+    """Give up ``keys`` (those still held by ``done``'s transaction) and wake their waiters."""
+    for key in keys:
+        if inflight.get(key) is done:
+            del inflight[key]
+    done.set()
+
+
+class _Held(Conflict):
+    """A Conflict whose transaction still holds its keys: ``catch_up`` calls ``release``."""
+
+    def __init__(self, conflict: Conflict, release: Callable[[], None]) -> None:
+        super().__init__(conflict.revision, conflict.gone)
+        self.release = release
 
 
 def _current(state: StoreState, table: str, id: str) -> Any:

@@ -6,15 +6,23 @@ comes back through the watch, so its cost per message counts). Keys and values a
 here and base64 on the wire; etcd's int64 fields arrive as strings and zero values are
 omitted, so readers use ``.get`` with defaults.
 
-Fail-over: a request that could not be sent (connection refused, connect timeout) moves on to
-the next endpoint and is retried there. A write that may have reached a server before the
-connection broke raises :class:`OutcomeUnknown`: only the caller can tell whether it applied.
+Fail-over: a request that no member acted on moves on to the next endpoint and is sent again
+there: it could not be sent (connection refused or reset before it went out), or the member
+refused it before acting on it (not ready yet, catching up after a restart, a learner). So is
+a read whatever went wrong: a member shutting down (etcd's gateway answers HTTP 408 "grpc: the
+client connection is closing" during a graceful stop), a leader election, a timeout. After a
+round of endpoints without an answer the client pauses, a little longer each round, and goes
+round again, for up to ``timeout`` seconds: a cluster electing a leader, or members restarted
+one by one, comes back within that. A write that a member may have acted on before failing
+raises :class:`OutcomeUnknown` at once: only the caller can tell whether it applied.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import random
 import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -28,14 +36,37 @@ if TYPE_CHECKING:
 
     import httpx
 
+log = logging.getLogger("watchstore.etcd")
+
 MIN_VERSION: Final = (3, 4)
 """The oldest etcd whose JSON gateway serves ``/v3`` (3.3 had only ``/v3beta``)."""
 
 # gRPC status codes etcd puts in the gateway's error bodies.
+_CANCELED: Final = 1
+"""With HTTP 408 "grpc: the client connection is closing": the gateway's connection to its
+own member is closing, as the member shuts down."""
+_DEADLINE_EXCEEDED: Final = 4
 _OUT_OF_RANGE: Final = 11
 _UNAVAILABLE: Final = 14
-_DEADLINE_EXCEEDED: Final = 4
-_TOO_LARGE: Final = ("too many operations in txn request", "request is too large")
+_TOO_LARGE: Final = (
+    "too many operations in txn request",
+    "request is too large",
+    "received message larger than max",  # gRPC's own limit, a little above etcd's
+)
+_REFUSED: Final = (
+    "etcdserver: too many requests",  # applying lags committing (catching up after a restart)
+    "etcdserver: not capable",  # the cluster version is not agreed yet (just started)
+    "etcdserver: no leader",
+    "etcdserver: rpc not supported for learner",
+)
+"""Answers etcd gives before it acts on a request (HTTP 429 or 503): the member is not ready
+for it, another may be. Every other unavailable answer may come after a write was proposed
+("request timed out", "server stopped", the gateway's connection closing)."""
+_NO_SPACE: Final = "database space exceeded"
+_FIRST_PAUSE: Final = 0.05
+"""Seconds: the longest pause after the first round of endpoints that all failed; it doubles
+each round, up to ``_LONGEST_PAUSE``."""
+_LONGEST_PAUSE: Final = 1.0
 
 
 class EtcdUnavailable(EtcdError):
@@ -43,7 +74,13 @@ class EtcdUnavailable(EtcdError):
 
 
 class OutcomeUnknown(EtcdUnavailable):
-    """A write may or may not have been applied: the connection failed after sending it."""
+    """A write may or may not have been applied: the connection failed after sending it, or
+    the member failed while handling it."""
+
+
+class Refused(EtcdUnavailable):
+    """A member refused a request before acting on it (not ready, catching up, a learner):
+    another member may serve it; a write was not applied."""
 
 
 class Compacted(EtcdError):
@@ -141,7 +178,12 @@ class EtcdClient:
                 self.fail_over()
                 continue
             if response.status_code != 200:
-                raise _error_of(response)
+                error = _error_of(response)
+                if not isinstance(error, EtcdUnavailable):
+                    raise error
+                errors.append(f"{self.endpoint}: {error}")  # shutting down, not ready
+                self.fail_over()
+                continue
             version = str(response.json().get("etcdserver", "0"))
             if _parse_version(version) < MIN_VERSION:
                 raise EtcdError(
@@ -176,41 +218,38 @@ class EtcdClient:
     async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
         """POST ``body`` to ``/v3/{method}`` and return the decoded response.
 
-        A request that never reached a server is retried on the next endpoints (each once);
-        after that EtcdUnavailable. With ``write``, a failure after sending raises
-        OutcomeUnknown; a read is retried like an unsent request.
+        A request no member acted on (never sent, or refused before the member acted on it)
+        goes to the next endpoint, and so does a read whatever went wrong, round the
+        endpoints (see ``_Rounds``) for up to ``timeout`` seconds; then EtcdUnavailable. With
+        ``write``, a failure after a member may have acted on it raises OutcomeUnknown at
+        once: the caller settles it (sending it again could apply it twice).
         """
         httpx = self._httpx
         data = json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"}
-        last: BaseException | None = None
-        for _ in range(len(self.endpoints)):
+        rounds = _Rounds(self, method)
+        while True:
             url = f"{self.endpoint}/v3/{method}"
+            failure: BaseException
             try:
                 response = await self._client.post(url, content=data, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                last = exc
-                self.fail_over()
-                continue
+                failure = exc  # never sent
             except httpx.TransportError as exc:
-                self.fail_over()
                 if write:
+                    self.fail_over()
                     raise OutcomeUnknown(f"etcd {method} at {url}: {exc!r}") from exc
-                last = exc
-                continue
-            if response.status_code == 200:
-                return response.json()
-            error = _error_of(response)
-            if isinstance(error, EtcdUnavailable):
-                self.fail_over()
-                if write:
-                    raise OutcomeUnknown(str(error)) from None
-                last = error
-                continue
-            raise error
-        raise EtcdUnavailable(
-            f"no etcd endpoint could serve {method} ({', '.join(self.endpoints)}): {last!r}"
-        )
+                failure = exc
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                failure = _error_of(response)
+                if not isinstance(failure, EtcdUnavailable):
+                    raise failure
+                if write and not isinstance(failure, Refused):
+                    self.fail_over()
+                    raise OutcomeUnknown(f"etcd {method} at {url}: {failure}") from failure
+            await rounds.next(f"{url}: {_describe(failure)}")
 
     async def watch(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Open one watch (``body`` is its ``create_request``) and yield each ``result``.
@@ -252,6 +291,41 @@ class EtcdClient:
             raise EtcdUnavailable(f"etcd watch at {url} broke: {exc!r}") from exc
         self.fail_over()
         raise EtcdUnavailable(f"etcd watch at {url} ended")
+
+
+class _Rounds:
+    """Where a request goes after a failure that another member, or the same one a little
+    later, may not have: the next endpoint at once; after a whole round of failures, a pause
+    of a random time below a bound that starts at ``_FIRST_PAUSE`` and doubles each round (at
+    most ``_LONGEST_PAUSE``; random, so that the clients of a cluster that comes back do not
+    all come back at once), then round again. EtcdUnavailable, naming each failure of the
+    last round, once the client's ``timeout`` has passed."""
+
+    def __init__(self, client: EtcdClient, method: str) -> None:
+        self._client = client
+        self._method = method
+        self._deadline = trio.current_time() + client.timeout
+        self._failures: list[str] = []
+        self._rounds = 0
+
+    async def next(self, failure: str) -> None:
+        """Record ``failure`` of the current endpoint and move on (pausing after a round)."""
+        client = self._client
+        self._failures.append(failure)
+        client.fail_over()
+        log.info("etcd %s failed at %s; trying %s", self._method, failure, client.endpoint)
+        if len(self._failures) < len(client.endpoints):
+            return
+        left = self._deadline - trio.current_time()
+        if left <= 0:
+            raise EtcdUnavailable(
+                f"no etcd endpoint could serve {self._method} for {client.timeout:g} s: "
+                + "; ".join(self._failures)
+            )
+        self._failures = []
+        bound = min(_FIRST_PAUSE * 2**self._rounds, _LONGEST_PAUSE)
+        self._rounds += 1
+        await trio.sleep(min(random.uniform(0, bound), left))
 
 
 class _BadResponse(Exception):
@@ -443,16 +517,27 @@ def _error_of(response: httpx.Response) -> StoreError:
 
 
 def _error_from(data: Any, status: int) -> StoreError:
+    """The error of an answer other than 200: the gateway's body (``message``, ``code``: the
+    gRPC status code) and the HTTP ``status``."""
     if not isinstance(data, dict):
         data = {"message": str(data)}
     message = str(data.get("message") or data.get("error") or data)
     code = data.get("grpc_code", data.get("code"))
-    if any(text in message for text in _TOO_LARGE) or status == 429:
+    if any(text in message for text in _TOO_LARGE):
         return TransactionTooLarge(f"etcd refused the transaction: {message}")
+    if _NO_SPACE in message:
+        return EtcdError(
+            f"etcd refuses writes: {message}. Its database reached its quota "
+            "(--quota-backend-bytes): compact and defragment it, then disarm the NOSPACE alarm "
+            "(etcdctl alarm disarm)"
+        )
     if code == _OUT_OF_RANGE or "compacted" in message:
         return Compacted(message)
+    if any(text in message for text in _REFUSED):
+        return Refused(f"etcd member is not ready: {message}")
     if (
-        code in (_UNAVAILABLE, _DEADLINE_EXCEEDED)
+        code in (_CANCELED, _UNAVAILABLE, _DEADLINE_EXCEEDED)
+        or status == 408
         or status >= 500
         or "leader" in message
         or "timed out" in message
