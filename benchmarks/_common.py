@@ -22,7 +22,7 @@ import attrs
 import trio
 
 import watchstore as ws
-from watchstore._codec import dump_data, encode
+from watchstore.core.codec import dump_data, encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence

@@ -111,8 +111,8 @@ from benchmarks._common import (
     versions_line,
     write_json,
 )
-from watchstore._bodies import Format1
-from watchstore._records import HEADER_SIZE, SNAPSHOT, SegmentHeader, pack_record
+from watchstore.log.bodies import Format1
+from watchstore.log.records import HEADER_SIZE, SNAPSHOT, SegmentHeader, pack_record
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -7,10 +7,10 @@ loopback port with a temporary data dir, and stopped at the end.
    store opened with ``etcd=[endpoint]`` (one etcd txn: compares on the object key and on
    the process's fence key, the put of the object; the call returns once the store's own
    watch has applied it), next to raw ``kv/put`` calls of the same JSON through the same HTTP client
-   (``watchstore._etcdclient.EtcdClient``, its own instance, same settings): the floor for
+   (``watchstore.etcd.client.EtcdClient``, its own instance, same settings): the floor for
    one etcd write, with nobody watching its keys.
 2. The same with 16 concurrent writers (trio tasks on one store / one client). The store's
-   writers share txns (group commit: see ``watchstore._etcd``); each raw put is a request.
+   writers share txns (group commit: see ``watchstore.etcd.proposer``); each raw put is a request.
 3. Replica lag: a second OS process holds a replica of the same prefix and watches it; this
    process commits objects carrying ``time.time()``, one at a time, and the other records
    ``time.time()`` when each event arrives. p50 and p99 of the difference.
@@ -66,8 +66,8 @@ from benchmarks._common import (
     version_of,
 )
 from tests.etcd_cluster import EtcdCluster
-from watchstore._codec import dump_data, encode
-from watchstore._etcdclient import EtcdClient, b64
+from watchstore.core.codec import dump_data, encode
+from watchstore.etcd.client import EtcdClient, b64
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

@@ -18,7 +18,7 @@ import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
-from watchstore._codec import encode
+from watchstore.core.codec import encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -22,12 +22,12 @@ import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
-from watchstore._cli import ExitCode, locate_demo, main, run_script
-from watchstore._codec import encode
-from watchstore._manifest import read_manifest, write_manifest
-from watchstore._records import CHANGE, Record, pack_record, parse_header, scan
-from watchstore._rows import codec_for
-from watchstore._rows import encode as encode_row_data
+from watchstore.cli.main import ExitCode, locate_demo, main, run_script
+from watchstore.core.codec import encode
+from watchstore.log.manifest import read_manifest, write_manifest
+from watchstore.log.records import CHANGE, Record, pack_record, parse_header, scan
+from watchstore.log.rows import codec_for
+from watchstore.log.rows import encode as encode_row_data
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import watchstore as ws
 from tests.schema import Node, State, Task
-from watchstore._codec import DecodeError, decoder_for, dump_data, encode, object_json
+from watchstore.core.codec import DecodeError, decoder_for, dump_data, encode, object_json
 
 
 @attrs.frozen

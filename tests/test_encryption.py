@@ -8,7 +8,7 @@ import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
-from watchstore._records import pack_record, parse_header, scan
+from watchstore.log.records import pack_record, parse_header, scan
 
 if TYPE_CHECKING:
     import pathlib

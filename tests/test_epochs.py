@@ -12,13 +12,13 @@ import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
-from watchstore import _store as ws_store
-from watchstore._compaction import write_epoch_inline
+from watchstore.log.compaction import write_epoch_inline
+from watchstore.service import store as ws_store
 
 if TYPE_CHECKING:
     import pathlib
 
-    from watchstore._log import EpochLog, PreparedEpoch
+    from watchstore.log.epochlog import EpochLog, PreparedEpoch
 
 
 async def fill(store: ws.Store, start: int, stop: int) -> None:

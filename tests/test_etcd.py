@@ -21,8 +21,8 @@ import trio.testing
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, Tls, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
-from watchstore._codec import encode
-from watchstore._etcdclient import (
+from watchstore.core.codec import encode
+from watchstore.etcd.client import (
     Compacted,
     EtcdUnavailable,
     OutcomeUnknown,

@@ -19,8 +19,8 @@ import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Task
 from tests.test_etcd import fake_http
-from watchstore._etcd import backoff_bound
-from watchstore._etcdclient import EtcdUnavailable, b64
+from watchstore.etcd.client import EtcdUnavailable, b64
+from watchstore.etcd.proposer import backoff_bound
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator

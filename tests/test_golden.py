@@ -16,7 +16,7 @@ import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
-from watchstore._records import parse_header
+from watchstore.log.records import parse_header
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 CREATED_NODES = 1795367199.5152502

@@ -26,9 +26,9 @@ import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
-from watchstore import _log as ws_log
-from watchstore._manifest import Manifest, read_manifest, write_manifest
-from watchstore._records import (
+from watchstore.log import epochlog as ws_log
+from watchstore.log.manifest import Manifest, read_manifest, write_manifest
+from watchstore.log.records import (
     CHANGE,
     HEADER_SIZE,
     SNAPSHOT,

@@ -16,9 +16,9 @@ import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
-from watchstore import _logproposer as ws_logproposer
-from watchstore._manifest import Manifest, read_manifest, write_manifest
-from watchstore._records import HEADER_SIZE, Record, parse_header, scan
+from watchstore.log import proposer as ws_logproposer
+from watchstore.log.manifest import Manifest, read_manifest, write_manifest
+from watchstore.log.records import HEADER_SIZE, Record, parse_header, scan
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import watchstore as ws
-from watchstore._state import StoreState
+from watchstore.core.state import StoreState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

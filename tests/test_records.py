@@ -1,6 +1,6 @@
 """The epoch log's framing (sans-I/O): segment headers, records, and format 1's torn-tail rule.
 
-Format 1's rule (see ``watchstore/_records.py``): a crash leaves a prefix of one append or a
+Format 1's rule (see ``watchstore/log/records.py``): a crash leaves a prefix of one append or a
 zero-filled extension of the file, so a record cut off by the end of the data is a torn tail
 (safe to truncate), zeros to the end are space written ahead (padding); a complete record
 that does not verify, or anything wrong followed by more data, is corruption. Format 2's rule
@@ -16,7 +16,7 @@ from crc32c import crc32c
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from watchstore._records import (
+from watchstore.log.records import (
     CHANGE,
     HEADER_SIZE,
     KINDS,

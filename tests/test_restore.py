@@ -1,4 +1,4 @@
-"""Restoring a log into the tables in bulk (``_tables.restore_tables``): the tables it builds
+"""Restoring a log into the tables in bulk (``core.tables.restore_tables``): the tables it builds
 and the changes it returns are those of replaying every object and change one write at a time
 (``StoreState.apply``); where an index needs per-object checks it falls back to them."""
 
@@ -11,11 +11,11 @@ import attrs
 import pytest
 
 import watchstore as ws
-from watchstore._bodies import Format1
-from watchstore._codec import LoggedActions, dump_data, encode, load_members
-from watchstore._model import ActionKind, Change, Meta, StoreAction, Version
-from watchstore._state import StoreState
-from watchstore._tables import TableState, restore_tables
+from watchstore.core.codec import LoggedActions, dump_data, encode, load_members
+from watchstore.core.model import ActionKind, Change, Meta, StoreAction, Version
+from watchstore.core.state import StoreState
+from watchstore.core.tables import TableState, restore_tables
+from watchstore.log.bodies import Format1
 
 
 @attrs.frozen

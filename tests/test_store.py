@@ -204,7 +204,7 @@ async def test_a_lone_commit_fsynced_inline_lets_other_tasks_run_at_once(
 async def test_the_writers_lock_is_free_when_its_waiter_was_cancelled_before_release() -> None:
     # The waiter is cancelled (it leaves the lot) but has not run yet when the holder
     # releases: nobody is left to hand the lock to, so it must be free, not held by nobody.
-    from watchstore._store import WriteLock
+    from watchstore.service.store import WriteLock
 
     lock = WriteLock()
     lock.held = True

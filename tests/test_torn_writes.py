@@ -19,7 +19,7 @@ from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchstore._records import (
+from watchstore.log.records import (
     CHANGE,
     HEADER_SIZE,
     RECORD_HEAD_2,

@@ -11,7 +11,7 @@ import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
-from watchstore._events import Router
+from watchstore.core.events import Router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -219,7 +219,7 @@ def test_a_specifier_with_an_unhashable_value_is_refused_when_made() -> None:
 
 
 def test_the_history_replays_exactly_the_commits_it_keeps() -> None:
-    from watchstore._history import History
+    from watchstore.core.history import History
 
     def change(index: int, size: int) -> ws.Change:
         actions = [

@@ -1,6 +1,6 @@
-"""``python -m watchstore``: the ``watchstore`` command (see ``watchstore._cli``)."""
+"""``python -m watchstore``: the ``watchstore`` command (see ``watchstore.cli.main``)."""
 
-from watchstore._cli import main
+from watchstore.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

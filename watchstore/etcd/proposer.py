@@ -71,15 +71,17 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from ._codec import DecodeError, decoder_for, dump_data, encode, loads
-from ._errors import (
+from ..core.codec import DecodeError, decoder_for, dump_data, encode, loads
+from ..core.errors import (
     EtcdError,
     HistoryCompacted,
     ProposalFailed,
     StoreClosed,
     TransactionTooLarge,
 )
-from ._etcdclient import (
+from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ..core.proposer import Conflict
+from .client import (
     Compacted,
     EtcdClient,
     EtcdUnavailable,
@@ -88,17 +90,15 @@ from ._etcdclient import (
     prefix_end,
     unb64,
 )
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
-from ._proposer import Conflict
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Iterable, Sequence
 
-    from ._schema import IndexSpec, Schema
-    from ._state import StoreState
-    from ._store import Store
-    from ._txn import TrackingTx
+    from ..core.schema import IndexSpec, Schema
+    from ..core.state import StoreState
+    from ..core.txn import TrackingTx
+    from ..service.store import Store
 
 log = logging.getLogger("watchstore.etcd")
 
@@ -909,7 +909,7 @@ class EtcdProposer:
 
     async def _relist(self, store: Store) -> None:
         """Re-list after the watch's start revision was compacted; apply the difference."""
-        from ._state import difference
+        from ..core.state import difference
 
         revision, objects = await self._list()
         listed = {name: {obj.id: obj for obj in objs} for name, objs in objects.items()}

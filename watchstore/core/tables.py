@@ -17,13 +17,13 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from ._codec import LoggedActions
-from ._errors import InvalidObject, InvalidQuery, StoreError
-from ._model import ActionKind, Change, new_action, new_change
-from ._query import AnyOf, Between, Prefix, starts_with
-from ._schema import IndexSpec, Table, key_family
-from ._sorted import LazySortedSet
-from ._writer import compile_write
+from .codec import LoggedActions
+from .errors import InvalidObject, InvalidQuery, StoreError
+from .model import ActionKind, Change, new_action, new_change
+from .query import AnyOf, Between, Prefix, starts_with
+from .schema import IndexSpec, Table, key_family
+from .sorted import LazySortedSet
+from .writer import compile_write
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -171,7 +171,7 @@ class TableState:
         """``write(id, old, new)``: replace ``old`` (None = absent) by ``new`` (None = delete).
 
         Every key of ``new`` is checked (orderable, unique) before anything changes, so on an
-        exception the table is exactly as it was. See ``_writer.py``.
+        exception the table is exactly as it was. See ``core/writer.py``.
         """
 
     def load(self, rows: dict[str, Any]) -> None:

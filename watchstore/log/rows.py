@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import msgspec
 
-from ._errors import SchemaMismatch
-from ._fieldtypes import field_hints
-from ._model import Meta, new_meta, new_version
+from ..core.errors import SchemaMismatch
+from ..core.fieldtypes import field_hints
+from ..core.model import Meta, new_meta, new_version
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._schema import Table
+    from ..core.schema import Table
 
 META_ROW: Final = tuple[int | None, float, float]
 """How ``meta`` is written in a row."""

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
-from ._errors import HistoryCompacted, StoreClosed, StoreError, WatchOverflow
-from ._model import ORIGIN, Change, StoreAction, Version
-from ._state import difference
-from ._store import Store
-from ._watch import Watch
+from ..core.errors import HistoryCompacted, StoreClosed, StoreError, WatchOverflow
+from ..core.model import ORIGIN, Change, StoreAction, Version
+from ..core.state import difference
+from .store import Store
+from .watch import Watch
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._state import Snapshot
-    from ._store import Batch
-    from ._txn import Tx
+    from ..core.state import Snapshot
+    from ..core.txn import Tx
+    from .store import Batch
 
 R = TypeVar("R")
 

@@ -10,7 +10,7 @@ are written in a worker thread, so the writers not in them go on. No write block
 thread once the last one took longer than ``inline_write_limit``: a slow disk must not stall
 the other tasks.
 Compaction hands the committer a prepared epoch to switch to between two batches (see
-``_log.EpochLog.switch``).
+``log.epochlog.EpochLog.switch``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 import attrs
 import trio
 
-from ._errors import CompactionFailed, InvalidObject, ProposalFailed
-from ._files import reason
-from ._model import Change, StoreAction, Version, new_version
+from ..core.errors import CompactionFailed, InvalidObject, ProposalFailed
+from ..core.model import Change, StoreAction, Version, new_version
+from .files import reason
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._log import EpochLog, PreparedEpoch, Tail
-    from ._state import Snapshot
+    from ..core.state import Snapshot
+    from .epochlog import EpochLog, PreparedEpoch, Tail
 
 T = TypeVar("T")
 

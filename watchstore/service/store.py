@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import trio
 
-from ._codec import encoded_size
-from ._compaction import write_epoch_in_child, write_epoch_inline
-from ._errors import (
+from ..core.codec import encoded_size
+from ..core.errors import (
     CompactionFailed,
     HistoryCompacted,
     InvalidQuery,
@@ -29,25 +28,26 @@ from ._errors import (
     StoreError,
     TransactionTooLarge,
 )
-from ._etcd import EtcdProposer
-from ._events import check_specs
-from ._history import DEFAULT_HISTORY_BYTES
-from ._log import EpochLog, Recovery, Restored
-from ._logproposer import Durability, LogProposer, Submission
-from ._model import Meta
-from ._proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
-from ._schema import Schema
-from ._state import Snapshot, StoreState
-from ._tables import restore_tables
-from ._txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
-from ._watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
+from ..core.events import check_specs
+from ..core.history import DEFAULT_HISTORY_BYTES
+from ..core.model import Meta
+from ..core.proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
+from ..core.schema import Schema
+from ..core.state import Snapshot, StoreState
+from ..core.tables import restore_tables
+from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
+from ..etcd.proposer import EtcdProposer
+from ..log.compaction import write_epoch_in_child, write_epoch_inline
+from ..log.epochlog import EpochLog, Recovery, Restored
+from ..log.proposer import Durability, LogProposer, Submission
+from .watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
-    from ._events import Event, Spec
-    from ._model import Change, Version
-    from ._replica import Replica
+    from ..core.events import Event, Spec
+    from ..core.model import Change, Version
+    from .replica import Replica
 
 R = TypeVar("R")
 
@@ -631,7 +631,7 @@ class Store:
         and shared) and follows every commit; if it falls more than ``queue`` commits behind
         it catches up from a fresh snapshot (``replica.resyncs`` counts that).
         """
-        from ._replica import Replica, _NoProposer
+        from .replica import Replica, _NoProposer
 
         self._check_open()
         with lone_errors_unwrapped():

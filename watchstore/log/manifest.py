@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Final
 import attrs
 from crc32c import crc32c
 
-from ._errors import LogCorrupt
-from ._files import write_file_atomically
-from ._records import HEADER_SIZE, HeaderError, parse_header
+from ..core.errors import LogCorrupt
+from .files import write_file_atomically
+from .records import HEADER_SIZE, HeaderError, parse_header
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ._records import SegmentHeader
+    from .records import SegmentHeader
 
 MANIFEST: Final = "MANIFEST"
 MAX_MANIFEST: Final = 4096

@@ -1,7 +1,7 @@
 """Watches on trio: bounded per-watcher queues fed by the commit path, and the commit history.
 
 The commit callback calls ``Hub.publish(change)`` synchronously: it records the change in the
-history ring, routes its events (``_events.Router``) and appends each watcher's share to that
+history ring, routes its events (``core.events.Router``) and appends each watcher's share to that
 watcher's queue, a whole transaction at a time. Nothing there waits, so a watcher that does not
 read never slows a writer or another watcher: when a transaction would not fit in its queue, the
 watcher is dropped and, after the events it already has, raises ``WatchOverflow(last_version)``
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import trio
 
-from ._errors import WatcherFailed, WatchOverflow
-from ._events import Router, Spec
-from ._history import DEFAULT_HISTORY_BYTES, History
-from ._model import Change, Version, action_fields, new_action, new_change
+from ..core.errors import WatcherFailed, WatchOverflow
+from ..core.events import Router, Spec
+from ..core.history import DEFAULT_HISTORY_BYTES, History
+from ..core.model import Change, Version, action_fields, new_action, new_change
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

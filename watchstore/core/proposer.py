@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._errors import HistoryCompacted
-from ._model import ORIGIN, Change, StoreAction, Version, new_version
+from .errors import HistoryCompacted
+from .model import ORIGIN, Change, StoreAction, Version, new_version
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._store import Store
-    from ._txn import TrackingTx
+    from ..service.store import Store
+    from .txn import TrackingTx
 
 
 class Proposer(Protocol):

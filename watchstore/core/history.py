@@ -21,11 +21,11 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ._fieldtypes import object_size
-from ._model import action_fields, new_action, new_change, new_version
+from .fieldtypes import object_size
+from .model import action_fields, new_action, new_change, new_version
 
 if TYPE_CHECKING:
-    from ._model import Change, Version
+    from .model import Change, Version
 
 
 FIELDS = 4  # entries per commit in History._entries

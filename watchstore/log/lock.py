@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._errors import StorageError, StoreLocked
-from ._files import FILE_MODE, fsync_dir, reason, write_file_atomically
+from ..core.errors import StorageError, StoreLocked
+from .files import FILE_MODE, fsync_dir, reason, write_file_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable

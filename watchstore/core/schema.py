@@ -19,9 +19,9 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import InvalidObject
-from ._fieldtypes import class_checker
-from ._model import Meta
+from .errors import InvalidObject
+from .fieldtypes import class_checker
+from .model import Meta
 
 # Key families: keys of one index must all be mutually orderable.
 _FAMILY: Final[dict[type, str]] = {

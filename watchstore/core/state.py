@@ -23,11 +23,11 @@ import weakref
 from builtins import id as id_of
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from ._errors import StoreError
-from ._model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
-from ._query import key_matcher
-from ._tables import TableState
-from ._txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Tx, parse_condition
+from .errors import StoreError
+from .model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
+from .query import key_matcher
+from .tables import TableState
+from .txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Tx, parse_condition
 
 DELETE = ActionKind.DELETE
 T = TypeVar("T")
@@ -35,7 +35,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ._schema import Schema
+    from .schema import Schema
 
 
 class UndoLayer:

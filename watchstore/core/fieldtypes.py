@@ -28,8 +28,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import InvalidObject
-from ._model import Meta, Version
+from .errors import InvalidObject
+from .model import Meta, Version
 
 MIN_INT: Final = -(1 << 63)
 MAX_INT: Final = (1 << 64) - 1

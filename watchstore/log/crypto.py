@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 if TYPE_CHECKING:
-    from ._records import SegmentHeader
+    from .records import SegmentHeader
 
 NONCE = 12
 

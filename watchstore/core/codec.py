@@ -25,7 +25,7 @@ from typing import Any, Final, overload
 
 import attrs
 
-from ._model import ActionKind, Meta, StoreAction, Version, new_action, new_meta, new_version
+from .model import ActionKind, Meta, StoreAction, Version, new_action, new_meta, new_version
 
 
 def encode(value: Any) -> Any:
@@ -517,7 +517,7 @@ class LoggedActions(Sequence[StoreAction]):
     lists, each StoreAction made when it is read (``old`` is None: the log holds new objects
     only). A restore keeps every change of the epoch (the history for ``watch_from``); an
     object per action fewer is a third fewer objects for Python's cyclic collector to scan,
-    again and again, while a large store is restored (``_tables.restore_tables`` reads the
+    again and again, while a large store is restored (``core.tables.restore_tables`` reads the
     lists directly). ``size`` is the bytes of the record they were read from (what the
     history counts them as)."""
 

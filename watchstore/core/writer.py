@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import UniqueConflict
-from ._sorted import LazySortedSet
+from .errors import UniqueConflict
+from .sorted import LazySortedSet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._tables import TableState
+    from .tables import TableState
 
 
 def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:

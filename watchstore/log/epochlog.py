@@ -29,9 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._bodies import Columns, Format2, bodies_for, body_version
-from ._crypto import Sealer, SealError
-from ._errors import (
+from ..core.errors import (
     CompactionFailed,
     HistoryCompacted,
     LogCorrupt,
@@ -39,7 +37,10 @@ from ._errors import (
     StorageError,
     StoreError,
 )
-from ._files import (
+from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
+from .bodies import Columns, Format2, bodies_for, body_version
+from .crypto import Sealer, SealError
+from .files import (
     create_exclusive,
     fsync_dir,
     make_directory,
@@ -49,8 +50,8 @@ from ._files import (
     write_all,
     write_file_atomically,
 )
-from ._lock import DirectoryLock
-from ._manifest import (
+from .lock import DirectoryLock
+from .manifest import (
     MANIFEST,
     Manifest,
     check_restored,
@@ -59,8 +60,7 @@ from ._manifest import (
     segment_header,
     write_manifest,
 )
-from ._model import ORIGIN, ActionKind, Change, StoreAction, Version
-from ._records import (
+from .records import (
     CHANGE,
     CHUNK,
     END,
@@ -71,7 +71,7 @@ from ._records import (
     parse_header,
     record_head,
 )
-from ._segment import (
+from .segment import (
     FENCE,
     FORMAT,
     Fence,
@@ -89,7 +89,7 @@ from ._segment import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._schema import Schema
+    from ..core.schema import Schema
 
 PREALLOCATE: Final = 1 << 20
 """Zeros written ahead of the records at the end of the current segment (see ``append``)."""

@@ -39,17 +39,18 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
-from ._errors import (
+from ..core.errors import (
     LogCorrupt,
     StoreError,
     StoreLocked,
     UnsupportedFormat,
 )
-from ._lock import lock_status, unlock
-from ._log import list_epochs, rollback
-from ._manifest import MANIFEST, check_restored, check_segments, read_manifest, segment_header
-from ._model import Version
-from ._rawlog import (
+from ..core.model import Version
+from ..core.schema import Schema
+from ..log.epochlog import list_epochs, rollback
+from ..log.lock import lock_status, unlock
+from ..log.manifest import MANIFEST, check_restored, check_segments, read_manifest, segment_header
+from ..log.rawlog import (
     KIND_NAMES,
     Object,
     RawEpoch,
@@ -61,14 +62,13 @@ from ._rawlog import (
     replay,
     segment_files,
 )
-from ._records import (
+from ..log.records import (
     FLAG_ENCRYPTED,
     HEADER_SIZE,
     HeaderError,
     parse_header,
 )
-from ._schema import Schema
-from ._store import open_store
+from ..service.store import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._errors import InvalidQuery
-from ._model import ActionKind, Change, StoreAction, Version, slot_constructor
+from .errors import InvalidQuery
+from .model import ActionKind, Change, StoreAction, Version, slot_constructor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

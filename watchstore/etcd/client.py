@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
-from ._errors import EtcdError, StoreError, TransactionTooLarge
+from ..core.errors import EtcdError, StoreError, TransactionTooLarge
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence

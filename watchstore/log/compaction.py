@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._bodies import Format2
-from ._errors import CompactionFailed
-from ._files import reason, write_all
+from ..core.errors import CompactionFailed
+from .bodies import Format2
+from .files import reason, write_all
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ._log import EpochLog, PreparedEpoch
-    from ._records import SegmentHeader
-    from ._schema import Schema
-    from ._state import Snapshot
+    from ..core.schema import Schema
+    from ..core.state import Snapshot
+    from .epochlog import EpochLog, PreparedEpoch
+    from .records import SegmentHeader
 
 COMPACT_CHUNK: Final = 200
 """Objects read and encoded between two checkpoints (the in-process path)."""

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from ._errors import WatchOverflow
-from ._events import Created, Deleted, Updated, on
-from ._watch import DEFAULT_QUEUE
+from ..core.errors import WatchOverflow
+from ..core.events import Created, Deleted, Updated, on
+from .watch import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._events import Event
-    from ._store import Store
-    from ._txn import ReadTx
-    from ._watch import Watch
+    from ..core.events import Event
+    from ..core.txn import ReadTx
+    from .store import Store
+    from .watch import Watch
 
 
 class SyncStatus(enum.Enum):

@@ -1,8 +1,8 @@
 """Reading a store's log without its schema: tables by name, objects as decoded JSON dicts.
 
 The ``watchstore`` command inspects, verifies and dumps any store this way, whatever program
-wrote it. ``read_epoch`` checks a segment as opening does (``_log.read_segment``), then every
-record's JSON and the order of versions, and carries on past damage to report it; ``replay``
+wrote it. ``read_epoch`` checks a segment as opening does (``epochlog.read_segment``), then
+every record's JSON and the order of versions, and carries on past damage to report it; ``replay``
 gives the state at the end of an epoch (``strict``: every object must make sense where it
 is); ``rebuild`` loads an epoch as typed objects under a schema, which rebuilds and checks
 every index.
@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._bodies import Columns, bodies_for, generic_change, generic_snapshot
-from ._crypto import Sealer, SealError
-from ._errors import LogCorrupt, SchemaMismatch, StoreError
-from ._model import ActionKind, Version
-from ._records import CHANGE, Record, SegmentHeader, record_size
-from ._segment import body_of, read_segment, sealer_for
-from ._state import StoreState
+from ..core.errors import LogCorrupt, SchemaMismatch, StoreError
+from ..core.model import ActionKind, Version
+from ..core.state import StoreState
+from .bodies import Columns, bodies_for, generic_change, generic_snapshot
+from .crypto import Sealer, SealError
+from .records import CHANGE, Record, SegmentHeader, record_size
+from .segment import body_of, read_segment, sealer_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from ._schema import Schema
+    from ..core.schema import Schema
 
 
 class StoreNotFound(StoreError):

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ._bodies import body_version
-from ._crypto import Sealer, SealError
-from ._errors import LogCorrupt, StoreError, UnsupportedFormat
-from ._records import (
+from ..core.errors import LogCorrupt, StoreError, UnsupportedFormat
+from .bodies import body_version
+from .crypto import Sealer, SealError
+from .records import (
     FLAG_ENCRYPTED,
     HEADER_SIZE,
     SNAPSHOT,
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from ._model import Version
-    from ._records import Source
+    from ..core.model import Version
+    from .records import Source
 
 FORMAT: Final = 2
 """The format version this library writes (and the newest it reads)."""
@@ -126,7 +126,7 @@ def read_fence(directory: Path) -> Fence | None:
 
 
 class FileSource:
-    """A segment file read with ``pread`` (a ``_records.Source``): never whole."""
+    """A segment file read with ``pread`` (a ``log.records.Source``): never whole."""
 
     def __init__(self, fd: int, size: int) -> None:
         self._fd = fd

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import msgspec
 
-from ._codec import (
+from ..core.codec import (
     DecodeError,
     LoggedActions,
     decoder_for,
@@ -38,14 +38,14 @@ from ._codec import (
     skip_space,
     skip_to,
 )
-from ._errors import LogCorrupt, SchemaMismatch
-from ._model import ActionKind, Change, StoreAction, Version, new_change, new_version
-from ._rows import _meta, array_header, codec_for, encode, encode_elements, plain
+from ..core.errors import LogCorrupt, SchemaMismatch
+from ..core.model import ActionKind, Change, StoreAction, Version, new_change, new_version
+from .rows import _meta, array_header, codec_for, encode, encode_elements, plain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._schema import Schema, Table
+    from ..core.schema import Schema, Table
 
 Columns = dict[str, tuple[str, ...]]
 """The columns of each table's rows in a format 2 segment (its snapshot's)."""

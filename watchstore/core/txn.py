@@ -5,7 +5,7 @@ replaced, so reads inside it see its own writes through the real indexes, aborti
 writes in reverse, and a savepoint is a position in that undo list. Other readers never see an
 unfinished transaction: while one is open or awaiting its proposer, readers of the committed
 state (``view`` and snapshots) look through an *overlay* of the replaced objects (see
-``_state.py``), so the hot path of a quiet store stays a plain dict lookup.
+``core/state.py``), so the hot path of a quiet store stays a plain dict lookup.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._errors import (
+from .errors import (
     InvalidObject,
     InvalidQuery,
     ObjectExists,
@@ -21,15 +21,15 @@ from ._errors import (
     SequenceConflict,
     StoreError,
 )
-from ._model import Meta, StoreAction, Version, action_fields, new_action, new_meta
-from ._query import AnyOf, Between, Prefix
-from ._schema import IndexSpec, key_family
-from ._tables import TableState
+from .model import Meta, StoreAction, Version, action_fields, new_action, new_meta
+from .query import AnyOf, Between, Prefix
+from .schema import IndexSpec, key_family
+from .tables import TableState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._state import StoreState
+    from .state import StoreState
 
 
 T = TypeVar("T")
