@@ -96,6 +96,7 @@ from .service.syncer import SyncStatus as SyncStatus
 from .service.syncer import SyncUpdate as SyncUpdate
 from .service.syncer import UpdateKind as UpdateKind
 from .service.watch import Watch as Watch
+from .service.watch import WouldBlock as WouldBlock
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -155,6 +156,7 @@ __all__ = [
     "Watch",
     "WatchOverflow",
     "WatcherFailed",
+    "WouldBlock",
     "any_of",
     "between",
     "on",

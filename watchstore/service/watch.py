@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+import anyio
 import trio
 
 from ..core.errors import WatcherFailed, WatchOverflow
@@ -32,6 +33,11 @@ DEFAULT_QUEUE: Final = 10_000
 """Default most events (or changes) a watcher may have waiting before it overflows."""
 DEFAULT_HISTORY: Final = 10_000
 """Default number of recent commits kept in memory for ``watch_from``."""
+
+
+class WouldBlock(anyio.WouldBlock, trio.WouldBlock):
+    """Raised by ``Watch.receive_nowait`` when nothing is waiting. It is both AnyIO's and
+    trio's ``WouldBlock``, so either ``except`` clause catches it, on either backend."""
 
 
 class Watch(Generic[T]):
@@ -72,14 +78,14 @@ class Watch(Generic[T]):
         return item
 
     def receive_nowait(self) -> T:
-        """Return the next item if one is waiting, else raise ``trio.WouldBlock``."""
+        """Return the next item if one is waiting, else raise :class:`WouldBlock`."""
         if self._replay:
             return self._replay.popleft()
         if self._queue:
             return self._queue.popleft()
         if self._error is not None:
             raise self._error
-        raise trio.WouldBlock
+        raise WouldBlock
 
     def pending(self) -> int:
         """How many items are waiting to be received."""
