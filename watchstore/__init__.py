@@ -1,4 +1,4 @@
-"""watchstore: an embeddable, in-memory, transactional table store for trio.
+"""watchstore: an embeddable, in-memory, transactional table store for trio and asyncio.
 
 Tables of frozen attrs objects with enforced unique and secondary indexes, consistent read
 transactions, atomic write transactions with optimistic concurrency, and O(1) snapshots;
@@ -19,7 +19,7 @@ commits go through a :class:`Proposer`.
             await store.update(lambda tx: tx.create(Task("t1", node_id="n1")))
             print(store.view(lambda tx: tx.find(Task, node_id="n1")))
 
-    trio.run(main)
+    trio.run(main)  # or asyncio.run(main()), or anyio.run(main, backend=...)
 """
 
 from .core.errors import CompactionFailed as CompactionFailed
@@ -84,11 +84,11 @@ from .log.lock import unlock as unlock
 from .log.proposer import Durability as Durability
 from .log.proposer import LogProposer as LogProposer
 from .log.segment import Salvage as Salvage
-from .service.replica import Replica as Replica
 from .service.store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from .service.store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
 from .service.store import SCHEDULE_EVERY as SCHEDULE_EVERY
 from .service.store import Batch as Batch
+from .service.store import Replica as Replica
 from .service.store import Store as Store
 from .service.store import open_store as open_store
 from .service.syncer import Syncer as Syncer

@@ -1,23 +1,41 @@
-"""The Proposer protocol: where commits go to become durable or agreed, and MemoryProposer.
+"""The Proposer protocol: where commits go to become durable or agreed; MemoryProposer.
 
 The store hands each transaction's actions to ``propose_value`` with a ``commit`` callback.
 The proposer must call ``commit(version)`` exactly once, when the change is durable (or agreed
 by a cluster), before any later change is committed, and return the same version. If it raises
 instead, the outcome is unknown: the store undoes the change locally, and if it did commit after
 all it arrives again through the replication path.
+
+That is the whole of what the store needs. Everything else a proposer may bring is a
+capability, declared by implementing one of the protocols below, which the store looks for
+when it opens (it never asks which proposer it has):
+
+- :class:`Lifecycle`: the state to start from (a log's restore, a cluster's listing), its
+  background tasks, and its close.
+- :class:`CommitsAtOnce`: commits in memory, synchronously (no coroutine per commit).
+- :class:`Pipelined`: queues a commit synchronously and makes it durable in the background,
+  so the next writer may begin meanwhile (group commit).
+- :class:`TransactionalProposer`: checks at commit that nothing a transaction read has
+  changed since (optimistic concurrency across processes).
+- :class:`Compacting`: ``store.compact()`` starts a new epoch.
+
+A proposer sees the store it serves as a :class:`Host`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import attrs
+
 from .errors import HistoryCompacted
 from .model import ORIGIN, Change, StoreAction, Version, new_version
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-    from ..service.store import Store
+    from .schema import Schema
+    from .state import Snapshot, StoreState
     from .txn import TrackingTx
 
 
@@ -42,6 +60,139 @@ class Proposer(Protocol):
         ...
 
 
+class Host(Protocol):
+    """The store, as the proposer it opened with sees it."""
+
+    @property
+    def schema(self) -> Schema:
+        """The store's schema."""
+        ...
+
+    @property
+    def version(self) -> Version:
+        """The version of the last committed transaction."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the store is closed."""
+        ...
+
+    def pin(self) -> Snapshot:
+        """A snapshot of the committed state, in O(1) (close it when done)."""
+        ...
+
+    async def wait_for(self, version: Version) -> None:
+        """Return once the store has committed ``version``."""
+        ...
+
+    async def apply_remote(self, build: Callable[[StoreState], Sequence[Change]]) -> None:
+        """Apply the changes ``build`` makes from the committed state (committed elsewhere:
+        the replication path) under the writers' lock, and publish them."""
+        ...
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``await fn(*args)`` in the store's task group until it returns or the store
+        closes. An exception it raises closes the store and leaves its ``async with``."""
+        ...
+
+
+@attrs.frozen
+class Loaded:
+    """The state a proposer starts the store from (see :meth:`Lifecycle.open`): the
+    ``objects`` of each table (by name) at ``snapshot_version``, then ``changes`` after it.
+    ``recovery`` is what ``store.recovery`` reports (None: nothing to report)."""
+
+    snapshot_version: Version
+    objects: Mapping[str, Sequence[Any]]
+    changes: Sequence[Change] = ()
+    recovery: Any = None
+
+    @property
+    def version(self) -> Version:
+        """The last version loaded."""
+        return self.changes[-1].version if self.changes else self.snapshot_version
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """A proposer with state to load, background work, or resources to release.
+
+    ``open_store`` calls ``open`` before the store exists and loads what it returns; then
+    ``start`` once the store is loaded and before its ``async with`` body runs; and
+    ``aclose`` once the store has closed (its background tasks cancelled), even when
+    ``open`` or ``start`` failed.
+    """
+
+    async def open(self, schema: Schema) -> Loaded | None:
+        """Connect or restore; return the state to start from (None: empty, at
+        ``get_version()``)."""
+        ...
+
+    async def start(self, host: Host) -> None:
+        """Start background work with ``host.spawn`` (and do what must be done before the
+        store is used)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what ``open`` acquired."""
+        ...
+
+
+@runtime_checkable
+class CommitsAtOnce(Protocol):
+    """A proposer that commits synchronously, in memory: when ``commits_at_once()`` is
+    true, the store takes each version from ``advance`` and commits at once, without
+    ``propose_value``."""
+
+    def commits_at_once(self) -> bool:
+        """True if ``advance`` may stand in for ``propose_value``."""
+        ...
+
+    def advance(self, expected: Version | None = None) -> Version:
+        """Take the next version; ``expected`` (the store's prediction) if it is the next."""
+        ...
+
+
+class Submission(Protocol):
+    """A commit a :class:`Pipelined` proposer has queued."""
+
+    finished: bool
+    """True once it is committed (or failed: ``error``)."""
+    error: BaseException | None
+    synced_inline: bool
+    """True if it was written and fsynced in the calling thread, inside ``submit``."""
+
+    async def wait(self) -> None:
+        """Return once it is finished; not cancellable (it will be written)."""
+        ...
+
+
+@runtime_checkable
+class Pipelined(Protocol):
+    """A proposer that queues a commit synchronously and makes it durable in the background,
+    calling ``commit`` then: the store lets the next writer begin meanwhile, so concurrent
+    commits share one write (group commit)."""
+
+    def submit(
+        self, actions: Sequence[StoreAction], commit: Callable[[Version], None], *, writers: int
+    ) -> Submission:
+        """Queue the next commit. ``writers``: the store's writers under way (this one
+        included), so the proposer knows whether any other commit could share this one's
+        write."""
+        ...
+
+
+@runtime_checkable
+class Compacting(Protocol):
+    """A proposer that can start a new epoch from a snapshot (``store.compact()``)."""
+
+    async def compact(self, host: Host, keep: int | None = None) -> Version:
+        """Write ``host``'s current state as a new epoch, keeping ``keep`` epochs (None: the
+        proposer's default); return the snapshot's version once it is complete."""
+        ...
+
+
 class Conflict(Exception):
     """Raised by a :class:`TransactionalProposer` when another writer changed what the
     transaction read or wrote: the replica must reach ``revision`` (and lose the objects in
@@ -63,8 +214,8 @@ class TransactionalProposer(Proposer, Protocol):
     """A proposer that checks, at commit, that nothing a transaction read has changed since
     (etcd). The store runs the function on its replica, hands the transaction over with
     ``prepare``, undoes it locally and awaits ``commit_prepared``; the change comes back
-    through the replication path. On Conflict it waits for ``catch_up`` and runs the
-    function again, at most ``max_retries`` times."""
+    through the replication path. On Conflict (unless ``local``) it always awaits
+    ``catch_up`` and runs the function again, at most ``max_retries`` times."""
 
     max_retries: int
 
@@ -77,9 +228,9 @@ class TransactionalProposer(Proposer, Protocol):
         """Commit a prepared request; return its version or raise Conflict."""
         ...
 
-    async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
-        """Return once ``store``'s replica has what the conflict saw (or gave up waiting),
-        backing off more with each ``attempt``."""
+    async def catch_up(self, host: Host, conflict: Conflict, attempt: int) -> None:
+        """Return once ``host``'s replica has what the conflict saw (or gave up waiting),
+        backing off more with each ``attempt`` (0: no run follows)."""
         ...
 
 
@@ -87,9 +238,10 @@ class MemoryProposer:
     """Commits at once, in memory: versions count up from ``start``; nothing is kept.
 
     The default proposer of a store opened without a path. ``propose_value`` never suspends,
-    so a commit costs no scheduling round trip. A store given a MemoryProposer itself (not a
-    subclass, which may override ``propose_value``) calls ``advance`` instead and commits at
-    once: no coroutine, and no actions built for a proposer that keeps nothing.
+    and the store calls ``advance`` instead (see :class:`CommitsAtOnce`): a commit costs no
+    coroutine and no scheduling round trip, and no actions are built for a proposer that
+    keeps nothing. A subclass that overrides ``propose_value`` (to slow commits down in a
+    test, say) is called through it.
     """
 
     def __init__(self, start: Version = ORIGIN) -> None:
@@ -102,6 +254,10 @@ class MemoryProposer:
         version = self.advance()
         commit(version)
         return version
+
+    def commits_at_once(self) -> bool:
+        """True unless a subclass overrides ``propose_value``."""
+        return type(self).propose_value is MemoryProposer.propose_value
 
     def advance(self, expected: Version | None = None) -> Version:
         """Take the next version and return it: the caller commits as it at once.

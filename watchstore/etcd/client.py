@@ -1,4 +1,4 @@
-"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), for trio.
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), on AnyIO (trio or asyncio).
 
 Only what the EtcdProposer needs: unary calls (range, txn, delete) through httpx, and one
 watch stream per request, read straight off its own connection (every commit of the store
@@ -27,7 +27,8 @@ import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final, Self
 
-import trio
+import anyio
+import anyio.abc
 
 from ..core.errors import EtcdError, StoreError, TransactionTooLarge
 
@@ -164,7 +165,7 @@ class EtcdClient:
 
     async def aclose(self) -> None:
         """Close the connections."""
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             await self._client.aclose()
 
     async def check_version(self) -> str:
@@ -173,7 +174,7 @@ class EtcdClient:
         for _ in range(len(self.endpoints)):
             try:
                 response = await self._client.get(self.endpoint + "/version")
-            except self._httpx.TransportError as exc:
+            except (self._httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
                 errors.append(f"{self.endpoint}: {_describe(exc)}")
                 self.fail_over()
                 continue
@@ -210,7 +211,7 @@ class EtcdClient:
         body = {"key": b64(b"\0"), "count_only": True}
         try:
             response = await self._client.post(f"{self.endpoint}/v3/kv/range", json=body)
-        except self._httpx.TransportError as exc:
+        except (self._httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
             raise EtcdUnavailable(f"etcd at {self.endpoint} does not answer: {exc!r}") from exc
         if response.status_code != 200:
             raise EtcdUnavailable(f"etcd at {self.endpoint} answered {response.status_code}")
@@ -235,7 +236,7 @@ class EtcdClient:
                 response = await self._client.post(url, content=data, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failure = exc  # never sent
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
                 if write:
                     self.fail_over()
                     raise OutcomeUnknown(f"etcd {method} at {url}: {exc!r}") from exc
@@ -262,11 +263,11 @@ class EtcdClient:
         url = f"{self.endpoint}/v3/watch"
         data = json.dumps({"create_request": body}, separators=(",", ":")).encode()
         try:
-            with trio.fail_after(self._timeout):
+            with anyio.fail_after(self._timeout):
                 stream = await _Stream.post(self.endpoint, "/v3/watch", data, self._ssl)
             async with stream:
                 if stream.status != 200:
-                    with trio.fail_after(self._timeout):
+                    with anyio.fail_after(self._timeout):
                         text = await stream.read_all()
                     try:
                         error: Any = json.loads(text)
@@ -286,7 +287,9 @@ class EtcdClient:
                             int(result["compact_revision"]),
                         )
                     yield result
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError, _BadResponse) as exc:
+        # OSError covers a refused connection, a failed TLS handshake (ssl.SSLError) and the
+        # timeouts above (TimeoutError).
+        except (OSError, anyio.BrokenResourceError, _BadResponse) as exc:
             self.fail_over()
             raise EtcdUnavailable(f"etcd watch at {url} broke: {exc!r}") from exc
         self.fail_over()
@@ -304,7 +307,7 @@ class _Rounds:
     def __init__(self, client: EtcdClient, method: str) -> None:
         self._client = client
         self._method = method
-        self._deadline = trio.current_time() + client.timeout
+        self._deadline = anyio.current_time() + client.timeout
         self._failures: list[str] = []
         self._rounds = 0
 
@@ -316,7 +319,7 @@ class _Rounds:
         log.info("etcd %s failed at %s; trying %s", self._method, failure, client.endpoint)
         if len(self._failures) < len(client.endpoints):
             return
-        left = self._deadline - trio.current_time()
+        left = self._deadline - anyio.current_time()
         if left <= 0:
             raise EtcdUnavailable(
                 f"no etcd endpoint could serve {self._method} for {client.timeout:g} s: "
@@ -325,7 +328,7 @@ class _Rounds:
         self._failures = []
         bound = min(_FIRST_PAUSE * 2**self._rounds, _LONGEST_PAUSE)
         self._rounds += 1
-        await trio.sleep(min(random.uniform(0, bound), left))
+        await anyio.sleep(min(random.uniform(0, bound), left))
 
 
 class _BadResponse(Exception):
@@ -344,7 +347,7 @@ class _Stream:
     watch needs (``http``/``https`` URLs, no proxies, no redirects) and nothing more.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self._raw = bytearray()  # received, not yet decoded
         self._body = bytearray()  # decoded body, not yet returned
@@ -362,21 +365,27 @@ class _Stream:
         url = _check_endpoint(endpoint)
         assert url.hostname is not None
         port = url.port or (443 if url.scheme == "https" else 80)
-        stream: trio.abc.Stream = await trio.open_tcp_stream(url.hostname, port)
+        stream: anyio.abc.ByteStream
+        if url.scheme == "https":
+            stream = await anyio.connect_tcp(
+                url.hostname,
+                port,
+                ssl_context=context or ssl.create_default_context(),
+                tls_hostname=url.hostname,
+            )
+        else:
+            stream = await anyio.connect_tcp(url.hostname, port)
         try:
-            if url.scheme == "https":
-                context = context or ssl.create_default_context()
-                stream = trio.SSLStream(stream, context, server_hostname=url.hostname)
             head = (
                 f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
                 "Content-Type: application/json\r\nConnection: close\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n"
             )
-            await stream.send_all(head.encode("ascii") + data)
+            await stream.send(head.encode("ascii") + data)
             response = cls(stream)
             await response._read_head()
         except BaseException:
-            await trio.aclose_forcefully(stream)
+            await anyio.aclose_forcefully(stream)
             raise
         return response
 
@@ -384,13 +393,13 @@ class _Stream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await trio.aclose_forcefully(self._stream)
+        await anyio.aclose_forcefully(self._stream)
 
     async def _receive(self) -> None:
-        data = await self._stream.receive_some(_RECEIVE)
-        if not data:
-            raise _BadResponse("the connection closed in the middle of the response")
-        self._raw += data
+        try:
+            self._raw += await self._stream.receive(_RECEIVE)
+        except anyio.EndOfStream:
+            raise _BadResponse("the connection closed in the middle of the response") from None
 
     async def _read_head(self) -> None:
         raw = self._raw
@@ -444,11 +453,11 @@ class _Stream:
         if not self._chunked:
             if self._left is None:  # the body ends with the connection
                 if not raw:
-                    data = await self._stream.receive_some(_RECEIVE)
-                    if not data:
+                    try:
+                        raw += await self._stream.receive(_RECEIVE)
+                    except anyio.EndOfStream:
                         self._done = True
                         return
-                    raw += data
                 self._body += raw
                 raw.clear()
                 return
@@ -496,6 +505,9 @@ def _check_endpoint(endpoint: str) -> urllib.parse.SplitResult:
     return url
 
 
+# ssl.SSLError is caught beside httpx's TransportError: with TLS 1.3 a server that refuses the
+# client's certificate says so after the handshake, on the first read, which httpx reports as
+# a ReadError on trio but lets through as it is on asyncio (its AnyIO transport).
 def _describe(error: BaseException) -> str:
     """An exception and the causes under it, for a message (httpx wraps the TLS error)."""
     parts: list[str] = []

@@ -68,8 +68,8 @@ import uuid
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import attrs
-import trio
 
 from ..core.codec import DecodeError, decoder_for, dump_data, encode, loads
 from ..core.errors import (
@@ -80,7 +80,7 @@ from ..core.errors import (
     TransactionTooLarge,
 )
 from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
-from ..core.proposer import Conflict
+from ..core.proposer import Conflict, Loaded
 from .client import (
     Compacted,
     EtcdClient,
@@ -95,10 +95,10 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Iterable, Sequence
 
+    from ..core.proposer import Host
     from ..core.schema import IndexSpec, Schema
     from ..core.state import StoreState
     from ..core.txn import TrackingTx
-    from ..service.store import Store
 
 log = logging.getLogger("watchstore.etcd")
 
@@ -160,7 +160,7 @@ class _Pending:
     alone: bool = False
     taken: bool = False
     outcome: Version | BaseException | None = None
-    done: trio.Event = attrs.Factory(trio.Event)
+    done: anyio.Event = attrs.Factory(anyio.Event)
 
     def settle(self, outcome: Version | BaseException) -> None:
         self.outcome = outcome
@@ -248,19 +248,32 @@ class EtcdProposer:
         self._uniques: dict[str, list[IndexSpec]] = {}
         self._revision = 0  # the last revision the replica has fully applied
         self._watching_since: float | None = None  # when the current watch was created
-        self._store: Store | None = None
+        self._host: Host | None = None
         # Object keys being committed by tasks of this process, and the event set when done.
-        self._inflight: dict[bytes, trio.Event] = {}
+        self._inflight: dict[bytes, anyio.Event] = {}
         self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
         self._senders = 0  # tasks sending txns
         self._writers = 0  # tasks in commit_prepared: committing, or waiting for the replica
 
     # -- connecting and listing ----------------------------------------------------------
 
+    # -- lifecycle (core.proposer.Lifecycle) -------------------------------------------------
+
+    async def open(self, schema: Schema) -> Loaded:
+        """Check the server, then list every object under the prefix, at one revision."""
+        revision, objects = await self.connect(schema)
+        return Loaded(revision, objects)
+
+    async def start(self, host: Host) -> None:
+        """Feed ``host``'s replica from a watch (see ``follow``)."""
+        self.attach(host)  # at once: the follow task starts later
+        host.spawn(self.follow, host)
+
     async def connect(self, schema: Schema) -> tuple[Version, dict[str, list[Any]]]:
         """Check the server, then list every object: returns the revision and the objects."""
         self._schema = schema
         self._decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
+        self._classes = {t.name: t.cls for t in schema.tables}
         self._uniques = {
             t.name: [s for s in t.index_specs.values() if s.unique] for t in schema.tables
         }
@@ -460,7 +473,7 @@ class EtcdProposer:
             for done in busy:
                 await done.wait()
             raise Conflict(local=True)
-        done = trio.Event()
+        done = anyio.Event()
         for key in prepared.written:
             inflight[key] = done
         held = False
@@ -472,9 +485,9 @@ class EtcdProposer:
                 held = True
                 release = functools.partial(_release, inflight, prepared.written, done)
                 raise _Held(conflict, release) from None
-            store = self._store
-            if store is not None and store.version < version:  # (no checkpoint if it has)
-                await store.wait_for(version)
+            host = self._host
+            if host is not None and host.version < version:  # (no checkpoint if it has)
+                await host.wait_for(version)
             return version
         finally:
             self._writers -= 1
@@ -492,8 +505,8 @@ class EtcdProposer:
         not followed yet sends each in a txn of its own, in this task.
         """
         item = _Pending(prepared, alone=prepared.alone)
-        store = self._store
-        if store is None:
+        host = self._host
+        if host is None:
             await self._commit([item])
             return item.result()
         if self._writers == 1 and not self._senders and not self._queue:
@@ -503,10 +516,10 @@ class EtcdProposer:
                 await self._commit([item])
             finally:
                 self._senders -= 1
-                self._start_sender(store)  # for the transactions queued meanwhile
+                self._start_sender(host)  # for the transactions queued meanwhile
             return item.result()
         self._queue.append(item)
-        self._start_sender(store)
+        self._start_sender(host)
         try:
             await item.done.wait()
         except BaseException:
@@ -515,17 +528,17 @@ class EtcdProposer:
             raise
         return item.result()
 
-    def _start_sender(self, store: Store) -> None:
+    def _start_sender(self, host: Host) -> None:
         """Start a sender task if transactions are queued and another txn may go; if the
         store is closed, fail them instead."""
         if not self._queue or self._senders >= self.max_txns_in_flight:
             return
-        if not store.closed:
+        if not host.closed:
             self._senders += 1
             try:
-                store._spawn(self._sender)
+                host.spawn(self._sender)
                 return
-            except RuntimeError:  # the store's nursery is closed
+            except RuntimeError:  # the store's task group is closed
                 self._senders -= 1
         while self._queue:
             self._queue.popleft().settle(
@@ -706,7 +719,7 @@ class EtcdProposer:
         txn) in etcd's history from revision ``start`` to the fence. Its revision if found;
         Conflict (run again) if not; ProposalFailed if etcd cannot tell within 60 s."""
         reason = "did not answer for 60 s"
-        with trio.move_on_after(60):
+        with anyio.move_on_after(60):
             fenced = await self._put_fence()
             while True:
                 try:
@@ -715,7 +728,7 @@ class EtcdProposer:
                     reason = f"compacted its history past revision {start}"
                     break
                 except EtcdUnavailable:
-                    await trio.sleep(0.2)
+                    await anyio.sleep(0.2)
                     continue
                 if revision is None:
                     raise Conflict()  # it never applied and now never will: run again
@@ -733,7 +746,7 @@ class EtcdProposer:
             try:
                 response = await self.client.call("kv/put", body, write=True)
             except EtcdUnavailable:  # an unknown outcome too: another fence does no harm
-                await trio.sleep(0.2)
+                await anyio.sleep(0.2)
                 continue
             revision = int(response["header"]["revision"])
             self._fence = max(self._fence, revision)
@@ -763,7 +776,7 @@ class EtcdProposer:
                         return revision
         return None  # not reached: the watch raises when it ends
 
-    async def catch_up(self, store: Store, conflict: Conflict, attempt: int) -> None:
+    async def catch_up(self, host: Host, conflict: Conflict, attempt: int) -> None:
         """Wait until the replica has what a failed compare saw (at most 5 s); then, unless
         ``attempt`` is 0 (no run follows), back off before the function's ``attempt``-th
         run again: sleep a random time below ``backoff_bound(attempt)``, then wait, at most
@@ -782,32 +795,38 @@ class EtcdProposer:
         last commit just succeeded (it never backs off), and lose again.
         """
         try:
-            with trio.move_on_after(5):
-                state = store._state
-                await store.wait_for(Version(conflict.revision))
-                while any(_current(state, table, id) is not None for table, id in conflict.gone):
-                    await store.wait_for(Version(state.version.index + 1))
+            with anyio.move_on_after(5):
+                await host.wait_for(Version(conflict.revision))
+                while self._present(host, conflict.gone):
+                    await host.wait_for(Version(host.version.index + 1))
             if attempt:
                 bound = backoff_bound(attempt)
-                await trio.sleep(random.uniform(0, bound))
-                with trio.move_on_after(bound):
-                    await store.wait_for(Version(store.version.index + 1))
+                await anyio.sleep(random.uniform(0, bound))
+                with anyio.move_on_after(bound):
+                    await host.wait_for(Version(host.version.index + 1))
         finally:
             if isinstance(conflict, _Held):
                 conflict.release()
 
+    def _present(self, host: Host, gone: Sequence[tuple[str, str]]) -> bool:
+        """True while ``host``'s replica still has one of the objects ``gone`` (deleted by
+        the commit that made a compare fail)."""
+        classes = self._classes
+        with host.pin() as snapshot:
+            return any(snapshot.get(classes[table], id) is not None for table, id in gone)
+
     # -- the replica feed --------------------------------------------------------------------
 
-    def attach(self, store: Store) -> None:
+    def attach(self, host: Host) -> None:
         """Make ``store`` the one this proposer feeds (before ``follow`` starts): from now on
         a commit waits until its change reached the replica, and concurrent commits share
         txns."""
-        self._store = store
+        self._host = host
 
-    async def follow(self, store: Store) -> None:
+    async def follow(self, host: Host) -> None:
         """Apply every change under the prefix to ``store``, forever: watch from the next
         revision, fail over and resume when a member dies, re-list when compacted."""
-        self._store = store
+        self._host = host
         start = self.prefix + b"o/"
         request: dict[str, Any] = {
             "key": b64(start),
@@ -819,39 +838,39 @@ class EtcdProposer:
         while True:
             try:
                 request["start_revision"] = self._revision + 1
-                await self._watch_once(store, request)
+                await self._watch_once(host, request)
                 delay = 0.0
             except Compacted:
-                await self._relist(store)
+                await self._relist(host)
             except EtcdUnavailable as exc:
                 # A watch that had been running resumes at once on the next member (commits
                 # wait for the replica: a member restarting must not stall them); one that
                 # could not start, or broke as soon as it had, waits longer each time.
                 since = self._watching_since
-                if since is not None and trio.current_time() - since >= _WATCH_RAN:
+                if since is not None and anyio.current_time() - since >= _WATCH_RAN:
                     delay = 0.0
                 else:
                     delay = min(max(delay * 2, 0.05), 2.0)
                 log.info("etcd watch interrupted, resuming from %d: %s", self._revision, exc)
-                await trio.sleep(delay)
+                await anyio.sleep(delay)
 
-    async def _watch_once(self, store: Store, request: dict[str, Any]) -> None:
+    async def _watch_once(self, host: Host, request: dict[str, Any]) -> None:
         """Follow one watch until it breaks (EtcdUnavailable, Compacted) or its member
         stops answering (then fail over and return)."""
         self._watching_since = None
         try:
-            async with trio.open_nursery() as nursery:
-                heard = [trio.current_time()]
+            async with anyio.create_task_group() as nursery:
+                heard = [anyio.current_time()]
                 nursery.start_soon(self._watchdog, nursery.cancel_scope, heard)
                 async with aclosing(self.client.watch(request)) as results:
                     async for result in results:
                         if self._watching_since is None:  # etcd's first message: created
-                            self._watching_since = trio.current_time()
-                        heard[0] = trio.current_time()
+                            self._watching_since = anyio.current_time()
+                        heard[0] = anyio.current_time()
                         events = result.get("events")
                         if events:
                             apply = functools.partial(self._changes, events=events)
-                            await store._apply_remote(apply)
+                            await host.apply_remote(apply)
                             self._revision = int(events[-1]["kv"]["mod_revision"])
         except BaseExceptionGroup as group:  # the watch's own error, not a group of one
             if len(group.exceptions) == 1:
@@ -861,19 +880,19 @@ class EtcdProposer:
             self.client.fail_over()
             log.warning("etcd member stopped answering; watching another from %d", self._revision)
 
-    async def _watchdog(self, watch: trio.CancelScope, heard: list[float]) -> None:
+    async def _watchdog(self, watch: anyio.CancelScope, heard: list[float]) -> None:
         """Cancel ``watch`` when its member stops answering: after ``watch_idle`` seconds
         without a message, ask the same member for the revision (a frozen or cut-off member
         leaves a watch silent, not broken)."""
         idle = self.watch_idle
         while True:
-            await trio.sleep(max(heard[0] + idle - trio.current_time(), 0.0))
-            if trio.current_time() - heard[0] < idle:
+            await anyio.sleep(max(heard[0] + idle - anyio.current_time(), 0.0))
+            if anyio.current_time() - heard[0] < idle:
                 continue
-            with trio.move_on_after(min(idle, self.client.timeout)):
+            with anyio.move_on_after(min(idle, self.client.timeout)):
                 try:
                     await self.client.ping()
-                    heard[0] = trio.current_time()
+                    heard[0] = anyio.current_time()
                     continue
                 except EtcdUnavailable:
                     pass
@@ -907,7 +926,7 @@ class EtcdProposer:
                 changes.append(Change(version, actions))
         return changes
 
-    async def _relist(self, store: Store) -> None:
+    async def _relist(self, host: Host) -> None:
         """Re-list after the watch's start revision was compacted; apply the difference."""
         from ..core.state import difference
 
@@ -920,7 +939,7 @@ class EtcdProposer:
                 return []
             return [Change(Version(revision), actions)]
 
-        await store._apply_remote(resync)
+        await host.apply_remote(resync)
         self._revision = revision
         self.resyncs += 1
         log.warning("etcd watch revision was compacted; re-listed at revision %d", revision)
@@ -930,16 +949,16 @@ class EtcdProposer:
     async def aclose(self) -> None:
         """Delete this session's fence and marker keys (if etcd answers within
         ``timeout``), then close the connections."""
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             if self._session_keys:
                 start = self.prefix + b"x/" + self._session + b"/"
                 body = {"key": b64(start), "range_end": b64(prefix_end(start))}
-                with trio.move_on_after(self.client.timeout):
+                with anyio.move_on_after(self.client.timeout):
                     try:
                         await self.client.call("kv/deleterange", body, write=True)
                     except EtcdError as exc:
                         log.info("etcd keys of session %r left behind: %s", self._session, exc)
-        self._store = None  # the store refers to this proposer: break the cycle
+        self._host = None  # the store refers to this proposer: break the cycle
         await self.client.aclose()
 
 
@@ -996,7 +1015,7 @@ def backoff_bound(attempt: int) -> float:
     return min(0.001 * 2.0**attempt, 0.1)
 
 
-def _release(inflight: dict[bytes, trio.Event], keys: list[bytes], done: trio.Event) -> None:
+def _release(inflight: dict[bytes, anyio.Event], keys: list[bytes], done: anyio.Event) -> None:
     """Give up ``keys`` (those still held by ``done``'s transaction) and wake their waiters."""
     for key in keys:
         if inflight.get(key) is done:

@@ -22,7 +22,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
+import anyio
+import anyio.lowlevel
 
 from ..core.errors import CompactionFailed
 from .bodies import Format2
@@ -73,9 +74,9 @@ async def write_epoch_inline(snapshot: Snapshot, log: EpochLog, schema: Schema) 
     (commits interleave), then write the file in a worker thread."""
     tables: Tables = []
     for _chunk in _snapshot_pieces(snapshot, schema, tables):
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
     try:
-        return await trio.to_thread.run_sync(log.write_epoch, snapshot.version, tables)
+        return await anyio.to_thread.run_sync(log.write_epoch, snapshot.version, tables)
     except OSError as exc:
         raise _failed(exc) from exc
 
@@ -106,7 +107,7 @@ async def write_epoch_in_child(snapshot: Snapshot, log: EpochLog, schema: Schema
     parent = os.getpid()
     report_fd, child_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: no trio, no cleanup handlers, just the file
+    if pid == 0:  # the child: no event loop, no cleanup handlers, just the file
         _child(child_fd, parent, prctl, snapshot, schema, log, header)
     os.close(child_fd)
     report = b""
@@ -118,8 +119,8 @@ async def write_epoch_in_child(snapshot: Snapshot, log: EpochLog, schema: Schema
         raise
     finally:
         os.close(report_fd)
-        with trio.CancelScope(shield=True):  # it has closed its pipe: it is exiting
-            _pid, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
+        with anyio.CancelScope(shield=True):  # it has closed its pipe: it is exiting
+            _pid, status = await anyio.to_thread.run_sync(os.waitpid, pid, 0)
         if report != DONE or status != 0:
             tmp.unlink(missing_ok=True)
     if report != DONE or status != 0:
@@ -137,7 +138,7 @@ async def write_epoch_in_child(snapshot: Snapshot, log: EpochLog, schema: Schema
 
 
 async def _read_some(fd: int) -> bytes:
-    await trio.lowlevel.wait_readable(fd)
+    await anyio.wait_readable(fd)
     return os.read(fd, 4096)
 
 

@@ -8,7 +8,7 @@ Opening takes the lock, verifies every record of the newest segment, truncates a
 (an append that was never acknowledged) before anything is appended, and gives back the
 snapshot and the changes after it. Damage anywhere else raises LogCorrupt naming the file, the
 offset and the last good version. Appends are written and (by default) fsynced before the
-commit is acknowledged (by the group committer's worker thread, or by the trio thread for a
+commit is acknowledged (by the group committer's worker thread, or by the event loop's thread for a
 lone commit; see ``_logproposer``). A failed write or fsync fails the log for good, after
 making sure the failed append never comes back: it is cut off (or zeroed), and if even that
 fails, a fence (``FENCE.json``) tells every later reader where the segment ends.
@@ -402,7 +402,7 @@ class EpochLog:
         log.version = restored.version
         return log, restored
 
-    # -- appending (in a worker thread, or the trio thread for a lone commit) ---------------
+    # -- appending (in a worker thread, or the event loop's thread for a lone commit) -----
 
     def change_body(self, version: Version, actions: Sequence[StoreAction]) -> bytes:
         """The CHANGE body of a commit, in the current segment's format."""

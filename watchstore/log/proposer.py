@@ -1,14 +1,14 @@
 """LogProposer: commits through the epoch log with group commit, and its durability modes.
 
-``submit`` queues a commit synchronously; the ``run`` task writes everything queued with one
-write and one fsync, then commits the batch in order through the store's callback, so
+``submit`` queues a commit synchronously; the committer task writes everything queued with
+one write and one fsync, then commits the batch in order through the store's callback, so
 concurrent writers share fsyncs. A write that every writer under way waits for (a lone
 commit, which nothing could share an fsync with, or a batch holding every writer's commit) is
-written in the trio thread, as sqlite does: nothing else of the store could go on meanwhile,
-and a worker thread's round trip costs about as much as a fast disk's fsync. Other batches
-are written in a worker thread, so the writers not in them go on. No write blocks the trio
-thread once the last one took longer than ``inline_write_limit``: a slow disk must not stall
-the other tasks.
+written in the event loop's thread, as sqlite does: nothing else of the store could go on
+meanwhile, and a worker thread's round trip costs about as much as a fast disk's fsync.
+Other batches are written in a worker thread, so the writers not in them go on. No write
+blocks the event loop's thread once the last one took longer than ``inline_write_limit``: a
+slow disk must not stall the other tasks.
 Compaction hands the committer a prepared epoch to switch to between two batches (see
 ``log.epochlog.EpochLog.switch``).
 """
@@ -16,23 +16,34 @@ Compaction hands the committer a prepared epoch to switch to between two batches
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
+import anyio
 import attrs
-import trio
 
+from .. import _runtime
 from ..core.errors import CompactionFailed, InvalidObject, ProposalFailed
 from ..core.model import Change, StoreAction, Version, new_version
+from ..core.proposer import Loaded
+from .compaction import write_epoch_in_child, write_epoch_inline
+from .epochlog import EpochLog
 from .files import reason
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from ..core.proposer import Host
+    from ..core.schema import Schema
     from ..core.state import Snapshot
-    from .epochlog import EpochLog, PreparedEpoch, Tail
+    from .epochlog import PreparedEpoch, Tail
 
 T = TypeVar("T")
+
+logger = logging.getLogger("watchstore")
+"""Where the log reports what no caller is waiting for (a failed automatic compaction)."""
 
 Durability = Literal["always", "interval", "none"]
 """When appends reach the disk: ``always`` fsyncs each commit before acknowledging it (the
@@ -43,7 +54,12 @@ the operating system (a crash of the machine can lose anything not yet written b
 
 INLINE_WRITE_LIMIT: Final = 0.002
 """Seconds: while the last append (write plus fsync) took at most this, one that every writer
-under way waits for is written in the trio thread, blocking it (see the module's docstring)."""
+under way waits for is written in the event loop's thread, blocking it (see the module's
+docstring)."""
+COMPACTION_RETRY: Final = 1.0
+"""Seconds before the automatic compaction tries again after a failure (then doubled)."""
+COMPACTION_RETRY_MAX: Final = 300.0
+"""The longest wait between two attempts of a failing automatic compaction."""
 
 
 class Submission:
@@ -51,7 +67,7 @@ class Submission:
     committed) or failed (``error``); ``await wait()`` until then."""
 
     __slots__ = (
-        "_task",
+        "_waiter",
         "actions",
         "body",
         "commit",
@@ -69,49 +85,26 @@ class Submission:
         self.commit = commit
         self.finished = False
         self.error: BaseException | None = None
-        self._task: trio.lowlevel.Task | None = None
+        self._waiter: _runtime.Waiter | None = None  # set when it is queued
         self.synced_inline = False
         """True if ``submit`` wrote and fsynced it at once, blocking the calling thread."""
 
     async def wait(self) -> None:
         """Return once the commit is durable or failed. Not cancellable: once submitted, a
         commit will be written, and a cancelled caller must not undo locally a change about
-        to commit (the wait is one fsync). Returns at once, without a schedule point, if it
-        is already finished."""
+        to commit (the wait is one fsync; a cancellation comes at the next checkpoint).
+        Returns at once, without a schedule point, if it is already finished."""
         if self.finished:
             return
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+        assert self._waiter is not None
+        await self._waiter.wait()
 
     def finish(self, error: BaseException | None = None) -> None:
         """Mark it finished (failed with ``error``) and wake its waiter."""
         self.error = error
         self.finished = True
-        task = self._task
-        if task is not None:
-            self._task = None
-            trio.lowlevel.reschedule(task)
-
-
-def _refuse_abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
-
-
-async def _in_worker_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` in a worker thread and return its result (or raise its error), not
-    cancellable once started, like ``trio.to_thread.run_sync``, for the group committer's
-    write and fsync of every batch. That function's capacity limiter, context copy and
-    cancellation wrapping cost the trio thread 43 us per call here, this 25 us: about
-    0.4 us per commit with 64 writers."""
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-
-    def deliver(result: Any) -> None:  # an outcome.Outcome, from the worker thread
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-    trio.lowlevel.start_thread_soon(fn, deliver)
-    result: T = await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
-    return result
+        if self._waiter is not None:
+            self._waiter.wake()
 
 
 @attrs.define
@@ -120,36 +113,55 @@ class _Switch:
 
     epoch: PreparedEpoch
     keep: int
-    done: trio.Event = attrs.Factory(trio.Event)
+    done: _runtime.Event
     started: bool = False
     error: CompactionFailed | None = None
 
 
 class LogProposer:
-    """Commits through an :class:`EpochLog` with group commit.
+    """Commits through the epoch log in ``path`` (created if needed), with group commit.
 
-    ``submit`` queues a commit and returns at once; the ``run`` task (started by
-    ``open_store``) writes everything queued with one write and one fsync, then commits the
-    batch in order. So concurrent writers share fsyncs: while one batch is on its way to the
-    disk, the next writers' commits queue behind it. With ``durability="always"`` a commit
-    is acknowledged only once fsynced.
+    ``open_store(schema, path=p, ...)`` is ``open_store(schema, proposer=LogProposer(p,
+    ...))``: the arguments are the same (see :func:`open_store`). Opening restores the log;
+    ``submit`` queues a commit and returns at once; the committer task writes everything
+    queued with one write and one fsync, then commits the batch in order. So concurrent
+    writers share fsyncs: while one batch is on its way to the disk, the next writers'
+    commits queue behind it. With ``durability="always"`` a commit is acknowledged only once
+    fsynced. Once the current epoch holds ``compact_bytes`` of changes, a compaction starts
+    a new epoch in the background, keeping ``keep_epochs``; a failed one is logged on the
+    ``watchstore`` logger and tried again after 1 s, 2 s, 4 s ... at most 5 minutes apart.
     """
+
+    log: EpochLog
+    """The open log (once the store has opened it)."""
 
     def __init__(
         self,
-        log: EpochLog,
-        version: Version,
+        path: str | os.PathLike[str],
         *,
         durability: Durability = "always",
+        compact_bytes: int = 64 << 20,
+        keep_epochs: int = 2,
+        compact_in_child: bool = True,
+        salvage: bool = False,
+        key: bytes | None = None,
         sync_interval: float = 0.05,
     ) -> None:
-        self.log = log
-        self._version = version
+        if keep_epochs < 1:
+            raise ValueError(f"keep_epochs must be at least 1, got {keep_epochs}")
+        self.path = path
         self.durability = durability
+        self.compact_bytes = compact_bytes
+        """Start a new epoch once the current one holds this many bytes of changes."""
+        self.keep_epochs = keep_epochs
+        self.compact_in_child = compact_in_child and hasattr(os, "fork")
+        self._salvage = salvage
+        self._key = key
         self.sync_interval = sync_interval
+        self._version = Version(0)
+        self._reshaped = False
         self._dirty = False
         self._queue: list[Submission] = []
-        self._wakeup = trio.Event()
         self._writing = False  # the committer is writing a batch (or switching segments)
         # While compacting: the bodies of the commits made meanwhile (those after the
         # snapshot are copied into the new segment at the switch), and the switch the
@@ -157,15 +169,48 @@ class LogProposer:
         self._compacting = False
         self._tail: list[Tail] = []
         self._switch: _Switch | None = None
-        self._compaction = trio.Lock()
-        self.compact_bytes = 64 << 20
-        """Start a new epoch once the current one holds this many bytes of changes."""
-        self._due = trio.Event()
         self.inline_write_limit = INLINE_WRITE_LIMIT
         """Seconds; see ``INLINE_WRITE_LIMIT``."""
         self.last_write = 0.0
         """Seconds the last append took, in whichever thread wrote it."""
         self._writers = 0  # writers under way at the last submit
+
+    # -- lifecycle (core.proposer.Lifecycle) -------------------------------------------------
+
+    async def open(self, schema: Schema) -> Loaded:
+        """Open and restore the log (in a worker thread); return what it holds."""
+        rt = self._rt = _runtime.current()
+        self._wakeup = rt.event()
+        self._due = rt.event()
+        self._compaction = anyio.Lock()
+        self._schema = schema
+        log, restored = await rt.run_in_thread(
+            functools.partial(EpochLog.open, self.path, schema, self._salvage, self._key)
+        )
+        self.log = log
+        self._version = restored.version
+        self._reshaped = restored.reshaped
+        return Loaded(
+            restored.snapshot_version, restored.objects, restored.changes, restored.summary()
+        )
+
+    async def start(self, host: Host) -> None:
+        """Start the committer, the automatic compaction and (with durability "interval")
+        the periodic fsync. A store read in another shape than today's classes (an
+        upgrade, added defaults) is first rewritten as a new epoch, before anything is
+        appended."""
+        host.spawn(self._run)
+        host.spawn(self._compact_when_due, host)
+        if self.durability == "interval":
+            host.spawn(self._run_syncer)
+        if self._reshaped:
+            await self.compact(host)
+
+    async def aclose(self) -> None:
+        """Close the log (its lock released; see ``EpochLog.close``)."""
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
 
     def submit(
         self,
@@ -211,6 +256,7 @@ class LogProposer:
             submission.synced_inline = sync
             self._written([submission])
             return submission
+        submission._waiter = self._rt.waiter()
         self._queue.append(submission)
         self._wakeup.set()
         return submission
@@ -233,18 +279,18 @@ class LogProposer:
         """The committed changes after ``start`` up to ``end`` (see :class:`Proposer`)."""
         if start >= end:
             return ()
-        return await trio.to_thread.run_sync(self.log.read_changes, start, end)
+        return await anyio.to_thread.run_sync(self.log.read_changes, start, end)
 
-    async def run(self) -> None:
-        """The group committer: runs until cancelled (started by ``open_store``)."""
+    async def _run(self) -> None:
+        """The group committer: runs until cancelled (started by ``start``)."""
         sync = self.durability == "always"
         try:
             while True:
                 await self._wakeup.wait()
                 # One scheduling round first: writers that are already runnable (woken by
                 # the previous batch) submit now and share this batch's fsync.
-                await trio.lowlevel.checkpoint()
-                self._wakeup = trio.Event()
+                await self._rt.checkpoint()
+                self._wakeup = self._rt.event()
                 batch, self._queue = self._queue, []
                 self._writing = True
                 try:
@@ -259,7 +305,7 @@ class LogProposer:
                         # store could go on while a worker thread writes it.
                         self._append(bodies, sync, batch[-1].version)
                     else:
-                        await _in_worker_thread(
+                        await self._rt.run_in_thread(
                             functools.partial(self._append, bodies, sync, batch[-1].version)
                         )
                 except ProposalFailed as exc:
@@ -296,23 +342,27 @@ class LogProposer:
             submission.commit(submission.version)
             submission.finish()
 
-    async def compact(
+    async def compact(self, host: Host, keep: int | None = None) -> Version:
+        """Start a new epoch from a snapshot of ``host``, keeping ``keep`` epochs (None:
+        ``keep_epochs``); return the snapshot's version once the new epoch is complete
+        (written, fsynced, renamed and the directory fsynced). The snapshot is pinned in
+        O(1) and written by a forked child process (``compact_in_child``) or encoded in
+        chunks here and written in a worker thread; commits go on meanwhile, and the
+        committer makes the switch between two batches. One compaction at a time: a second
+        caller waits for the first to finish, then makes its own. CompactionFailed if any
+        step fails; the current epoch then stays in use and the store writable."""
+        keep = self.keep_epochs if keep is None else keep
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        write = write_epoch_in_child if self.compact_in_child else write_epoch_inline
+        return await self._compact(host.pin, functools.partial(write, schema=self._schema), keep)
+
+    async def _compact(
         self,
         pin: Callable[[], Snapshot],
         write: Callable[[Snapshot, EpochLog], Awaitable[PreparedEpoch]],
-        *,
-        keep: int = 2,
+        keep: int,
     ) -> Version:
-        """Start a new epoch from a snapshot of the store, keeping ``keep`` epochs; return
-        the snapshot's version once the new epoch is complete (written, fsynced, renamed
-        and the directory fsynced). ``pin()`` pins the snapshot (O(1)); ``write(snapshot,
-        log)`` writes the new segment's file (the caller decides how: in a child process or
-        chunk by chunk); commits go on meanwhile, and the committer makes the switch
-        between two batches. One compaction at a time: a second caller waits for the
-        first to finish, then makes its own. CompactionFailed if any step fails; the
-        current epoch then stays in use and the store writable."""
-        if keep < 1:
-            raise ValueError("keep must be at least 1")
         async with self._compaction:
             if self.log.failed is not None:
                 raise CompactionFailed(
@@ -332,11 +382,31 @@ class LogProposer:
                             f"writing the new epoch failed: {reason(exc)}; the store goes on "
                             "with its current epoch (nothing is lost)"
                         ) from exc
-                await self._switch_to(_Switch(epoch, keep))
+                await self._switch_to(_Switch(epoch, keep, self._rt.event()))
             finally:
                 self._compacting = False
                 self._tail = []
         return version
+
+    async def _compact_when_due(self, host: Host) -> None:
+        """The automatic compaction: whenever the current epoch outgrows ``compact_bytes``.
+        A failure is logged and retried later, with a growing delay; it never reaches the
+        store's users (their next explicit ``compact()`` reports its own)."""
+        delay = COMPACTION_RETRY
+        while True:
+            await self.wait_compaction_due()
+            try:
+                await self.compact(host)
+            except CompactionFailed as exc:
+                if self.log.failed is not None:
+                    logger.error("automatic compaction stopped: %s", exc)
+                    return
+                logger.warning("automatic compaction failed: %s; retrying in %.0f s", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, COMPACTION_RETRY_MAX)
+            else:
+                delay = COMPACTION_RETRY
+            await self._rt.checkpoint()
 
     async def _switch_to(self, switch: _Switch) -> None:
         """Hand ``switch`` to the committer and wait for it (CompactionFailed if it failed).
@@ -359,7 +429,9 @@ class LogProposer:
         switch.started = True
         tail = [t for t in self._tail if t[0] > switch.epoch.version]
         try:
-            await trio.to_thread.run_sync(self.log.switch, switch.epoch, tail, switch.keep)
+            await self._rt.run_in_thread(
+                functools.partial(self.log.switch, switch.epoch, tail, switch.keep)
+            )
         except CompactionFailed as exc:
             switch.error = exc
         finally:
@@ -372,13 +444,13 @@ class LogProposer:
     async def wait_compaction_due(self) -> None:
         """Return once a compaction is due (see ``compaction_is_due``)."""
         while not self.compaction_is_due():
-            self._due = trio.Event()
+            self._due = self._rt.event()
             await self._due.wait()
 
-    async def run_syncer(self) -> None:
+    async def _run_syncer(self) -> None:
         """For ``durability="interval"``: fsync at most every ``sync_interval`` seconds."""
         while True:
-            await trio.sleep(self.sync_interval)
+            await anyio.sleep(self.sync_interval)
             if self._dirty:
                 self._dirty = False
-                await trio.to_thread.run_sync(self.log.sync)
+                await anyio.to_thread.run_sync(self.log.sync)

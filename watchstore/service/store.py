@@ -1,25 +1,27 @@
-"""The store service on trio: serialises writers, talks to the proposer, owns background work.
+"""The store service, on AnyIO: serialises writers, talks to the proposer, runs its tasks.
 
 ``update`` runs the caller's function on a write transaction, proposes its actions and returns
 once they are committed. The proposer's ``commit`` callback is the commit point: the state
 marks the transaction committed there, and waiters for that version are woken. Readers are
 never blocked: ``view`` reads the committed state synchronously and ``snapshot`` pins it.
+
+The store knows its proposer only through the protocols of ``core.proposer``: it looks for
+each optional capability once, when it opens, and the proposer's lifecycle (what to load,
+its background tasks, its close) runs through ``Lifecycle``. The few event-loop calls on the
+commit path go through ``_runtime`` (trio's own primitives, on trio).
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
-import logging
-import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-import trio
+import anyio
 
+from .. import _runtime
 from ..core.codec import encoded_size
 from ..core.errors import (
-    CompactionFailed,
     HistoryCompacted,
     InvalidQuery,
     ProposalFailed,
@@ -27,32 +29,39 @@ from ..core.errors import (
     StoreClosed,
     StoreError,
     TransactionTooLarge,
+    WatchOverflow,
 )
 from ..core.events import check_specs
 from ..core.history import DEFAULT_HISTORY_BYTES
-from ..core.model import Meta
-from ..core.proposer import Conflict, MemoryProposer, Proposer, TransactionalProposer
+from ..core.hub import DEFAULT_HISTORY, Hub, replay_items
+from ..core.model import ORIGIN, Change, Meta, StoreAction, Version
+from ..core.proposer import (
+    CommitsAtOnce,
+    Compacting,
+    Conflict,
+    Lifecycle,
+    Loaded,
+    MemoryProposer,
+    Pipelined,
+    Proposer,
+    TransactionalProposer,
+)
 from ..core.schema import Schema
-from ..core.state import Snapshot, StoreState
+from ..core.state import Snapshot, StoreState, difference
 from ..core.tables import restore_tables
 from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
-from ..etcd.proposer import EtcdProposer
-from ..log.compaction import write_epoch_in_child, write_epoch_inline
-from ..log.epochlog import EpochLog, Recovery, Restored
-from ..log.proposer import Durability, LogProposer, Submission
-from .watch import DEFAULT_HISTORY, DEFAULT_QUEUE, Hub, Watch, replay_items
+from ..log.proposer import Durability, LogProposer
+from .watch import DEFAULT_QUEUE, Watch
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from ..core.events import Event, Spec
-    from ..core.model import Change, Version
-    from .replica import Replica
+    from ..core.proposer import Submission
+    from ..log.epochlog import Recovery
 
 R = TypeVar("R")
-
-logger = logging.getLogger("watchstore")
-"""Where the store reports what no caller is waiting for (a failed automatic compaction)."""
 
 MAX_BATCH_CHANGES: Final = 200
 """Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
@@ -61,10 +70,6 @@ MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 SCHEDULE_EVERY: Final = 16
 """Default for ``open_store(schedule_every=)``: an ``update`` that did not have to wait
 lets other tasks run once every this many calls (see :meth:`Store.update`)."""
-COMPACTION_RETRY: Final = 1.0
-"""Seconds before the automatic compaction tries again after a failure (then doubled)."""
-COMPACTION_RETRY_MAX: Final = 300.0
-"""The longest wait between two attempts of a failing automatic compaction."""
 
 
 class Store:
@@ -74,7 +79,7 @@ class Store:
         self,
         schema: Schema,
         proposer: Proposer,
-        nursery: trio.Nursery,
+        task_group: anyio.abc.TaskGroup,
         *,
         history: int = DEFAULT_HISTORY,
         schedule_every: int = SCHEDULE_EVERY,
@@ -86,25 +91,32 @@ class Store:
         self._proposer = proposer
         self._state = StoreState(schema, proposer.get_version())
         self._hub = Hub(self._state.version, history, history_bytes)
-        self._nursery = nursery
-        self._task_scopes: set[trio.CancelScope] = set()
-        self._keep_epochs = 2
-        self._compact_in_child = True
+        self._task_group = task_group
+        self._task_scopes: set[anyio.CancelScope] = set()
+        rt = self._rt = _runtime.current()
+        self._checkpoint = rt.checkpoint
+        self._checkpoint_if_cancelled = rt.checkpoint_if_cancelled
+        self._cancel_shielded_checkpoint = rt.cancel_shielded_checkpoint
         self.recovery: Recovery | None = None
         """For a store opened from a log: what opening found (``repaired_tail`` bytes,
         and ``salvage`` when it was opened with ``salvage=True`` and had damage)."""
-        self._write_lock = WriteLock()
-        # A proposer that can pipeline (queue a commit synchronously, then make it durable
-        # in the background) lets the next writer begin while this one waits.
-        self._submit: Callable[..., Submission] | None = getattr(proposer, "submit", None)
-        # The default proposer commits at once: called without a coroutine (see _commit_now).
-        self._memory = proposer if type(proposer) is MemoryProposer else None
-        # A proposer that checks reads at commit (etcd) gets whole transactions instead.
+        self._write_lock = WriteLock(rt.lot())
+        # The proposer's capabilities (see core.proposer), looked for once.
+        # One that commits in memory is called without a coroutine (see _commit_now).
+        self._memory = (
+            proposer if isinstance(proposer, CommitsAtOnce) and proposer.commits_at_once() else None
+        )
+        # One that can pipeline (queue a commit synchronously, then make it durable in the
+        # background) lets the next writer begin while this one waits.
+        self._submit: Callable[..., Submission] | None = (
+            proposer.submit if isinstance(proposer, Pipelined) else None
+        )
+        # One that checks reads at commit (etcd) gets whole transactions instead.
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
-        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._waiters: list[tuple[int, int, _runtime.Event]] = []
         self._updating = 0  # update() calls under way
         self._classes = {t.cls: t.name for t in schema.tables}
-        self._batching: dict[trio.lowlevel.Task, Batch] = {}  # tasks in store.batch(fn)
+        self._batching: dict[object, Batch] = {}  # tasks in store.batch(fn)
         # update() calls until the next one that did not wait makes a schedule point.
         self._schedule_every = schedule_every
         self._until_schedule = schedule_every
@@ -145,9 +157,9 @@ class Store:
     async def wait_for(self, version: Version) -> None:
         """Return once the store has committed ``version`` (at once if it already has)."""
         if self._state.version >= version:
-            await trio.lowlevel.checkpoint()
+            await self._checkpoint()
             return
-        event = trio.Event()
+        event = self._rt.event()
         heapq.heappush(self._waiters, (version.index, id(event), event))
         await event.wait()
         self._check_open()
@@ -162,8 +174,8 @@ class Store:
         ``ProposalFailed`` is raised and the outcome is unknown. If cancelled while
         proposing, the change is undone locally unless it had already committed.
 
-        Every call is a cancel point (a cancelled caller gets ``trio.Cancelled`` before
-        anything runs). It is a schedule point (other tasks run) whenever it suspends (for
+        Every call is a cancel point (a cancelled caller gets the event loop's cancellation
+        before anything runs). It is a schedule point (other tasks run) whenever it suspends (for
         the lock, a group commit's fsync or etcd) or fsynced a lone commit itself. Any other
         call (a memory commit, or a lone commit written inline with durability "interval"
         or "none") is one on every ``schedule_every``-th call (``open_store``'s argument,
@@ -177,7 +189,7 @@ class Store:
         again, up to the proposer's ``max_retries`` times, when another process changed
         what it read or wrote before it committed; then SequenceConflict.
         """
-        if self._batching and trio.lowlevel.current_task() in self._batching:
+        if self._batching and self._rt.current_task() in self._batching:
             raise StoreError(
                 "store.update() inside store.batch(fn) would wait for the batch's own chunk: "
                 "write with await batch.update(fn2) there"
@@ -190,7 +202,7 @@ class Store:
             if lock.held or self._closed is not None:
                 await self._take_write_lock()
             else:  # the uncontended fast path of _take_write_lock, without a coroutine
-                await trio.lowlevel.checkpoint_if_cancelled()
+                await self._checkpoint_if_cancelled()
                 lock.held = True
             submission = None
             try:
@@ -230,7 +242,7 @@ class Store:
             # writers in at once, so that their commits share the next fsync.
             if not self._until_schedule or (submission is not None and submission.synced_inline):
                 self._until_schedule = self._schedule_every
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await self._cancel_shielded_checkpoint()
             return result
         finally:
             self._updating -= 1
@@ -251,7 +263,7 @@ class Store:
             finally:
                 self._write_lock.release()
             if prepared is None:
-                await trio.lowlevel.checkpoint()
+                await self._checkpoint()
                 return result
             try:
                 version = await remote.commit_prepared(prepared)
@@ -313,16 +325,6 @@ class Store:
             "retries"
         )
 
-    async def _apply_remote(self, build: Callable[[StoreState], Sequence[Change]]) -> None:
-        """Apply the changes ``build`` makes from the committed state, under the writers'
-        lock (a batch may hold a transaction open across awaits), and publish them."""
-        await self._take_write_lock()
-        try:
-            for change in build(self._state):
-                self._apply_replicated(change)
-        finally:
-            self._write_lock.release()
-
     def _submit_pipelined(self, tx: Tx) -> Submission | None:
         """Queue ``tx`` with a pipelining proposer; None if it changed nothing."""
         state = self._state
@@ -348,7 +350,7 @@ class Store:
         """Take the writers' lock (FIFO; uncontended it is one attribute test), as a cancel
         point; StoreClosed if the store is or gets closed meanwhile."""
         self._check_open()
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._checkpoint_if_cancelled()
         lock = self._write_lock
         if lock.held:
             await lock.wait_turn()
@@ -383,7 +385,7 @@ class Store:
         """
         self._check_open()
         batch = Batch(self, max_changes, max_bytes)
-        task = trio.lowlevel.current_task()
+        task = self._rt.current_task()
         self._batching[task] = batch
         try:
             result = await fn(batch)
@@ -422,7 +424,7 @@ class Store:
             raise ProposalFailed("the proposer returned without committing the change")
         return len(actions)
 
-    def _commit_now(self, tx: Tx, proposer: MemoryProposer) -> None:
+    def _commit_now(self, tx: Tx, proposer: CommitsAtOnce) -> None:
         """``_propose`` for the default MemoryProposer, which commits at once: no coroutine,
         and a transaction that changed one object publishes it without building its
         StoreAction and Change unless a watcher wants them."""
@@ -484,49 +486,47 @@ class Store:
         O(1) and written by a forked child process (or encoded in chunks with checkpoints
         between them, and written in a worker thread). A compaction under way (the
         automatic one, say) is waited for first. CompactionFailed names the cause if it
-        fails; the store then goes on with its current epoch, writable, nothing lost."""
+        fails; the store then goes on with its current epoch, writable, nothing lost.
+        StoreError if the store's proposer keeps no epochs (see ``core.proposer.Compacting``)."""
         self._check_open()
         proposer = self._proposer
-        if not isinstance(proposer, LogProposer):
+        if not isinstance(proposer, Compacting):
             raise StoreError("only a store opened with path= has a log to compact")
-        return await self._compact(proposer, keep or self._keep_epochs)
+        return await proposer.compact(self, keep)
 
-    async def _compact(self, proposer: LogProposer, keep: int) -> Version:
-        if self._compact_in_child and hasattr(os, "fork"):
-            write = functools.partial(write_epoch_in_child, schema=self.schema)
-        else:
-            write = functools.partial(write_epoch_inline, schema=self.schema)
-        return await proposer.compact(self._state.pin, write, keep=keep)
-
-    async def _compact_when_due(self, proposer: LogProposer, keep: int) -> None:
-        """The automatic compaction: whenever the current epoch outgrows ``compact_bytes``.
-        A failure is logged and retried later, with a growing delay; it never reaches the
-        store's users (their next explicit ``compact()`` reports its own)."""
-        delay = COMPACTION_RETRY
-        while True:
-            await proposer.wait_compaction_due()
-            try:  # not through compact(): it may run while the store closes (and is cancelled)
-                await self._compact(proposer, keep)
-            except CompactionFailed as exc:
-                if proposer.log.failed is not None:
-                    logger.error("automatic compaction stopped: %s", exc)
-                    return
-                logger.warning("automatic compaction failed: %s; retrying in %.0f s", exc, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, COMPACTION_RETRY_MAX)
-            else:
-                delay = COMPACTION_RETRY
-            await trio.lowlevel.checkpoint()
-
-    def _restore(self, restored: Restored) -> None:
-        """Load what a log held: its snapshot and its changes, the tables in bulk; each
-        change is then published as a commit, so it is in the history for ``watch_from``."""
+    def _restore(self, loaded: Loaded) -> None:
+        """Load what the proposer started from: a snapshot and the changes after it, the
+        tables in bulk; each change is then published as a commit, so it is in the history
+        for ``watch_from``."""
         state = self._state
-        committed = restore_tables(state.by_name, restored.objects, restored.changes)
-        state.version = restored.version
-        self._hub.floor = restored.snapshot_version
+        committed = restore_tables(state.by_name, loaded.objects, loaded.changes)
+        state.version = loaded.version
+        self._hub.floor = loaded.snapshot_version
         for change in committed:
             self._committed(change)
+
+    # -- what a proposer uses (core.proposer.Host) -------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the store is closed."""
+        return self._closed is not None
+
+    def pin(self) -> Snapshot:
+        """A snapshot of the committed state, for a proposer (``snapshot()`` without the
+        check that the store is open: a compaction may finish as the store closes)."""
+        return self._state.pin()
+
+    async def apply_remote(self, build: Callable[[StoreState], Sequence[Change]]) -> None:
+        """Apply the changes ``build`` makes from the committed state, under the writers'
+        lock (a batch may hold a transaction open across awaits), and publish them: the
+        replication path of a proposer whose commits are made elsewhere."""
+        await self._take_write_lock()
+        try:
+            for change in build(self._state):
+                self._apply_replicated(change)
+        finally:
+            self._write_lock.release()
 
     def _apply_replicated(self, change: Change) -> None:
         """Apply a change committed elsewhere (the replication path) and publish it."""
@@ -544,10 +544,10 @@ class Store:
         """
         self._check_open()
         check_specs(specs, self._classes)
-        watch: Watch[Event] = Watch(self._hub, queue)
+        watch: Watch[Event] = Watch(self._hub, queue, self._rt)
         self._hub.subscribe(watch, specs, changes=False)
         try:
-            await trio.lowlevel.checkpoint()
+            await self._checkpoint()
             yield watch
         finally:
             self._hub.unsubscribe(watch)
@@ -564,10 +564,10 @@ class Store:
         self._check_open()
         check_specs(specs, self._classes)
         result = self.view(fn)
-        watch: Watch[Event] = Watch(self._hub, queue)
+        watch: Watch[Event] = Watch(self._hub, queue, self._rt)
         self._hub.subscribe(watch, specs, changes=False)  # no await since the view
         try:
-            await trio.lowlevel.checkpoint()
+            await self._checkpoint()
             yield result, watch
         finally:
             self._hub.unsubscribe(watch)
@@ -597,7 +597,7 @@ class Store:
                 "watch_from a version the store has seen"
             )
         hub = self._hub
-        watch: Watch[Any] = Watch(hub, queue)
+        watch: Watch[Any] = Watch(hub, queue, self._rt)
         hub.subscribe(watch, specs, changes=as_changes)
         try:
             current = self.version
@@ -612,7 +612,7 @@ class Store:
                     raise HistoryCompacted(min(gone.oldest, floor), current) from None
                 replay = [*older, *replay]
             else:
-                await trio.lowlevel.checkpoint()
+                await self._checkpoint()
             items, failed = replay_items(replay, specs, as_changes=as_changes)
             watch._replay.extend(items)
             if failed is not None:
@@ -631,18 +631,16 @@ class Store:
         and shared) and follows every commit; if it falls more than ``queue`` commits behind
         it catches up from a fresh snapshot (``replica.resyncs`` counts that).
         """
-        from .replica import Replica, _NoProposer
-
         self._check_open()
         with lone_errors_unwrapped():
-            async with trio.open_nursery() as nursery:
-                replica = Replica(self.schema, _NoProposer(), nursery, history=history)
-                watch: Watch[Change] = Watch(self._hub, queue)
+            async with anyio.create_task_group() as task_group:
+                replica = Replica(self.schema, _NoProposer(), task_group, history=history)
+                watch: Watch[Change] = Watch(self._hub, queue, self._rt)
                 snapshot = self._state.pin()
                 self._hub.subscribe(watch, (), changes=True)  # same step as the pin
                 try:
                     await replica._load(snapshot)
-                    replica._spawn(replica._follow, self, watch, queue)
+                    replica.spawn(replica._follow, self, watch, queue)
                     yield replica
                 finally:
                     self._hub.unsubscribe(watch)
@@ -650,13 +648,15 @@ class Store:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
-        """Run ``fn(*args)`` in the store's nursery until it returns or the store closes.
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``await fn(*args)`` in the store's task group until it returns or the store
+        closes (its proposer's background work runs so). An exception it raises closes the
+        store and leaves its ``async with`` block.
 
-        Each task gets a cancel scope of its own: cancelling the nursery's scope would also
-        cancel the body of the ``async with`` that opened the store.
+        Each task gets a cancel scope of its own: cancelling the task group's scope would
+        also cancel the body of the ``async with`` that opened the store.
         """
-        scope = trio.CancelScope()
+        scope = anyio.CancelScope()
         self._task_scopes.add(scope)
 
         async def run() -> None:
@@ -666,7 +666,7 @@ class Store:
             finally:
                 self._task_scopes.discard(scope)
 
-        self._nursery.start_soon(run)
+        self._task_group.start_soon(run)
 
     def _close(self) -> None:
         """Close without waiting: fail watchers, wake waiters, cancel background tasks."""
@@ -683,12 +683,7 @@ class Store:
         """Close the store: later operations raise StoreClosed; waiters and watchers are
         woken (watchers raise StoreClosed); background tasks are cancelled."""
         self._close()
-        await trio.lowlevel.checkpoint()
-
-    @property
-    def closed(self) -> bool:
-        """True once the store is closed."""
-        return self._closed is not None
+        await self._checkpoint()
 
 
 class Batch:
@@ -757,7 +752,7 @@ class Batch:
         finally:
             self._tx = None
             store._write_lock.release()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await store._cancel_shielded_checkpoint()
 
     async def _flush_remote(self, tx: Tx, remote: TransactionalProposer) -> None:
         store = self._store
@@ -778,7 +773,7 @@ class Batch:
             self.committed += count
             self.version = version
             self._restamped.update(store._stamped(written, version))
-        await trio.lowlevel.checkpoint()
+        await store._checkpoint()
 
     def _abort(self) -> None:
         tx = self._tx
@@ -799,13 +794,15 @@ class WriteLock:
 
     __slots__ = ("_lot", "held", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, lot: _runtime.Lot | None = None) -> None:
         self.held = False
-        self.waiting = 0  # tasks in wait_turn: an int test, not ParkingLot.__bool__'s call
-        self._lot = trio.lowlevel.ParkingLot()
+        self.waiting = 0  # tasks in wait_turn: an int test, not the lot's __bool__ call
+        self._lot = _runtime.current().lot() if lot is None else lot
 
     async def wait_turn(self) -> None:
-        """Wait until the lock is handed to this task (cancellable while waiting)."""
+        """Wait until the lock is handed to this task (cancellable while waiting; once it
+        is handed over, the task takes it, and a cancellation comes at its next
+        checkpoint)."""
         self.waiting += 1
         try:
             await self._lot.park()
@@ -899,12 +896,17 @@ async def open_store(
     of objects (older ones are read back from the log, where there is one).
     ``schedule_every`` says how often an ``update`` that did not wait lets other tasks run
     (see :meth:`Store.update`). The store
-    owns a nursery for its background work; leaving the block closes it (and the log).
+    owns a task group for its proposer's background work; leaving the block closes it (and
+    the log). It runs under ``trio.run``, ``asyncio.run`` and ``anyio.run`` alike.
 
     With ``etcd`` (endpoints such as ``["http://127.0.0.1:2379"]``) several processes share
     the store through an etcd cluster under the key ``prefix`` (see :class:`EtcdProposer`;
     needs ``pip install "watchstore[etcd]"``): the store lists the prefix, then follows it
     with a watch, and commits each transaction as one etcd txn.
+
+    ``path=...`` is ``proposer=LogProposer(path, ...)`` and ``etcd=...`` is
+    ``proposer=EtcdProposer(etcd, prefix)``; any other :class:`Proposer` may be given (see
+    ``core.proposer`` for the capabilities it may declare).
     """
     if not isinstance(schema, Schema):
         raise TypeError(
@@ -913,64 +915,51 @@ async def open_store(
         )
     if sum(x is not None for x in (path, proposer, etcd)) > 1:
         raise ValueError("open_store takes one of path=, proposer= or etcd=")
+    _runtime.current()  # outside an event loop (or on another), say so before anything
     if etcd is not None:
         with _needs_extra("etcd"):
+            from ..etcd.proposer import EtcdProposer
+
             proposer = EtcdProposer(etcd, prefix)
-    log: EpochLog | None = None
-    restored: Restored | None = None
-    opened: tuple[EpochLog, Restored] | None = None
-    if path is not None:
-        opened = await trio.to_thread.run_sync(EpochLog.open, path, schema, salvage, key)
-        log, restored = opened
-        proposer = LogProposer(log, restored.version, durability=durability)
-    listed: tuple[Version, dict[str, list[Any]]] | None = None
-    if isinstance(proposer, EtcdProposer):
-        with _needs_extra("etcd"):
-            listed = await proposer.connect(schema)
+    elif path is not None:
+        proposer = LogProposer(
+            path,
+            durability=durability,
+            compact_bytes=compact_bytes,
+            keep_epochs=keep_epochs,
+            compact_in_child=compact_in_child,
+            salvage=salvage,
+            key=key,
+        )
+    elif proposer is None:
+        proposer = MemoryProposer()
+    lifecycle = proposer if isinstance(proposer, Lifecycle) else None
     try:
+        loaded = None if lifecycle is None else await lifecycle.open(schema)
         with lone_errors_unwrapped():
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as task_group:
                 store = Store(
                     schema,
-                    proposer if proposer is not None else MemoryProposer(),
-                    nursery,
+                    proposer,
+                    task_group,
                     history=history,
                     history_bytes=history_bytes,
                     schedule_every=schedule_every,
                 )
-                reshaped = restored is not None and restored.reshaped
-                if restored is not None:
-                    store._restore(restored)
-                    store.recovery = restored.summary()
-                    # Not kept alive for the store's life: this frame lives as long.
-                    restored = opened = None
-                if listed is not None:
-                    store._restore(Restored(listed[0], listed[1], [], 0))
-                    listed = None
-                    follower = cast("EtcdProposer", proposer)
-                    follower.attach(store)  # at once: the follow task starts later
-                    store._spawn(follower.follow, store)
-                if isinstance(proposer, LogProposer):
-                    proposer.compact_bytes = compact_bytes
-                    store._keep_epochs = keep_epochs
-                    store._compact_in_child = compact_in_child
-                    store._spawn(proposer.run)
-                    store._spawn(store._compact_when_due, proposer, keep_epochs)
-                    if durability == "interval":
-                        store._spawn(proposer.run_syncer)
-                    if reshaped:
-                        # Objects were read in another shape (an upgrade, added defaults):
-                        # a new epoch writes them in today's before anything is appended.
-                        await store._compact(proposer, keep_epochs)
                 try:
+                    if loaded is not None:
+                        store._restore(loaded)
+                        store.recovery = loaded.recovery
+                        loaded = None  # not kept alive for the store's life by this frame
+                    if lifecycle is not None:
+                        await lifecycle.start(store)
                     yield store
                 finally:
                     store._close()  # no await here: an error of the block must not be masked
     finally:
-        if log is not None:
-            log.close()
-        if isinstance(proposer, EtcdProposer):
-            await proposer.aclose()
+        if lifecycle is not None:
+            with anyio.CancelScope(shield=True):
+                await lifecycle.aclose()
 
 
 def _written(tx: Tx) -> list[tuple[str, Any]]:
@@ -1016,7 +1005,7 @@ def _needs_extra(extra: str) -> Iterator[None]:
 def lone_errors_unwrapped() -> Iterator[None]:
     """Re-raise a lone error of the store's task group as itself, not as a group of one.
 
-    The body of ``async with open_store(...)`` runs inside the store's nursery, so trio wraps
+    The body of ``async with open_store(...)`` runs inside the store's task group, which wraps
     whatever it raises in an ExceptionGroup; callers should get their own exception back.
     Several errors at once stay a group.
     """
@@ -1027,3 +1016,98 @@ def lone_errors_unwrapped() -> Iterator[None]:
             inner = group.exceptions[0]
             raise inner from inner.__cause__
         raise
+
+
+# -- replicas --------------------------------------------------------------------------------------
+#
+# In-process read replicas (``store.fork()``) that follow a store through its changes.
+#
+# A replica is a read-only :class:`Store` with tables of its own. It starts from an O(1)
+# snapshot pinned in the same synchronous step as subscribing to the source's changes, so it
+# neither misses nor doubles a commit; it loads the snapshot in chunks, yielding to other tasks,
+# then applies each change through the replication path, which publishes it to the replica's
+# own watchers. If it falls behind (its queue overflows) it re-pins, and applies the difference
+# between its state and the new snapshot as one change. Objects are shared, never copied: they
+# are frozen.
+
+LOAD_CHUNK: Final = 5_000
+"""Objects loaded between two checkpoints while a replica starts."""
+
+
+class _NoProposer:
+    """A replica commits only what its source committed: it proposes nothing."""
+
+    def __init__(self) -> None:
+        self._version = ORIGIN
+
+    async def propose_value(
+        self, actions: Sequence[StoreAction], commit: Callable[[Version], None]
+    ) -> Version:
+        raise StoreError("a replica is read-only; write to the store it was forked from")
+
+    def get_version(self) -> Version:
+        return self._version
+
+    async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
+        raise HistoryCompacted(end, end)
+
+
+class Replica(Store):
+    """A read-only, in-process copy of a store, kept in sync; from ``store.fork()``.
+
+    ``view``, ``snapshot``, ``watch``, ``view_and_watch``, ``watch_from`` and
+    ``wait_for(version)`` work as on the source; versions are the source's. ``resyncs``
+    counts how often it fell behind and caught up from a new snapshot.
+    """
+
+    resyncs: int = 0
+
+    async def update(self, fn: Callable[[Tx], R]) -> R:
+        """Replicas are read-only: raises StoreError."""
+        raise StoreError("a replica is read-only; write to the store it was forked from")
+
+    async def batch(
+        self, fn: Callable[[Batch], Awaitable[R]], *, max_changes: int = 0, max_bytes: int = 0
+    ) -> R:
+        """Replicas are read-only: raises StoreError."""
+        raise StoreError("a replica is read-only; write to the store it was forked from")
+
+    async def _load(self, snapshot: Snapshot) -> None:
+        state = self._state
+        count = 0
+        for table in self.schema.tables:
+            live = state.tables[table.cls]
+            for obj in snapshot.all(table.cls):
+                live.write(obj.id, None, obj)
+                count += 1
+                if count % LOAD_CHUNK == 0:
+                    await self._checkpoint()
+        state.version = snapshot.version
+        self._hub.floor = snapshot.version
+        snapshot.close()
+
+    async def _follow(self, source: Store, watch: Watch[Change], queue: int) -> None:
+        try:
+            while True:
+                try:
+                    change = await watch.receive()
+                except WatchOverflow:
+                    self.resyncs += 1
+                    source._hub.unsubscribe(watch)
+                    watch = Watch(source._hub, queue, self._rt)
+                    with source._state.pin() as snapshot:
+                        source._hub.subscribe(watch, (), changes=True)  # same step as pin
+                        self._resync(snapshot)
+                    continue
+                except StoreClosed:
+                    await self.aclose()
+                    return
+                self._apply_replicated(change)
+        finally:
+            source._hub.unsubscribe(watch)
+
+    def _resync(self, snapshot: Snapshot) -> None:
+        theirs = {t.name: {obj.id: obj for obj in snapshot.all(t.cls)} for t in self.schema.tables}
+        actions = difference(self._state, theirs)
+        if snapshot.version > self.version:
+            self._apply_replicated(Change(snapshot.version, actions))

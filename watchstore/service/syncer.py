@@ -12,8 +12,9 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 from ..core.errors import WatchOverflow
 from ..core.events import Created, Deleted, Updated, on
@@ -85,7 +86,9 @@ class Syncer:
         self.resyncs = 0
         self.status = SyncStatus.WAIT_FOR_DATASTORE
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """List, then follow changes until cancelled; ``task_status`` is started when the
         first list has been delivered (status IN_SYNC)."""
         self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
@@ -134,7 +137,7 @@ class Syncer:
             while len(batch) < self._batch:
                 try:
                     batch.append(events.receive_nowait())
-                except trio.WouldBlock:
+                except anyio.WouldBlock:
                     break
             updates: list[SyncUpdate] = []
             for event in batch:

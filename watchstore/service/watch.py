@@ -1,11 +1,10 @@
-"""Watches on trio: bounded per-watcher queues fed by the commit path, and the commit history.
+"""Watches: bounded per-watcher queues fed by the commit path (through ``core.hub.Hub``).
 
-The commit callback calls ``Hub.publish(change)`` synchronously: it records the change in the
-history ring, routes its events (``core.events.Router``) and appends each watcher's share to that
-watcher's queue, a whole transaction at a time. Nothing there waits, so a watcher that does not
-read never slows a writer or another watcher: when a transaction would not fit in its queue, the
-watcher is dropped and, after the events it already has, raises ``WatchOverflow(last_version)``
-naming the last commit it saw in full; ``watch_from(last_version)`` resumes exactly there.
+A watch's queue takes a whole transaction's events at a time, synchronously, from the commit
+path; nothing there waits, so a watcher that does not read never slows a writer or another
+watcher: when a transaction would not fit in its queue, the watcher is dropped and, after the
+events it already has, raises ``WatchOverflow(last_version)`` naming the last commit it saw in
+full; ``watch_from(last_version)`` resumes exactly there.
 
 History replayed by ``watch_from`` is kept apart from the live queue, so a resume is never
 refused for being long: only the live backlog is bounded.
@@ -14,25 +13,24 @@ refused for being long: only the live backlog is bounded.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import anyio
 import trio
 
-from ..core.errors import WatcherFailed, WatchOverflow
-from ..core.events import Router, Spec
-from ..core.history import DEFAULT_HISTORY_BYTES, History
-from ..core.model import Change, Version, action_fields, new_action, new_change
+from ..core.errors import WatchOverflow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
+
+    from .._runtime import Runtime
+    from ..core.hub import Hub
+    from ..core.model import Version
 
 T = TypeVar("T")
 
 DEFAULT_QUEUE: Final = 10_000
 """Default most events (or changes) a watcher may have waiting before it overflows."""
-DEFAULT_HISTORY: Final = 10_000
-"""Default number of recent commits kept in memory for ``watch_from``."""
 
 
 class WouldBlock(anyio.WouldBlock, trio.WouldBlock):
@@ -48,16 +46,17 @@ class Watch(Generic[T]):
     :class:`StoreClosed`.
     """
 
-    __slots__ = ("__weakref__", "_error", "_hub", "_limit", "_lot", "_queue", "_replay")
+    __slots__ = ("__weakref__", "_error", "_hub", "_limit", "_lot", "_queue", "_replay", "_rt")
 
-    def __init__(self, hub: Hub, limit: int) -> None:
+    def __init__(self, hub: Hub, limit: int, runtime: Runtime) -> None:
         if limit < 1:
             raise ValueError("a watch queue needs room for at least one item")
         self._hub = hub
         self._replay: deque[T] = deque()
         self._queue: deque[T] = deque()
         self._limit = limit
-        self._lot = trio.lowlevel.ParkingLot()
+        self._rt = runtime
+        self._lot = runtime.lot()
         self._error: BaseException | None = None
 
     def __aiter__(self) -> Watch[T]:
@@ -68,13 +67,13 @@ class Watch(Generic[T]):
 
     async def receive(self) -> T:
         """Wait for and return the next item."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._rt.checkpoint_if_cancelled()
         while not (self._replay or self._queue):
             if self._error is not None:
                 raise self._error
             await self._lot.park()
         item = self._replay.popleft() if self._replay else self._queue.popleft()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await self._rt.cancel_shielded_checkpoint()
         return item
 
     def receive_nowait(self) -> T:
@@ -109,115 +108,3 @@ class Watch(Generic[T]):
             self._error = error
             self._hub.unsubscribe(self)
         self._lot.unpark_all()
-
-
-class Hub:
-    """Routes every commit to the watchers that selected it, and keeps recent history.
-
-    ``floor`` is the newest version *not* in the history: every commit after it is there.
-    """
-
-    def __init__(
-        self,
-        start: Version,
-        history: int = DEFAULT_HISTORY,
-        history_bytes: int = DEFAULT_HISTORY_BYTES,
-    ) -> None:
-        self.router = Router()
-        self._routed = self.router._specs  # a plain dict: testing it costs no Python call
-        self.change_watchers: dict[Watch[Change], None] = {}
-        self.history = History(start, history, history_bytes)
-        self.head = start
-        """The last version published (what a watcher dropped at the next one saw last)."""
-        self._record = self.history.append
-        self._record_one = self.history.append_one
-
-    @property
-    def floor(self) -> Version:
-        """The newest version not in the history: every commit after it is there."""
-        return self.history.floor
-
-    @floor.setter
-    def floor(self, version: Version) -> None:
-        self.history.floor = version
-        self.head = max(self.head, version)
-
-    def subscribe(self, watch: Watch[Any], specs: Sequence[Spec], *, changes: bool) -> None:
-        """Start delivering to ``watch``: whole Changes if ``changes``, else routed events."""
-        if changes:
-            self.change_watchers[watch] = None
-        else:
-            self.router.subscribe(watch, specs)
-
-    def unsubscribe(self, watch: Watch[Any]) -> None:
-        """Stop delivering to ``watch`` (idempotent)."""
-        if watch in self.change_watchers:
-            del self.change_watchers[watch]
-        elif watch in self.router:
-            self.router.unsubscribe(watch)
-
-    def publish(self, change: Change) -> None:
-        """Deliver one committed change. Runs in the commit path: never waits."""
-        self._record(change)
-        if self._routed or self.change_watchers:
-            self._route(change)
-        self.head = change.version
-
-    def publish_one(self, version: Version, table: str, old: Any, new: Any) -> None:
-        """``publish`` for a commit that changed one object of ``table`` from ``old`` to
-        ``new`` (None: absent): its Change is only built if a watcher is there to take it."""
-        self._record_one(version.index, table, old, new)
-        if self._routed or self.change_watchers:
-            self._route(new_change(version, [new_action(*action_fields(table, old, new))]))
-        self.head = version
-
-    def _route(self, change: Change) -> None:
-        previous = self.head
-        if self._routed:
-            failed: dict[Any, Exception] = {}
-            for watch, events in self.router.route(change, failed).items():
-                if watch not in failed:
-                    watch._deliver(events, previous)
-            for watch, error in failed.items():
-                watch._fail(_watcher_failed(error, change.version))
-        if self.change_watchers:
-            for watch in list(self.change_watchers):
-                watch._deliver((change,), previous)
-
-    def close(self, error: BaseException) -> None:
-        """Fail every watcher with ``error`` (the store closed)."""
-        for watch in [*self.router.keys(), *self.change_watchers]:
-            watch._fail(error)
-
-    def replay_from(self, version: Version) -> list[Change] | None:
-        """The commits after ``version`` (in order), or None if some are not in memory."""
-        return self.history.replay(version)
-
-
-def _watcher_failed(error: Exception, version: Version) -> WatcherFailed:
-    failed = WatcherFailed(
-        f"a where= predicate of this watch (or a field it compares) raised {error!r} for an "
-        f"object of {version!r}; the watch is closed (the commit and other watchers are not "
-        "affected): fix the predicate, then watch_from the last version received"
-    )
-    failed.__cause__ = error
-    return failed
-
-
-def replay_items(
-    changes: Iterable[Change], specs: Sequence[Spec], *, as_changes: bool
-) -> tuple[list[Any], WatcherFailed | None]:
-    """What a watcher with ``specs`` would have received for ``changes``: the items, up to
-    the commit where one of its predicates raised, and then that failure (else None)."""
-    if as_changes:
-        return list(changes), None
-    router = Router()
-    router.subscribe("replay", specs)
-    out: list[Any] = []
-    failed: dict[Any, Exception] = {}
-    for change in changes:
-        routed = router.route(change, failed)
-        if failed:
-            return out, _watcher_failed(failed["replay"], change.version)
-        out.extend(routed.get("replay", ()))
-    return out, None
