@@ -1,9 +1,15 @@
-"""Shared pytest configuration for the watchstore test suite."""
+"""Shared pytest configuration for the watchstore test suite.
+
+Every async test and async fixture runs under AnyIO's pytest plugin (``anyio_mode = "auto"``),
+once per backend of ``anyio_backend``: trio and asyncio, or those named, comma-separated, in
+``WATCHSTORE_TEST_BACKENDS`` (``WATCHSTORE_TEST_BACKENDS=trio`` runs on trio only). A sync test
+that runs the store itself (``anyio.run``, a child process) asks for ``anyio_backend`` too.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import pytest
 from hypothesis import settings
@@ -14,6 +20,21 @@ if TYPE_CHECKING:
 settings.register_profile("dev", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=False, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+BACKENDS: Final = tuple(
+    name.strip()
+    for name in os.environ.get("WATCHSTORE_TEST_BACKENDS", "trio,asyncio").split(",")
+    if name.strip()
+)
+"""The AnyIO backends every test runs on, in order."""
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The AnyIO backend of the test (its id ends in ``[trio]`` or ``[asyncio]``); module
+    scoped, as AnyIO's own, so a module runs all its tests on one backend, then the next."""
+    backend: str = request.param
+    return backend
 
 
 @pytest.fixture(scope="session")

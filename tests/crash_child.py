@@ -1,10 +1,11 @@
 """The child process of the crash test (``tests/test_crash.py``): commits until it is killed.
 
-``python tests/crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K]
-[--rollback-after K]`` opens a durable store in ``DIR`` (durability ``always``), writes
-``open N`` (N = the version it recovered) to stdout, then commits forever: the transaction of
-version ``v`` is ``transaction(SEED, v)``, a pure function, so the parent can compute the state
-at any version by replaying it. After each commit is acknowledged (its ``update`` returned) the
+``python tests/crash_child.py DIR SEED BACKEND [--wait] [--compact-bytes N] [--compact-after K]
+[--rollback-after K]`` opens a durable store in ``DIR`` (durability ``always``) on the AnyIO
+backend ``BACKEND`` (``trio`` or ``asyncio``), writes ``open N`` (N = the version it
+recovered) to stdout, then commits forever: the transaction of version ``v`` is
+``transaction(SEED, v)``, a pure function, so the parent can compute the state at any version
+by replaying it. After each commit is acknowledged (its ``update`` returned) the
 child writes ``v`` as a line, unbuffered. A restarted child goes on from the version the store
 recovered. With ``--wait`` it first imports everything and waits for a line on stdin before
 opening the store (the test overlaps its start-up this way); ``--compact-bytes`` is passed to
@@ -22,7 +23,7 @@ child inside them; each is announced before it starts and after it ends:
   so the same states.
 
 This module imports only the standard library at the top, so the test can import
-``transaction`` cheaply; the child imports trio and watchstore in ``main``.
+``transaction`` cheaply; the child imports AnyIO and watchstore in ``main``.
 """
 
 from __future__ import annotations
@@ -181,16 +182,17 @@ def _rollback_target(seed: int, current: int, epochs: list[ws.EpochInfo]) -> int
 
 
 USAGE: Final = (
-    "usage: crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K] "
+    "usage: crash_child.py DIR SEED BACKEND [--wait] [--compact-bytes N] [--compact-after K] "
     "[--rollback-after K]"
 )
 
 
 def main(argv: list[str]) -> None:
-    """Entry point: ``crash_child.py DIR SEED [--wait] [--compact-bytes N] [--compact-after K]
-    [--rollback-after K]``.
+    """Entry point: ``crash_child.py DIR SEED BACKEND [--wait] [--compact-bytes N]
+    [--compact-after K] [--rollback-after K]``.
 
-    With ``--wait`` the child imports everything, then waits for a line on stdin before it
+    The store runs on AnyIO's ``BACKEND`` (``anyio.run(..., backend=BACKEND)``). With
+    ``--wait`` the child imports everything, then waits for a line on stdin before it
     opens the store (so its start-up can overlap the parent's checks; at EOF it exits).
     ``--compact-bytes`` is passed to ``open_store`` (small values compact often, so that
     kills also land in compactions). ``--compact-after`` and ``--rollback-after`` run an
@@ -199,14 +201,14 @@ def main(argv: list[str]) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     if root not in sys.path:
         sys.path.insert(0, root)  # for ``tests.schema`` when run as a script
-    import trio
+    import anyio
 
     import tests.schema  # noqa: F401  (imported before the wait, to overlap start-up)
     import watchstore  # noqa: F401
 
-    if len(argv) < 2:
+    if len(argv) < 3:
         raise SystemExit(USAGE)
-    directory, seed, *flags = argv
+    directory, seed, backend, *flags = argv
     wait = "--wait" in flags
     if wait:
         flags.remove("--wait")
@@ -219,13 +221,14 @@ def main(argv: list[str]) -> None:
         options[name] = int(value)
     if wait and not sys.stdin.buffer.readline():
         return
-    trio.run(
+    anyio.run(
         _run,
         directory,
         int(seed),
         options["--compact-bytes"],
         options.get("--compact-after"),
         options.get("--rollback-after"),
+        backend=backend,
     )
 
 

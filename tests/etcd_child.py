@@ -1,4 +1,5 @@
-"""A writer process for tests/test_etcd.py: python -m tests.etcd_child ENDPOINT PREFIX ME OTHER.
+"""A writer process for tests/test_etcd.py: ``python -m tests.etcd_child ENDPOINT PREFIX ME
+OTHER BACKEND`` (BACKEND: the AnyIO backend to run on, ``trio`` or ``asyncio``).
 
 Waits until the other writer is up, then, concurrently: increments shared counters
 (read-modify-write on the same rows as the other process) and tries to claim unique names
@@ -13,8 +14,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
-import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
@@ -63,9 +64,9 @@ async def main(endpoint: str, prefix: str, me: str, other: str) -> None:
                 except ws.UniqueConflict:
                     pass
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(increment)
-            nursery.start_soon(claim)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(increment)
+            tg.start_soon(claim)
         await store.update(lambda tx: tx.upsert(Node(f"done-{me}", f"done-{me}")))
         await _until(store, lambda tx: tx.get(Node, f"done-{other}") is not None)
         state = store.view(
@@ -88,5 +89,5 @@ async def _until(store: ws.Store, check: Callable[[ws.ReadTx], bool]) -> None:
 
 
 if __name__ == "__main__":
-    endpoint, prefix, me, other = sys.argv[1:5]
-    trio.run(main, endpoint, prefix, me, other)
+    endpoint, prefix, me, other, backend = sys.argv[1:6]
+    anyio.run(main, endpoint, prefix, me, other, backend=backend)

@@ -12,7 +12,9 @@ the path, else any part of it), and a forked child inherits the rules and their 
 A scenario is an ``async`` function of a test module, run in a child Python process with the
 shim preloaded (``run_scenario``); it reports what happened as JSON lines on stdout
 (``report``), and the test checks them, then reopens the store without the shim.
-``python -m tests.faultshim MODULE:FUNCTION ARGS_JSON`` is that child.
+``python -m tests.faultshim MODULE:FUNCTION ARGS_JSON BACKEND`` is that child: it runs the
+scenario with ``anyio.run`` on the AnyIO backend BACKEND (``trio`` or ``asyncio``), the test's
+own.
 
 ``mounted_tmpfs`` mounts a small tmpfs for real ENOSPC (root only), and always unmounts it.
 """
@@ -406,13 +408,14 @@ def describe(exc: BaseException) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    """Run the scenario ``MODULE:FUNCTION`` with the JSON list of arguments, under trio."""
-    import trio
+    """Run the scenario ``MODULE:FUNCTION`` with the JSON list of arguments, on the AnyIO
+    backend named third."""
+    import anyio
 
     module, _, name = argv[0].partition(":")
     scenario = getattr(importlib.import_module(module), name)
     try:
-        trio.run(scenario, *json.loads(argv[1]))
+        anyio.run(scenario, *json.loads(argv[1]), backend=argv[2])
     except BaseException as exc:
         report("crashed", error=describe(exc), traceback=traceback.format_exc())
         raise
@@ -446,10 +449,12 @@ class Run:
         assert self.returncode == 0, f"the scenario failed (status {self.returncode}):\n{detail}"
 
 
-def scenario_command(scenario: Callable[..., Awaitable[None]], *args: Any) -> list[str]:
-    """The command line of a child running ``scenario(*args)``."""
+def scenario_command(
+    scenario: Callable[..., Awaitable[None]], *args: Any, backend: str
+) -> list[str]:
+    """The command line of a child running ``scenario(*args)`` on AnyIO's ``backend``."""
     target = f"{scenario.__module__}:{scenario.__qualname__}"
-    return [sys.executable, "-m", "tests.faultshim", target, json.dumps(args)]
+    return [sys.executable, "-m", "tests.faultshim", target, json.dumps(args), backend]
 
 
 def scenario_env(shim: Path | None) -> dict[str, str]:
@@ -471,13 +476,15 @@ def run_scenario(
     scenario: Callable[..., Awaitable[None]],
     *args: Any,
     shim: Path | None,
+    backend: str,
     timeout: float = 60.0,
     pass_fds: tuple[int, ...] = (),
 ) -> Run:
-    """Run ``scenario(*args)`` in a child process with ``shim`` preloaded (None: without)
-    until it exits (killed after ``timeout`` seconds); return its reports."""
+    """Run ``scenario(*args)`` on AnyIO's ``backend`` in a child process with ``shim``
+    preloaded (None: without) until it exits (killed after ``timeout`` seconds); return its
+    reports."""
     done = subprocess.run(
-        scenario_command(scenario, *args),
+        scenario_command(scenario, *args, backend=backend),
         env=scenario_env(shim),
         cwd=ROOT,
         capture_output=True,
@@ -495,17 +502,18 @@ def started_scenario(
     scenario: Callable[..., Awaitable[None]],
     *args: Any,
     shim: Path | None,
+    backend: str,
     output: Path,
     pass_fds: tuple[int, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``scenario(*args)`` in a child process for the block, its stdout and stderr
-    going to ``output.out`` and ``output.err`` (files: reading them never waits for a
-    process that inherited them); killed after the block if it still runs."""
+    """Start ``scenario(*args)`` on AnyIO's ``backend`` in a child process for the block, its
+    stdout and stderr going to ``output.out`` and ``output.err`` (files: reading them never
+    waits for a process that inherited them); killed after the block if it still runs."""
     with (
         open(output.with_suffix(".out"), "wb") as out,
         open(output.with_suffix(".err"), "wb") as err,
         subprocess.Popen(
-            scenario_command(scenario, *args),
+            scenario_command(scenario, *args, backend=backend),
             env=scenario_env(shim),
             cwd=ROOT,
             stdout=out,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
@@ -81,22 +80,22 @@ async def test_an_error_in_the_batch_keeps_earlier_chunks_and_says_so(store: ws.
 
 
 async def test_other_writers_get_in_between_chunks(store: ws.Store) -> None:
-    started = trio.Event()
+    started = anyio.Event()
 
     async def load(batch: ws.Batch) -> None:
         for i in range(4):
             await batch.update(lambda tx: tx.create(Task(f"b{i}", "s1")))
             if i == 0:
                 started.set()
-                await trio.testing.wait_all_tasks_blocked()  # "other" waits for the lock
+                await anyio.wait_all_tasks_blocked()  # "other" waits for the lock
 
     async def other() -> None:
         await started.wait()  # the batch holds the write lock now
         await store.update(lambda tx: tx.create(Task("other", "s1")))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
-        nursery.start_soon(functools.partial(store.batch, load, max_changes=2))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        tg.start_soon(functools.partial(store.batch, load, max_changes=2))
     # The waiting writer commits right after the first chunk, before the second.
     versions = store.view(lambda tx: {t.id: t.meta.version.index for t in tx.all(Task)})  # type: ignore[union-attr]
     assert versions == {"b0": 1, "b1": 1, "other": 2, "b2": 3, "b3": 3}

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
-import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -59,10 +59,11 @@ async def build(path: Path, key: bytes | None = None) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Path:
-    """A durable store of tests/schema.py at version 5, in two segments."""
+def store(tmp_path: Path, anyio_backend: str) -> Path:
+    """A durable store of tests/schema.py at version 5, in two segments (built on the
+    test's AnyIO backend)."""
     path = tmp_path / "store"
-    trio.run(build, path)
+    anyio.run(build, path, backend=anyio_backend)
     return path
 
 
@@ -79,8 +80,9 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Any:
     return json.loads(out)
 
 
-def contents(path: Path) -> dict[tuple[str, str], Any]:
-    """Every object of the store at ``path`` as the library reads it, encoded as stored."""
+def contents(path: Path, backend: str) -> dict[tuple[str, str], Any]:
+    """Every object of the store at ``path`` as the library reads it (on AnyIO's
+    ``backend``), encoded as stored."""
 
     async def read() -> dict[tuple[str, str], Any]:
         async with ws.open_store(SCHEMA, path=path) as store:
@@ -89,7 +91,7 @@ def contents(path: Path) -> dict[tuple[str, str], Any]:
                 lambda tx: {(cls.__name__, o.id): encode(o) for cls in tables for o in tx.all(cls)}
             )
 
-    return trio.run(read)
+    return anyio.run(read, backend=backend)
 
 
 def segments(path: Path) -> list[Path]:
@@ -134,11 +136,11 @@ def flip_byte(segment: Path, offset: int) -> None:
 
 
 def test_inspect_reports_the_tables_rows_version_and_epochs_the_store_holds(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
     report = run_json(capsys, "inspect", store)
     expected: dict[str, int] = {}
-    for table, _id in contents(store):
+    for table, _id in contents(store, anyio_backend):
         expected[table] = expected.get(table, 0) + 1
     assert report["tables"] == expected == {"Task": 20, "Node": 3}
     assert report["version"] == 5
@@ -163,9 +165,9 @@ def test_inspect_prints_human_tables_by_default(
 
 
 def test_inspect_names_the_live_holder_of_the_lock(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    with holder(store) as child:
+    with holder(store, anyio_backend) as child:
         report = run_json(capsys, "inspect", store)
         _code, out, _err = run(capsys, "inspect", store)
     assert report["lock"]["state"] == "held"
@@ -285,12 +287,14 @@ def test_verify_of_a_store_with_a_schema_that_does_not_import_is_a_usage_error(
 
 
 def test_dump_prints_every_object_of_the_current_state_as_json_lines(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
     code, out, _err = run(capsys, "dump", store)
     assert code == ExitCode.OK
     lines = [json.loads(line) for line in out.splitlines()]
-    assert {(d["table"], d["object"]["id"]): d["object"] for d in lines} == contents(store)
+    assert {(d["table"], d["object"]["id"]): d["object"] for d in lines} == contents(
+        store, anyio_backend
+    )
     assert len(lines) == 23
 
 
@@ -303,7 +307,7 @@ def test_dump_of_one_table(capsys: pytest.CaptureFixture[str], store: Path) -> N
 
 
 def test_dump_from_a_version_prints_the_changes_watch_from_replays(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
     code, out, _err = run(capsys, "dump", store, "--from", "1")
     got = [json.loads(line) for line in out.splitlines()]
@@ -322,18 +326,19 @@ def test_dump_from_a_version_prints_the_changes_watch_from_replays(
         ]
 
     assert code == ExitCode.OK
-    assert [(d["version"], d["kind"], d["table"], d["object"]) for d in got] == trio.run(replayed)
+    expected = anyio.run(replayed, backend=anyio_backend)
+    assert [(d["version"], d["kind"], d["table"], d["object"]) for d in got] == expected
     assert [d["version"] for d in got] == [2] * 20 + [3, 4, 5]
 
 
 def test_dump_from_before_every_kept_snapshot_is_not_found(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
     async def compact() -> None:
         async with ws.open_store(SCHEMA, path=store, keep_epochs=1) as opened:
             await opened.compact()
 
-    trio.run(compact)
+    anyio.run(compact, backend=anyio_backend)
     code, _out, err = run(capsys, "dump", store, "--from", "1")
     assert code == ExitCode.NOT_FOUND
     assert "the history before version 5 is compacted" in err
@@ -354,12 +359,12 @@ def test_snapshots_lists_the_kept_epochs_with_versions_and_times(
 
 
 def test_rollback_makes_a_kept_snapshot_the_state(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
     code, out, _err = run(capsys, "rollback", store, "--to", "2")
     assert code == ExitCode.OK
     assert "rolled back" in out
-    state = contents(store)
+    state = contents(store, anyio_backend)
     assert ("Task", "t07") in state
     assert ("Task", "t99") not in state
     assert run_json(capsys, "inspect", store)["version"] == 2
@@ -374,9 +379,9 @@ def test_rollback_to_a_version_that_is_not_kept_names_the_kept_ones(
 
 
 def test_rollback_of_an_open_store_is_refused_as_locked(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    with holder(store) as child:
+    with holder(store, anyio_backend) as child:
         code, _out, err = run(capsys, "rollback", store, "--to", "2")
     assert code == ExitCode.LOCKED
     assert f"is held by pid {child.pid}" in err
@@ -389,13 +394,13 @@ def test_compact_needs_the_schema(capsys: pytest.CaptureFixture[str], store: Pat
 
 
 def test_compact_writes_a_new_epoch_and_keeps_the_state(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    before = contents(store)
+    before = contents(store, anyio_backend)
     report = run_json(capsys, "compact", store, "--schema", "tests.schema:SCHEMA", "--keep", "1")
     assert report["version"] == 5
     assert [(e["segment"], e["snapshot_version"]) for e in report["epochs"]] == [(3, 5)]
-    assert contents(store) == before
+    assert contents(store, anyio_backend) == before
 
 
 def test_a_damaged_store_is_recovered_with_snapshots_rollback_and_compact(
@@ -421,24 +426,25 @@ def test_a_damaged_store_is_recovered_with_snapshots_rollback_and_compact(
 
 HOLDER = textwrap.dedent(
     """
-    import sys, trio, watchstore as ws
+    import sys, anyio, watchstore as ws
     from tests.schema import SCHEMA
 
     async def main() -> None:
         async with ws.open_store(SCHEMA, path=sys.argv[1]):
             print("open", flush=True)
-            await trio.to_thread.run_sync(sys.stdin.read)  # hold the lock until killed
+            await anyio.to_thread.run_sync(sys.stdin.read)  # hold the lock until killed
 
-    trio.run(main)
+    anyio.run(main, backend=sys.argv[2])
     """
 )
 
 
 @contextmanager
-def holder(path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A process that holds the store open until the block ends (it is then killed)."""
+def holder(path: Path, backend: str) -> Iterator[subprocess.Popen[str]]:
+    """A process that holds the store open (on AnyIO's ``backend``) until the block ends (it
+    is then killed)."""
     with subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
+        [sys.executable, "-c", HOLDER, str(path), backend],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -461,9 +467,9 @@ def test_unlock_of_a_free_store_does_nothing(
 
 
 def test_unlock_clears_the_stale_lock_of_a_killed_holder_without_force(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    with holder(store) as child:
+    with holder(store, anyio_backend) as child:
         pass
     assert ws.lock_status(store).stale
     assert run_json(capsys, "inspect", store)["lock"]["state"] == "stale"
@@ -474,9 +480,9 @@ def test_unlock_clears_the_stale_lock_of_a_killed_holder_without_force(
 
 
 def test_unlock_refuses_a_live_holder_without_force_and_says_why(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    with holder(store) as child:
+    with holder(store, anyio_backend) as child:
         code, _out, err = run(capsys, "unlock", store)
         assert ws.lock_status(store).held
     assert code == ExitCode.LOCKED
@@ -486,9 +492,9 @@ def test_unlock_refuses_a_live_holder_without_force_and_says_why(
 
 
 def test_unlock_with_force_removes_a_live_holders_lock(
-    capsys: pytest.CaptureFixture[str], store: Path
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
 ) -> None:
-    with holder(store):
+    with holder(store, anyio_backend):
         code, out, _err = run(capsys, "unlock", store, "--force")
         assert not ws.lock_status(store).held
     assert code == ExitCode.OK
@@ -499,10 +505,10 @@ def test_unlock_with_force_removes_a_live_holders_lock(
 
 
 def test_an_encrypted_store_needs_its_key(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, anyio_backend: str
 ) -> None:
     path = tmp_path / "store"
-    trio.run(build, path, KEY)
+    anyio.run(build, path, KEY, backend=anyio_backend)
     key_file = tmp_path / "key"
     key_file.write_text(KEY.hex() + "\n")
     code, _out, err = run(capsys, "inspect", path)
@@ -606,3 +612,15 @@ def test_the_demo_runs_as_a_script_with_its_arguments(tmp_path: Path) -> None:
     )
     assert run_script(script, ["--path", str(tmp_path)]) == 7
     assert (tmp_path / "ran").read_text() == f"--path {tmp_path}"
+
+
+def test_watchstore_demo_runs_the_scheduler_demo_and_the_next_run_continues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "demo-state"
+    assert main(["demo", "--path", str(state)]) == ExitCode.OK
+    first = capsys.readouterr().out
+    assert main(["demo", "--path", str(state)]) == ExitCode.OK
+    second = capsys.readouterr().out
+    assert first != second  # the second run found the first one's state
+    assert state.is_dir()

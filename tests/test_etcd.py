@@ -13,10 +13,11 @@ from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
+import anyio.lowlevel
 import attrs
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, Tls, etcd_binary, post
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         AsyncIterator,
         Awaitable,
         Callable,
+        Coroutine,
         Iterator,
         Sequence,
     )
@@ -183,9 +185,9 @@ async def test_concurrent_read_modify_writes_lose_no_update(
 
                 await store.update(add)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for store in (a, a, b, b):
-                nursery.start_soon(bump, store)
+                tg.start_soon(bump, store)
         await a.wait_for(b.version)
         await b.wait_for(a.version)
         assert a.view(lambda tx: tx.get(Task, "counter")).slot == 60  # type: ignore[union-attr]
@@ -204,9 +206,9 @@ async def test_unique_keys_hold_across_stores(single: EtcdCluster, prefix: str) 
             except ws.UniqueConflict:
                 outcomes.append("conflict")
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(claim, a, "a1")
-            nursery.start_soon(claim, b, "b1")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim, a, "a1")
+            tg.start_soon(claim, b, "b1")
         assert sorted(outcomes) == ["conflict", "ok"]
         # Renaming frees the old key for the other store.
         await a.wait_for(b.version)
@@ -225,8 +227,8 @@ async def test_a_transaction_whose_reads_changed_does_not_commit(
     async with two_stores(single.endpoints, prefix) as (a, b):
         await a.update(lambda tx: tx.create(Node("n1", "one")))
         await b.wait_for(a.version)
-        opened = trio.Event()
-        go = trio.Event()
+        opened = anyio.Event()
+        go = anyio.Event()
 
         async def reads_n1_then_waits(batch: ws.Batch) -> None:
             def place(tx: ws.Tx) -> None:
@@ -239,13 +241,13 @@ async def test_a_transaction_whose_reads_changed_does_not_commit(
             opened.set()
             await go.wait()  # the batch holds its chunk open: a's replica cannot move
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
 
             async def run_batch() -> None:
                 with pytest.raises(ws.SequenceConflict):
                     await a.batch(reads_n1_then_waits)
 
-            nursery.start_soon(run_batch)
+            tg.start_soon(run_batch)
             await opened.wait()
             node = b.view(lambda tx: tx.get(Node, "n1"))
             assert node is not None
@@ -309,7 +311,7 @@ async def test_over_tls_with_client_certificates_commits_and_the_watch_work(
         return ws.open_store(SCHEMA, proposer=proposer)
 
     # A watch that cannot connect would leave the commits waiting: fail instead.
-    with trio.fail_after(20):
+    with anyio.fail_after(20):
         async with tls_store() as a, tls_store() as b, b.watch(ws.on(Node)) as events:
             nodes = [Node(f"n{i}", f"node {i}") for i in range(5)]
             for node in nodes:
@@ -360,32 +362,23 @@ def test_an_endpoint_without_a_scheme_is_refused_with_an_example() -> None:
 
 
 async def test_old_etcd_is_refused_at_connect() -> None:
-    async def old_etcd(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        body = b'{"etcdserver":"3.3.25","etcdcluster":"3.3.0"}'
-        await stream.send_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, old_etcd, 0, host="127.0.0.1")
-        (listener,) = await nursery.start(serve)
-        port = listener.socket.getsockname()[1]
+    body = b'{"etcdserver":"3.3.25","etcdcluster":"3.3.0"}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    head += b"content-length: %d\r\n\r\n" % len(body)
+    async with fake_http(head + body) as (endpoint, _requests):
         with pytest.raises(ws.EtcdError, match=r"3\.3\.25.*3\.4"):
-            async with ws.open_store(SCHEMA, etcd=[f"http://127.0.0.1:{port}"]):
+            async with ws.open_store(SCHEMA, etcd=[endpoint]):
                 pass
-        nursery.cancel_scope.cancel()
 
 
-def test_two_processes_writing_the_same_rows_converge(single: EtcdCluster, prefix: str) -> None:
+def test_two_processes_writing_the_same_rows_converge(
+    single: EtcdCluster, prefix: str, anyio_backend: str
+) -> None:
     """Must show 1: real OS processes, same rows, no lost update, unique keys hold."""
+    endpoint = single.endpoints[0]
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.etcd_child", single.endpoints[0], prefix, me, other],
+            [sys.executable, "-m", "tests.etcd_child", endpoint, prefix, me, other, anyio_backend],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -417,8 +410,8 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
     endpoints = three.endpoints
     acknowledged: set[str] = set()
     after_kill = 0
-    killed = trio.Event()
-    enough = trio.Event()
+    killed = anyio.Event()
+    enough = anyio.Event()
     errors: list[str] = []
 
     async def writer(store: ws.Store, name: str) -> None:
@@ -434,7 +427,7 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
                 except ws.EtcdError as exc:  # no leader yet: retry
                     errors.append(repr(exc))
                     # Real time against a real cluster electing a leader: nothing to wait on.
-                    await trio.sleep(0.1)
+                    await anyio.sleep(0.1)
             acknowledged.add(id)
             if len(acknowledged) >= 100:
                 enough.set()
@@ -448,10 +441,10 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
         ws.open_store(SCHEMA, etcd=order[0], prefix=prefix) as a,
         ws.open_store(SCHEMA, etcd=order[1], prefix=prefix) as b,
     ):
-        with trio.fail_after(90):
-            async with trio.open_nursery() as nursery:
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
                 for i, store in enumerate((a, a, b, b)):
-                    nursery.start_soon(writer, store, f"w{i}")
+                    tg.start_soon(writer, store, f"w{i}")
                 await enough.wait()
                 leader = three.leader()
                 three.signal(leader, signal.SIGKILL)
@@ -490,7 +483,7 @@ async def test_a_watcher_behind_a_compaction_relists_and_reports_it(
             await b.update(lambda tx: tx.create(Task(f"t{i}", "api")))
         post(endpoints[1], "kv/compaction", {"revision": b.version.index, "physical": True})
         three.signal(0, signal.SIGKILL)  # the stream breaks; a resumes on member 1
-        with trio.fail_after(30):
+        with anyio.fail_after(30):
             await a.wait_for(b.version)
         assert resyncs == [a.version]
         assert follower.resyncs == 1
@@ -513,7 +506,7 @@ async def test_a_frozen_member_does_not_stall_the_replica(three: EtcdCluster, pr
         three.signal(0, signal.SIGSTOP)
         for i in range(1, 6):
             await b.update(lambda tx: tx.create(Task(f"t{i}", "web")))
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             await a.wait_for(b.version)
         assert follower.client.endpoint != endpoints[0]
         assert state_of(a) == state_of(b)
@@ -524,20 +517,19 @@ async def fake_http(response: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
     """A one-connection HTTP server: reads a request, sends ``response``, then closes."""
     requests: list[bytes] = []
 
-    async def serve(stream: trio.SocketStream) -> None:
+    async def serve(stream: anyio.abc.SocketStream) -> None:
         data = b""
         while b"\r\n\r\n" not in data:
-            data += await stream.receive_some(65536)
+            data += await stream.receive()
         requests.append(data)
-        await stream.send_all(response)
+        await stream.send(response)
         await stream.aclose()
 
-    async with trio.open_nursery() as nursery:
-        (listener,) = await nursery.start(
-            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
-        )
-        yield f"http://127.0.0.1:{listener.socket.getsockname()[1]}", requests
-        nursery.cancel_scope.cancel()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}", requests
+        tg.cancel_scope.cancel()
 
 
 async def _collect(
@@ -552,19 +544,28 @@ def _chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-def _pieces_stream(data: bytes, step: int) -> trio.StapledStream[Any, Any]:
-    """A stream whose every ``receive_some`` gets exactly the next ``step`` bytes of
-    ``data`` (then the end of the stream), whatever a socket would have coalesced."""
-    pieces = [data[i : i + step] for i in range(0, len(data), step)]
+class Pieces(anyio.abc.ByteStream):
+    """A stream whose every ``receive`` gets exactly the next ``step`` bytes of ``data``
+    (then the end of the stream), whatever a socket would have coalesced; what is sent to
+    it is dropped."""
 
-    async def next_piece() -> None:
-        if pieces:
-            incoming.put_data(pieces.pop(0))
-        else:
-            incoming.put_eof()
+    def __init__(self, data: bytes, step: int) -> None:
+        self._pieces = [data[i : i + step] for i in range(0, len(data), step)]
 
-    incoming = trio.testing.MemoryReceiveStream(receive_some_hook=next_piece)
-    return trio.StapledStream(trio.testing.MemorySendStream(), incoming)
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        if not self._pieces:
+            raise anyio.EndOfStream
+        return self._pieces.pop(0)
+
+    async def send(self, item: bytes) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await anyio.lowlevel.checkpoint()
 
 
 FIRST = json.dumps({"result": {"header": {"revision": "5"}, "events": [{"n": 1}]}}).encode()
@@ -576,7 +577,7 @@ CHUNKED_BODY = _chunked(FIRST[:10], FIRST[10:] + b"\n" + SECOND[:4], SECOND[4:],
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
 async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: int) -> None:
-    async with _Stream(_pieces_stream(CHUNKED_HEAD + CHUNKED_BODY, step)) as stream:
+    async with _Stream(Pieces(CHUNKED_HEAD + CHUNKED_BODY, step)) as stream:
         await stream._read_head()
         assert stream.status == 200
         lines = []
@@ -593,7 +594,7 @@ async def test_a_response_body_by_length_or_to_the_end_is_read_however_it_arrive
     by_length = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body)
     to_the_end = b"HTTP/1.1 200 OK\r\n\r\n"
     for head, rest in ((by_length, b"ignored"), (to_the_end, b"")):
-        async with _Stream(_pieces_stream(head + body + rest, step)) as stream:
+        async with _Stream(Pieces(head + body + rest, step)) as stream:
             await stream._read_head()
             assert await stream.read_all() == body
 
@@ -721,8 +722,8 @@ async def test_an_unknown_outcome_is_settled_exactly_through_the_fence(
 
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         await store.update(lambda tx: [tx.create(Task(f"t{i}", "web")) for i in range(delete * 2)])
-        faults.script = script
-        with trio.fail_after(10):  # a wrong answer may be a revision the replica never sees
+        faults.script = list(script)  # a copy: the parameter is shared by both backends
+        with anyio.fail_after(10):  # a wrong answer may be a revision the replica never sees
             assert await store.update(create_next) == runs[-1]
         assert calls == runs
         for body in faults.held:  # a lost txn arriving late: the fence stops it
@@ -752,9 +753,9 @@ async def test_commits_write_no_session_key_and_a_fence_moved_from_outside_costs
         async def create(i: int) -> None:
             await store.update(lambda tx: tx.create(Task(f"t{i}", "web")))
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(8):
-                nursery.start_soon(create, i)
+                tg.start_soon(create, i)
         for i in range(8, 20):
             await create(i)
         assert session_keys(single.endpoints[0], prefix) == []  # nothing but the objects
@@ -803,7 +804,7 @@ async def test_a_failed_compare_reads_the_keys_then_runs_again(
         faults.interfere = b_adds_first
         faults.script = ["interfere"] if read == "answers" else ["interfere", "down"]
         faults.txns.clear()
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             await a.update(add_one)
         assert faults.script == []
         failed, reread, *_rerun = faults.txns  # the txn, then a read of its keys and slot
@@ -829,7 +830,7 @@ def one_txn_at_a_time(cluster: EtcdCluster, prefix: str) -> tuple[ws.EtcdPropose
     so that the commits started meanwhile all queue behind it."""
     proposer = ws.EtcdProposer(cluster.endpoints, prefix, max_txns_in_flight=1)
     faults = Faults(proposer)
-    faults.interfere = trio.testing.wait_all_tasks_blocked
+    faults.interfere = anyio.wait_all_tasks_blocked
     faults.script = ["interfere"]
     return proposer, faults
 
@@ -845,30 +846,30 @@ def create_task(runs: list[str], i: int) -> Callable[[ws.Tx], None]:
 
 
 async def queue_behind(
-    nursery: trio.Nursery,
-    first: Callable[[], Awaitable[object]],
-    writers: Sequence[Callable[[], Awaitable[object]]],
+    tg: anyio.abc.TaskGroup,
+    first: Callable[[], Coroutine[Any, Any, object]],
+    writers: Sequence[Callable[[], Coroutine[Any, Any, object]]],
 ) -> None:
-    """Start ``first``; once it is blocked (its txn held), start ``writers``; return when
-    they are blocked too (queued behind it)."""
-    nursery.start_soon(first)
-    await trio.testing.wait_all_tasks_blocked()
+    """Start ``first`` in ``tg``; once it is blocked (its txn held), start ``writers``;
+    return when they are blocked too (queued behind it)."""
+    tg.start_soon(first)
+    await anyio.wait_all_tasks_blocked()
     for writer in writers:
-        nursery.start_soon(writer)
-    await trio.testing.wait_all_tasks_blocked()
+        tg.start_soon(writer)
+    await anyio.wait_all_tasks_blocked()
 
 
 async def commit_queued_together(
     store: ws.Store,
     faults: Faults,
     prefix: str,
-    writers: Sequence[Callable[[], Awaitable[object]]],
+    writers: Sequence[Callable[[], Coroutine[Any, Any, object]]],
     before_send: Callable[[], Awaitable[object]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``writers`` concurrently so that their first commits all queue for one txn: a
     first txn (creating Task "first") is held until they have queued. ``before_send`` runs
     just before the next txn is sent. Returns the kv/txn bodies after the first."""
-    release = trio.Event()
+    release = anyio.Event()
     steps = [release.wait, *([before_send] if before_send else [])]
 
     async def interfere() -> None:
@@ -877,10 +878,10 @@ async def commit_queued_together(
     faults.interfere = interfere
     faults.script = ["interfere"] * len(steps)
     faults.txns.clear()
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
             held = functools.partial(store.update, lambda tx: tx.create(Task("first", "c")))
-            await queue_behind(nursery, held, writers)
+            await queue_behind(tg, held, writers)
             release.set()
     first, *txns = faults.txns
     assert puts_of(first, prefix) == ["Task/first"]
@@ -893,9 +894,9 @@ async def test_concurrent_commits_share_txns_and_each_lands_once(
     proposer, faults = one_txn_at_a_time(single, prefix)
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         runs: list[str] = []
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(12):
-                nursery.start_soon(store.update, create_task(runs, i))
+                tg.start_soon(store.update, create_task(runs, i))
         assert sorted(runs) == sorted(f"t{i}" for i in range(12))  # each ran once
         shared = [puts_of(body, prefix) for body in faults.txns]
         assert sorted(k for keys in shared for k in keys) == sorted(f"Task/t{i}" for i in range(12))
@@ -959,13 +960,13 @@ async def test_transactions_taking_one_unique_key_never_share_a_txn(
             except ws.UniqueConflict:
                 outcomes[id] = "conflict"
 
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim, "n0", "zero")
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(claim, "n1", "worker")
-                nursery.start_soon(claim, "n2", "Worker")  # the same key, case-folded
-                nursery.start_soon(claim, "n3", "three")
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, "n0", "zero")
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(claim, "n1", "worker")
+                tg.start_soon(claim, "n2", "Worker")  # the same key, case-folded
+                tg.start_soon(claim, "n3", "three")
         assert outcomes["n0"] == outcomes["n3"] == "ok"
         assert sorted([outcomes["n1"], outcomes["n2"]]) == ["conflict", "ok"]
         together = [set(puts_of(body, prefix)) for body in faults.txns]
@@ -1003,20 +1004,20 @@ async def test_a_cancelled_writer_sending_its_own_txn_hands_the_queue_on(
     # must still be sent when that writer is cancelled mid-request.
     proposer = ws.EtcdProposer(single.endpoints, prefix, max_txns_in_flight=1)
     faults = Faults(proposer)
-    faults.interfere = trio.sleep_forever  # the first txn never reaches etcd
+    faults.interfere = anyio.sleep_forever  # the first txn never reaches etcd
     faults.script = ["interfere"]
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         runs: list[str] = []
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                cancelled = trio.CancelScope()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                cancelled = anyio.CancelScope()
 
                 async def first() -> None:
                     with cancelled:
                         await store.update(lambda tx: tx.create(Task("first", "c")))
 
                 writers = [functools.partial(store.update, create_task(runs, i)) for i in range(3)]
-                await queue_behind(nursery, first, writers)
+                await queue_behind(tg, first, writers)
                 cancelled.cancel()
         assert sorted(runs) == ["t0", "t1", "t2"]
         assert sorted(t.id for t in store.view(lambda tx: list(tx.all(Task)))) == ["t0", "t1", "t2"]

@@ -9,11 +9,11 @@ import os
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.lowlevel
 import attrs
 import httpx
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
@@ -198,7 +198,7 @@ async def test_a_write_refused_by_a_member_shutting_down_is_settled_and_applied_
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
         await create_counter(store)
         answers.refusals = [closing("kv/txn", applied=applied)]
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             await store.update(add)
         assert counter(store) == 1
         assert runs == (1 if applied else 2)
@@ -231,7 +231,7 @@ async def test_a_write_refused_by_a_member_not_ready_goes_to_the_next_at_once(
         await create_counter(store)
         answers.sent.clear()
         answers.refusals = [Refusal("kv/txn", status, code, message)]
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             await store.update(add)
         assert counter(store) == 1
         assert runs == 1
@@ -269,7 +269,7 @@ class HeldWatch:
     """Holds back what a proposer's watch receives while closed: its replica stops moving."""
 
     def __init__(self, proposer: ws.EtcdProposer) -> None:
-        self._open = trio.Event()
+        self._open = anyio.Event()
         self._open.set()
         real = proposer.client.watch
 
@@ -282,7 +282,7 @@ class HeldWatch:
         proposer.client.watch = watch  # type: ignore[method-assign]
 
     def close(self) -> None:
-        self._open = trio.Event()
+        self._open = anyio.Event()
 
     def open(self) -> None:
         self._open.set()
@@ -316,7 +316,7 @@ async def test_after_a_conflict_the_process_backs_off_as_a_whole(
     async with (
         ws.open_store(SCHEMA, proposer=proposer) as a,
         ws.open_store(SCHEMA, etcd=cluster.endpoints, prefix=prefix) as b,
-        trio.open_nursery() as nursery,
+        anyio.create_task_group() as tg,
     ):
         await create_counter(a, b)
         held.close()
@@ -324,20 +324,20 @@ async def test_after_a_conflict_the_process_backs_off_as_a_whole(
         moved = b.version.index
 
         async def second_writer_queues() -> None:  # while a's first writer's txn is held
-            nursery.start_soon(a.update, add_one)
-            await trio.testing.wait_all_tasks_blocked()
+            tg.start_soon(a.update, add_one)
+            await anyio.wait_all_tasks_blocked()
 
         async def open_once_all_wait() -> None:
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             held.open()
 
         async def after_the_read() -> None:  # of the failed txn's keys
-            nursery.start_soon(open_once_all_wait)
+            tg.start_soon(open_once_all_wait)
 
         before.append(second_writer_queues)
-        after.extend([trio.lowlevel.checkpoint, after_the_read])
+        after.extend([anyio.lowlevel.checkpoint, after_the_read])
         txns.clear()
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             await a.update(add_one)
             while counter(a) < 3:
                 await a.wait_for(ws.Version(a.version.index + 1))
@@ -377,10 +377,10 @@ async def test_writers_contending_for_one_key_all_get_through(
             for i in range(6)
         ]
         await create_counter(*stores)
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
                 for store in stores * 2:
-                    nursery.start_soon(writer, store)
+                    tg.start_soon(writer, store)
         assert gave_up == []
         assert acknowledged == 240
         await stores[0].wait_for(max(s.version for s in stores))
@@ -421,14 +421,14 @@ class Tally:
     attempted: int = 0
     acknowledged: int = 0
     failed: list[str] = attrs.Factory(list)
-    _waiters: list[tuple[int, trio.Event]] = attrs.Factory(list)
+    _waiters: list[tuple[int, anyio.Event]] = attrs.Factory(list)
 
     async def more(self, n: int) -> None:
-        event = trio.Event()
+        event = anyio.Event()
         self._waiters.append((self.acknowledged + n, event))
         await event.wait()
 
-    async def increment(self, store: ws.Store, stop: trio.Event) -> None:
+    async def increment(self, store: ws.Store, stop: anyio.Event) -> None:
         """Increment the counter through ``store`` until ``stop``; count what happens."""
         while not stop.is_set():
             self.attempted += 1
@@ -452,21 +452,21 @@ async def test_a_rolling_restart_of_every_member_fails_loses_and_doubles_no_incr
     counter ends at the number of increments acknowledged."""
     endpoints = three.endpoints
     tally = Tally()
-    stop = trio.Event()
+    stop = anyio.Event()
     async with (
         ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
         ws.open_store(SCHEMA, etcd=endpoints[1:] + endpoints[:1], prefix=prefix) as b,
     ):
         await create_counter(a, b)
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
                 for store in (a, a, b):  # a rival on another store contends for the counter
-                    nursery.start_soon(tally.increment, store, stop)
+                    tg.start_soon(tally.increment, store, stop)
                 await tally.more(20)
                 for member in range(3):
-                    await trio.to_thread.run_sync(three.terminate, member)
+                    await anyio.to_thread.run_sync(three.terminate, member)
                     await tally.more(20)  # while it is down
-                    await trio.to_thread.run_sync(three.restart, member)
+                    await anyio.to_thread.run_sync(three.restart, member)
                     await tally.more(20)
                 stop.set()
             await a.wait_for(b.version)

@@ -10,9 +10,9 @@ import itertools
 import os
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
-import trio
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
@@ -60,11 +60,11 @@ async def commits_with_gaps(store: ws.Store, cluster: EtcdCluster, count: int) -
     """``count`` commits (one task each, updated from the object the last returned), with
     foreign writes before each; their versions."""
     versions = []
-    await trio.to_thread.run_sync(foreign_write, cluster)
+    await anyio.to_thread.run_sync(foreign_write, cluster)
     current = await store.update(lambda tx: tx.create(Task("t", "s")))
     for i in range(count):
         if i:
-            await trio.to_thread.run_sync(foreign_write, cluster)
+            await anyio.to_thread.run_sync(foreign_write, cluster)
             current = await store.update(lambda tx: tx.update(attrs.evolve(current, slot=i)))
         assert current.meta.version == store.version
         versions.append(store.version)
@@ -91,7 +91,7 @@ async def test_watch_from_any_version_gives_exactly_the_commits_after_it(
         for start in range(first - 1, versions[-1].index + 1):
             async with store.watch_from(ws.Version(start), ws.on(Task)) as events:
                 got = []
-                with contextlib.suppress(trio.WouldBlock):
+                with contextlib.suppress(ws.WouldBlock):
                     while True:
                         got.append(events.receive_nowait().version)
             assert got == [v for v in versions if v.index > start], start

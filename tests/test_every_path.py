@@ -12,10 +12,9 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
@@ -123,7 +122,7 @@ async def test_watch_from_any_version_gives_exactly_the_commits_after_it(start: 
             await store.update(lambda tx: tx.create(Task(f"t{i}", "s")))
         async with store.watch_from(ws.Version(start), ws.on(Task)) as events:
             versions = []
-            with contextlib.suppress(trio.WouldBlock):
+            with contextlib.suppress(ws.WouldBlock):
                 while True:
                     versions.append(events.receive_nowait().version.index)
         assert versions == [v for v in (3, 6, 9, 12) if v > start]
@@ -199,7 +198,7 @@ async def test_update_inside_batch_is_refused_instead_of_hanging() -> None:
             await batch.update(lambda tx: tx.create(Task("t1", "s")))
             await store.update(lambda tx: tx.create(Task("t2", "s")))
 
-        with trio.fail_after(5), pytest.raises(ws.StoreError, match=r"batch\.update"):
+        with anyio.fail_after(5), pytest.raises(ws.StoreError, match=r"batch\.update"):
             await store.batch(load)
 
 

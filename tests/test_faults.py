@@ -28,10 +28,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import attrs
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.faultshim import (
@@ -107,7 +106,7 @@ async def commit(store: ws.Store, k: int, size: int = 64, **extra: Any) -> bool:
 
 async def next_line(fd: int, seconds: float = WAIT) -> str | None:
     """``read_line`` in a worker thread (abandoned if the scenario is cancelled)."""
-    return await trio.to_thread.run_sync(read_line, fd, seconds, abandon_on_cancel=True)
+    return await anyio.to_thread.run_sync(read_line, fd, seconds, abandon_on_cancel=True)
 
 
 def mode_of(path: Path) -> int:
@@ -131,24 +130,26 @@ class Reopened:
     slots: dict[str, int]
 
 
-def reopen(directory: Path) -> Reopened:
-    """Open the store in ``directory`` here (no shim, no salvage) and read it."""
+def reopen(directory: Path, backend: str) -> Reopened:
+    """Open the store in ``directory`` here, on AnyIO's ``backend`` (no shim, no salvage),
+    and read it."""
 
     async def read() -> Reopened:
-        with trio.fail_after(WAIT):
+        with anyio.fail_after(WAIT):
             async with ws.open_store(SCHEMA, path=directory) as store:
                 assert store.recovery is not None
                 assert store.recovery.salvage is None
                 slots = store.view(lambda tx: {t.id: t.slot for t in tx.all(Task)})
                 return Reopened(store.version.index, slots)
 
-    return trio.run(read)
+    return anyio.run(read, backend=backend)
 
 
-def check_acknowledged(directory: Path, run: Run) -> Reopened:
-    """Reopen the store: it opens without salvage at the version the scenario ended at
-    (its ``final`` report), with every acknowledged commit and none of those that raised."""
-    state = reopen(directory)
+def check_acknowledged(directory: Path, run: Run, backend: str) -> Reopened:
+    """Reopen the store (on AnyIO's ``backend``): it opens without salvage at the version the
+    scenario ended at (its ``final`` report), with every acknowledged commit and none of
+    those that raised."""
+    state = reopen(directory, backend)
     acked = {r["k"] for r in run.events("acked")}
     failed = {r["k"] for r in run.events("failed")}
     lost = sorted(k for k in acked if state.slots.get(task(k).id) != k)
@@ -231,12 +232,12 @@ async def scenario_shim_smoke(directory: str) -> None:
 
 
 def test_the_shim_fails_shortens_and_reports_the_calls_it_is_armed_for(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """The shim really makes os.write, os.pwrite, os.fsync, os.fdatasync, os.ftruncate and
     os.replace fail, write short or notify, on the Nth call on a matching path only (so no
     other test passes because the shim does nothing)."""
-    run = run_scenario(scenario_shim_smoke, str(tmp_path), shim=shim)
+    run = run_scenario(scenario_shim_smoke, str(tmp_path), shim=shim, backend=anyio_backend)
     run.check_finished()
     assert run.one("results")["results"] == {
         "write 1": 4,
@@ -294,13 +295,19 @@ async def scenario_compaction_on_a_nearly_full_disk(fs: str, in_child: bool) -> 
 
 @pytest.mark.parametrize("in_child", [True, False], ids=["forked", "inline"])
 def test_a_compaction_that_finds_the_disk_full_fails_and_the_store_goes_on(
-    shim: Path, tmp_path: Path, in_child: bool
+    shim: Path, tmp_path: Path, in_child: bool, anyio_backend: str
 ) -> None:
     """A compaction whose snapshot does not fit raises CompactionFailed naming ENOSPC (no
     truncated epoch becomes current); the store stays writable, reopens intact even with
     keep_epochs=1, and compacts once there is room."""
     with mounted_tmpfs(tmp_path / "fs", "3m") as fs:
-        run = run_scenario(scenario_compaction_on_a_nearly_full_disk, str(fs), in_child, shim=shim)
+        run = run_scenario(
+            scenario_compaction_on_a_nearly_full_disk,
+            str(fs),
+            in_child,
+            shim=shim,
+            backend=anyio_backend,
+        )
         assert not run.events("compacted"), (
             f"compact() returned {run.events('compacted')} though the snapshot did not fit"
         )
@@ -309,7 +316,7 @@ def test_a_compaction_that_finds_the_disk_full_fails_and_the_store_goes_on(
         assert acked(run) == list(range(14)), f"the store refused commits: {failed(run)}"
         assert run.one("reopened")["version"] == 13
         assert run.one("compacted after freeing space")["version"] == 13
-        check_acknowledged(fs / "store", run)
+        check_acknowledged(fs / "store", run, anyio_backend)
 
 
 # -- 2: a compaction reports a failure of any of its steps -------------------------------------
@@ -352,14 +359,16 @@ async def scenario_compaction_with_a_fault(directory: str, op: str, path: str) -
     ids=["snapshot-write", "snapshot-fsync", "rename", "directory-fsync"],
 )
 def test_a_compaction_whose_step_fails_raises_compaction_failed_naming_the_cause(
-    shim: Path, tmp_path: Path, op: str, path: str
+    shim: Path, tmp_path: Path, op: str, path: str, anyio_backend: str
 ) -> None:
     """EIO on the snapshot's write or fsync (in the compaction child), on the rename or on
     the directory's fsync makes compact() raise CompactionFailed naming "Input/output error"
     (not a wait status, not success); the store stays writable with its current epoch,
     loses nothing on reopen, and compacts again."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_compaction_with_a_fault, str(directory), op, path, shim=shim)
+    run = run_scenario(
+        scenario_compaction_with_a_fault, str(directory), op, path, shim=shim, backend=anyio_backend
+    )
     assert not run.events("compacted"), f"compact() returned though its {op} failed"
     error = run.one("compaction failed")["error"]
     assert_error(error, "CompactionFailed", EIO)
@@ -368,7 +377,7 @@ def test_a_compaction_whose_step_fails_raises_compaction_failed_naming_the_cause
     assert acked(run) == list(range(11)), f"the store refused commits: {failed(run)}"
     assert run.one("reopened")["version"] == 10
     assert run.one("compacted again")["version"] == 10
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 async def scenario_compact_and_look(directory: str) -> None:
@@ -387,19 +396,19 @@ async def scenario_compact_and_look(directory: str) -> None:
 
 
 def test_compact_returns_with_the_new_epoch_renamed_into_place_and_the_directory_fsynced(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """When compact() returns, the new segment is in place under its final name, no
     temporary file of it is left, and the directory has been fsynced."""
     directory = tmp_path.resolve() / "store"  # as /proc/self/fd names it
-    run = run_scenario(scenario_compact_and_look, str(directory), shim=shim)
+    run = run_scenario(scenario_compact_and_look, str(directory), shim=shim, backend=anyio_backend)
     run.check_finished()
     compacted = run.one("compacted")
     assert compacted["version"] == 5
     assert "00000002.wslog" in compacted["files"], compacted["files"]
     assert not [name for name in compacted["files"] if "tmp" in name], compacted["files"]
     assert compacted["fsyncs"] >= 1, "compact() returned before the directory was fsynced"
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 # -- 3: the automatic compaction never tears the user's block down -----------------------------
@@ -428,9 +437,9 @@ async def scenario_explicit_compaction_while_the_automatic_one_runs(directory: s
                 except ws.StoreError as exc:
                     outcome["error"] = describe(exc)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(explicit)
-                await trio.testing.wait_all_tasks_blocked()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(explicit)
+                await anyio.wait_all_tasks_blocked()
                 open_gate(gate)  # open until this process exits: later children pass too
             report("explicit compaction", **outcome)
             for k in range(3, 6):
@@ -440,12 +449,17 @@ async def scenario_explicit_compaction_while_the_automatic_one_runs(directory: s
         report("escaped", error=describe(exc))
 
 
-def test_an_explicit_compaction_waits_for_the_automatic_one(shim: Path, tmp_path: Path) -> None:
+def test_an_explicit_compaction_waits_for_the_automatic_one(
+    shim: Path, tmp_path: Path, anyio_backend: str
+) -> None:
     """compact() called while the automatic compaction runs waits for it and succeeds
     (never "a compaction is already running"); nothing escapes the user's block."""
     directory = tmp_path / "store"
     run = run_scenario(
-        scenario_explicit_compaction_while_the_automatic_one_runs, str(directory), shim=shim
+        scenario_explicit_compaction_while_the_automatic_one_runs,
+        str(directory),
+        shim=shim,
+        backend=anyio_backend,
     )
     run.check_finished()
     held = run.one("automatic compaction held")
@@ -455,7 +469,7 @@ def test_an_explicit_compaction_waits_for_the_automatic_one(shim: Path, tmp_path
     assert "error" not in explicit, f"explicit compact() raised {explicit['error']}"
     assert not run.events("escaped"), f"escaped the block: {run.events('escaped')}"
     assert acked(run) == list(range(6))
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 class Warnings(logging.Handler):
@@ -485,7 +499,9 @@ async def scenario_automatic_compaction_on_a_full_disk(directory: str) -> None:
                 f.fail(op, ".tmp", errno.ENOSPC, every=True)
             for k in range(3):
                 await commit(store, k, size=8 << 10)
-            warned = await trio.to_thread.run_sync(warnings.seen.wait, WAIT, abandon_on_cancel=True)
+            warned = await anyio.to_thread.run_sync(
+                warnings.seen.wait, WAIT, abandon_on_cancel=True
+            )
             report("warned", warned=warned, records=warnings.records)
             for k in range(3, 6):
                 await commit(store, k)
@@ -496,13 +512,18 @@ async def scenario_automatic_compaction_on_a_full_disk(directory: str) -> None:
 
 
 def test_a_failed_automatic_compaction_is_logged_and_never_raised_into_the_block(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """When the automatic compaction's child fails on ENOSPC, a WARNING naming the cause is
     logged on logger "watchstore", nothing escapes the user's block, and commits and reads
     go on."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_automatic_compaction_on_a_full_disk, str(directory), shim=shim)
+    run = run_scenario(
+        scenario_automatic_compaction_on_a_full_disk,
+        str(directory),
+        shim=shim,
+        backend=anyio_backend,
+    )
     assert not run.events("escaped"), f"escaped the block: {run.events('escaped')}"
     run.check_finished()
     warned = run.one("warned")
@@ -510,7 +531,7 @@ def test_a_failed_automatic_compaction_is_logged_and_never_raised_into_the_block
     assert any(ENOSPC in r["message"] for r in warned["records"]), warned["records"]
     assert acked(run) == list(range(6))
     assert run.one("read")["tasks"] == 6
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 # -- 4: the automatic compaction keeps working after an explicit one ---------------------------
@@ -541,12 +562,17 @@ async def scenario_automatic_compactions_after_an_explicit_one(directory: str) -
     report("segments", numbers=[e.segment for e in ws.list_epochs(directory)])
 
 
-def test_the_automatic_compaction_goes_on_after_an_explicit_one(shim: Path, tmp_path: Path) -> None:
+def test_the_automatic_compaction_goes_on_after_an_explicit_one(
+    shim: Path, tmp_path: Path, anyio_backend: str
+) -> None:
     """After one explicit compact(), every 24 KiB written with compact_bytes=16 KiB still
     rolls the log to a new epoch."""
     directory = tmp_path / "store"
     run = run_scenario(
-        scenario_automatic_compactions_after_an_explicit_one, str(directory), shim=shim
+        scenario_automatic_compactions_after_an_explicit_one,
+        str(directory),
+        shim=shim,
+        backend=anyio_backend,
     )
     run.check_finished()
     rounds = run.events("round")
@@ -554,7 +580,7 @@ def test_the_automatic_compaction_goes_on_after_an_explicit_one(shim: Path, tmp_
     assert not stalled, f"no automatic compaction in round {stalled[0]} after an explicit one"
     assert len(rounds) == 8
     assert max(run.one("segments")["numbers"]) >= 2 + 8
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 # -- 5: full disks and short writes of commits -------------------------------------------------
@@ -591,13 +617,19 @@ async def scenario_commit_with_a_fault(directory: str, fault: str) -> None:
 
 
 def test_a_disk_filling_up_fails_the_commit_naming_enospc_not_a_short_write(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """A commit whose write is cut short and then fails with ENOSPC raises ProposalFailed
     naming "No space left on device"; later commits raise ProposalFailed, reads go on, and
     the same process reopens the store with exactly the acknowledged commits."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_commit_with_a_fault, str(directory), "short-then-enospc", shim=shim)
+    run = run_scenario(
+        scenario_commit_with_a_fault,
+        str(directory),
+        "short-then-enospc",
+        shim=shim,
+        backend=anyio_backend,
+    )
     run.check_finished()
     first, later = failed(run)
     assert_error(first, "ProposalFailed", ENOSPC)
@@ -606,21 +638,23 @@ def test_a_disk_filling_up_fails_the_commit_naming_enospc_not_a_short_write(
     assert run.one("read")["tasks"] == 3
     assert run.one("reopened")["version"] == 3
     assert acked(run) == [0, 1, 2, 100]
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 def test_short_writes_are_retried_until_the_whole_record_is_written(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """When every write and pwrite of the log writes only half of its bytes, commits and a
     compaction still complete: short writes are retried until done."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_commit_with_a_fault, str(directory), "short", shim=shim)
+    run = run_scenario(
+        scenario_commit_with_a_fault, str(directory), "short", shim=shim, backend=anyio_backend
+    )
     assert not failed(run), f"commits failed on short writes: {failed(run)}"
     run.check_finished()
     assert acked(run) == [*range(9), 100]
     assert run.one("compacted")["version"] == 8
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 async def scenario_commit_until_the_disk_is_full(fs: str) -> None:
@@ -644,13 +678,15 @@ async def scenario_commit_until_the_disk_is_full(fs: str) -> None:
 
 
 def test_commits_on_a_full_disk_fail_with_enospc_only_once_their_records_do_not_fit(
-    shim: Path, tmpfs: Path
+    shim: Path, tmpfs: Path, anyio_backend: str
 ) -> None:
     """Committing on a tmpfs until it is full: the zeros written ahead never fail a commit
     whose records fit; the commit that does not fit raises ProposalFailed naming ENOSPC;
     the store refuses further writes but reads go on; once space is freed the same process
     reopens it with exactly the acknowledged commits."""
-    run = run_scenario(scenario_commit_until_the_disk_is_full, str(tmpfs), shim=shim)
+    run = run_scenario(
+        scenario_commit_until_the_disk_is_full, str(tmpfs), shim=shim, backend=anyio_backend
+    )
     errors = run.events("failed")
     assert errors, "the disk never filled up"
     first = errors[0]
@@ -668,7 +704,7 @@ def test_commits_on_a_full_disk_fail_with_enospc_only_once_their_records_do_not_
     assert run.one("read")["tasks"] == len(ok)
     assert run.one("reopened")["version"] == len(ok)
     assert 2000 in acked(run)
-    check_acknowledged(tmpfs / "store", run)
+    check_acknowledged(tmpfs / "store", run, anyio_backend)
 
 
 # -- 6: a failed open releases the lock and raises a StoreError --------------------------------
@@ -696,32 +732,40 @@ async def scenario_open_fails_then_opens(directory: str, fault: str) -> None:
 
 
 def test_creating_a_store_on_a_full_disk_raises_storage_error_and_releases_the_lock(
-    shim: Path, tmpfs: Path
+    shim: Path, tmpfs: Path, anyio_backend: str
 ) -> None:
     """open_store on a full disk raises StorageError (a StoreError, not an OSError) with
     errno ENOSPC, naming it; once space is freed the same process opens the store."""
-    run = run_scenario(scenario_open_fails_then_opens, str(tmpfs / "store"), "full", shim=shim)
+    run = run_scenario(
+        scenario_open_fails_then_opens,
+        str(tmpfs / "store"),
+        "full",
+        shim=shim,
+        backend=anyio_backend,
+    )
     opened = run.one("open failed")
     assert_error(opened["error"], "StorageError", ENOSPC)
     assert not opened["oserror"], "the error is an OSError too"
     assert opened["error"]["errno"] == errno.ENOSPC
     run.check_finished()
-    check_acknowledged(tmpfs / "store", run)
+    check_acknowledged(tmpfs / "store", run, anyio_backend)
 
 
 def test_an_open_whose_fsync_fails_raises_storage_error_and_releases_the_lock(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """open_store whose first fsync fails with EIO raises StorageError naming it; once the
     disk is back the same process opens the store (the lock was released)."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_open_fails_then_opens, str(directory), "fsync", shim=shim)
+    run = run_scenario(
+        scenario_open_fails_then_opens, str(directory), "fsync", shim=shim, backend=anyio_backend
+    )
     opened = run.one("open failed")
     assert_error(opened["error"], "StorageError", EIO)
     assert not opened["oserror"], "the error is an OSError too"
     assert opened["error"]["errno"] == errno.EIO
     run.check_finished()
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 # -- 7: a compaction child dies with its parent and never holds the lock -----------------------
@@ -742,7 +786,7 @@ async def scenario_compaction_held_in_its_child(directory: str, notify: str) -> 
 
 
 def test_a_sigkill_during_compaction_leaves_no_child_holding_the_store(
-    shim: Path, tmp_path: Path
+    shim: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     """SIGKILL a process while its compaction child writes: the store opens at once (no
     StoreLocked) with every acknowledged commit, and the orphaned child is gone soon."""
@@ -755,6 +799,7 @@ def test_a_sigkill_during_compaction_leaves_no_child_holding_the_store(
             str(directory),
             str(tmp_path / "held"),
             shim=shim,
+            backend=anyio_backend,
             output=tmp_path / "child",
         ) as child:
             held = read_line(notify_read, WAIT)
@@ -764,7 +809,9 @@ def test_a_sigkill_during_compaction_leaves_no_child_holding_the_store(
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=WAIT)
         run = finished_run(tmp_path / "child", child.returncode)
-        check_acknowledged(directory, run)  # at once: StoreLocked if the child holds the lock
+        check_acknowledged(
+            directory, run, anyio_backend
+        )  # at once: StoreLocked if the child holds the lock
         assert wait_closed(notify_read, 5.0), f"the orphaned compaction child {orphan} lives on"
     finally:
         os.close(notify_read)
@@ -789,9 +836,9 @@ async def scenario_double_fault(directory: str, writers: int) -> None:
         f.clear()
         f.fail("fdatasync", ".wslog", errno.EIO)
         f.fail("ftruncate", ".wslog", errno.EIO, every=True)
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(writers):
-                nursery.start_soon(commit, store, 100 + i)
+                tg.start_soon(commit, store, 100 + i)
         await commit(store, 200)
         report("read", tasks=store.view(lambda tx: tx.count(Task)))
         report("final", version=store.version.index)
@@ -799,13 +846,15 @@ async def scenario_double_fault(directory: str, writers: int) -> None:
 
 @pytest.mark.parametrize("writers", [1, 16])
 def test_commits_that_raised_never_come_back_after_a_failed_repair(
-    shim: Path, tmp_path: Path, writers: int
+    shim: Path, tmp_path: Path, writers: int, anyio_backend: str
 ) -> None:
     """EIO on the commit's fdatasync, then on every ftruncate that would cut it off: every
     commit raises ProposalFailed (the first naming "Input/output error"), and on reopen
     none of them is there while every acknowledged one is."""
     directory = tmp_path / "store"
-    run = run_scenario(scenario_double_fault, str(directory), writers, shim=shim)
+    run = run_scenario(
+        scenario_double_fault, str(directory), writers, shim=shim, backend=anyio_backend
+    )
     run.check_finished()
     assert acked(run) == list(range(5))
     errors = failed(run)
@@ -813,7 +862,7 @@ def test_commits_that_raised_never_come_back_after_a_failed_repair(
     assert all("ProposalFailed" in e["classes"] for e in errors), errors
     assert any(EIO in e["message"] for e in errors), errors
     assert run.one("read")["tasks"] == 5
-    check_acknowledged(directory, run)
+    check_acknowledged(directory, run, anyio_backend)
 
 
 # -- 10: the directory and its files are private and durable -----------------------------------
@@ -833,11 +882,13 @@ async def scenario_create_under_umask(parent: str, umask: int) -> None:
 
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_the_store_directory_is_0700_and_its_files_0600_whatever_the_umask(
-    tmp_path: Path, umask: int
+    tmp_path: Path, umask: int, anyio_backend: str
 ) -> None:
     """A store created by open_store is a 0700 directory whose segment and lock files are
     0600, under the usual umask 022 and under 000."""
-    run = run_scenario(scenario_create_under_umask, str(tmp_path), umask, shim=None)
+    run = run_scenario(
+        scenario_create_under_umask, str(tmp_path), umask, shim=None, backend=anyio_backend
+    )
     run.check_finished()
     modes = run.one("modes")
     assert oct(modes["directory"]) == oct(0o700)
@@ -845,7 +896,7 @@ def test_the_store_directory_is_0700_and_its_files_0600_whatever_the_umask(
     assert {"LOCK", "00000002.wslog"} <= set(files), files
     wrong = {name: oct(mode) for name, mode in files.items() if mode != 0o600}
     assert not wrong, f"files not 0600: {wrong}"
-    check_acknowledged(tmp_path / "store", run)
+    check_acknowledged(tmp_path / "store", run, anyio_backend)
 
 
 async def scenario_count_directory_fsyncs(parent: str) -> None:
@@ -867,17 +918,21 @@ async def scenario_count_directory_fsyncs(parent: str) -> None:
     report("fsyncs", **hits)
 
 
-def test_creating_the_store_directory_fsyncs_it_and_its_parent(shim: Path, tmp_path: Path) -> None:
+def test_creating_the_store_directory_fsyncs_it_and_its_parent(
+    shim: Path, tmp_path: Path, anyio_backend: str
+) -> None:
     """open_store fsyncs the directory it creates and the directory's parent, so that the
     store (and its acknowledged commits) survive a power loss."""
     parent = tmp_path.resolve() / "parent"  # as /proc/self/fd names it
     parent.mkdir()
-    run = run_scenario(scenario_count_directory_fsyncs, str(parent), shim=shim)
+    run = run_scenario(
+        scenario_count_directory_fsyncs, str(parent), shim=shim, backend=anyio_backend
+    )
     run.check_finished()
     fsyncs = run.one("fsyncs")
     assert fsyncs["store"] >= 1, "the store directory was never fsynced"
     assert fsyncs["parent"] >= 1, "the parent of the created directory was never fsynced"
-    check_acknowledged(parent / "store", run)
+    check_acknowledged(parent / "store", run, anyio_backend)
 
 
 # -- 11: reading the lock's state takes no lock ------------------------------------------------
@@ -898,12 +953,11 @@ async def test_lock_status_takes_no_lock(tmp_path: Path) -> None:
     assert strace is not None
     trace = tmp_path / "trace"
     directory = tmp_path / "store"
-    with trio.fail_after(WAIT):
+    with anyio.fail_after(WAIT):
         async with ws.open_store(SCHEMA, path=directory):
             traced = ("-f", "-qq", "-y", "-e", "trace=flock,fcntl,openat,open", "-o", str(trace))
-            done = await trio.run_process(
+            done = await anyio.run_process(
                 [strace, *traced, sys.executable, "-c", LOCK_STATUS, str(directory)],
-                capture_stdout=True,
                 env=scenario_env(None),
                 cwd=ROOT,
             )
@@ -919,7 +973,7 @@ async def test_store_locked_names_the_holder_in_a_sentence_without_its_token(
     tmp_path: Path,
 ) -> None:
     """StoreLocked names the holder's pid and host in words, never the lock's token."""
-    with trio.fail_after(WAIT):
+    with anyio.fail_after(WAIT):
         async with ws.open_store(SCHEMA, path=tmp_path):
             token = json.loads((tmp_path / "LOCK.json").read_text()).get("token")
             with pytest.raises(ws.StoreLocked) as caught:
@@ -934,7 +988,7 @@ async def test_store_locked_names_the_holder_in_a_sentence_without_its_token(
 async def test_store_locked_never_names_an_empty_holder(tmp_path: Path) -> None:
     """A lock held by a process that left no LOCK.json gives a StoreLocked that names the
     holder or says it cannot tell, never ``{}`` or ``None``."""
-    with trio.fail_after(WAIT):
+    with anyio.fail_after(WAIT):
         async with ws.open_store(SCHEMA, path=tmp_path):
             pass
         (tmp_path / "LOCK.json").unlink(missing_ok=True)
@@ -951,7 +1005,7 @@ async def test_store_locked_never_names_an_empty_holder(tmp_path: Path) -> None:
     assert "None" not in message, message
 
 
-def test_inspect_works_without_write_access_to_the_lock(tmp_path: Path) -> None:
+def test_inspect_works_without_write_access_to_the_lock(tmp_path: Path, anyio_backend: str) -> None:
     """``watchstore inspect`` reads a store through a read-only mount (no write access to
     LOCK, even for root) and reports its version."""
     directory = tmp_path / "store"
@@ -961,7 +1015,7 @@ def test_inspect_works_without_write_access_to_the_lock(tmp_path: Path) -> None:
             for k in range(3):
                 await commit(store, k)
 
-    trio.run(create)
+    anyio.run(create, backend=anyio_backend)
     with read_only_view(directory, tmp_path / "view") as view:
         done = run_inspect(view)
     assert done.returncode == 0, f"inspect failed ({done.returncode}): {done.stderr}"

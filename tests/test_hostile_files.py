@@ -221,7 +221,7 @@ def failed_naming(cli: Cli, file: Path) -> None:
 OPEN: Final = f"""
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
-import trio
+import anyio
 import watchstore as ws
 from tests.schema import SCHEMA
 
@@ -232,26 +232,27 @@ async def main(path):
     except ws.StoreError as exc:
         return {{"error": type(exc).__name__, "file": getattr(exc, "file", None)}}
 
-result = trio.run(main, sys.argv[1])
+result = anyio.run(main, sys.argv[1], backend=sys.argv[2])
 result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(result))
 """
-"""Open the store at argv[1] and print what happened as JSON, with the peak RSS (MiB)."""
+"""Open the store at argv[1] on the AnyIO backend argv[2] and print what happened as JSON, with
+the peak RSS (MiB)."""
 
 
-def open_in_child(path: Path) -> dict[str, Any]:
-    """Open the store at ``path`` in a bounded child: {"version"} or {"error", "file"}, and
-    "peak_mb"; the child must not die of anything else."""
-    done = child(OPEN, path)
+def open_in_child(path: Path, backend: str) -> dict[str, Any]:
+    """Open the store at ``path`` in a bounded child, on AnyIO's ``backend``: {"version"} or
+    {"error", "file"}, and "peak_mb"; the child must not die of anything else."""
+    done = child(OPEN, path, backend)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def corrupt_in_child(path: Path, file: Path) -> None:
-    """Opening the store at ``path`` (in a child) raises LogCorrupt naming ``file``, within
-    bounded memory."""
-    result = open_in_child(path)
+def corrupt_in_child(path: Path, file: Path, backend: str) -> None:
+    """Opening the store at ``path`` (in a child, on AnyIO's ``backend``) raises LogCorrupt
+    naming ``file``, within bounded memory."""
+    result = open_in_child(path, backend)
     assert (result.get("error"), result.get("file")) == ("LogCorrupt", str(file)), result
     assert result["peak_mb"] < PEAK_MB, result
 
@@ -506,7 +507,9 @@ async def test_a_snapshot_version_that_is_not_a_count_is_corrupt(
 
 
 @pytest.mark.parametrize("after", ["records", "header"])
-async def test_a_6_gib_sparse_segment_is_read_in_bounded_memory(tmp_path: Path, after: str) -> None:
+async def test_a_6_gib_sparse_segment_is_read_in_bounded_memory(
+    tmp_path: Path, after: str, anyio_backend: str
+) -> None:
     """A segment grown to 6 GiB of holes after its records (or after its header alone) opens
     or is refused with LogCorrupt, in bounded memory and time; verify likewise."""
     path = tmp_path / "store"
@@ -521,7 +524,7 @@ async def test_a_6_gib_sparse_segment_is_read_in_bounded_memory(tmp_path: Path, 
     if cli.code:
         failed_naming(cli, segment)
     assert cli.peak_mb < PEAK_MB, cli
-    result = open_in_child(path)
+    result = open_in_child(path, anyio_backend)
     if "error" in result:
         assert (result["error"], result["file"]) == ("LogCorrupt", str(segment)), result
     else:
@@ -529,24 +532,28 @@ async def test_a_6_gib_sparse_segment_is_read_in_bounded_memory(tmp_path: Path, 
     assert result["peak_mb"] < PEAK_MB, result
 
 
-async def test_a_fifo_named_as_a_segment_is_refused_without_hanging(tmp_path: Path) -> None:
+async def test_a_fifo_named_as_a_segment_is_refused_without_hanging(
+    tmp_path: Path, anyio_backend: str
+) -> None:
     """A FIFO named 00000002.wslog: open, inspect and verify refuse it and return."""
     path = tmp_path / "store"
     await build(path, (3,))
     fifo = path / "00000002.wslog"
     os.mkfifo(fifo)
-    corrupt_in_child(path, fifo)
+    corrupt_in_child(path, fifo, anyio_backend)
     failed_naming(run_cli("inspect", path), fifo)
     verify_in_bounds(path, fifo)
 
 
-async def test_a_segment_linked_to_dev_zero_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+async def test_a_segment_linked_to_dev_zero_is_refused_in_bounded_memory(
+    tmp_path: Path, anyio_backend: str
+) -> None:
     """A segment that is a symlink to /dev/zero (endless): refused, in bounded memory."""
     path = tmp_path / "store"
     await build(path, (3,))
     link = path / "00000002.wslog"
     link.symlink_to("/dev/zero")
-    corrupt_in_child(path, link)
+    corrupt_in_child(path, link, anyio_backend)
     verify_in_bounds(path, link)
 
 
@@ -617,7 +624,7 @@ async def test_a_symlink_planted_at_a_compaction_temp_name_never_overwrites_its_
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink"])
 async def test_a_lock_that_is_a_fifo_or_a_symlink_raises_storage_error(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, anyio_backend: str
 ) -> None:
     """LOCK replaced by a FIFO, or by a symlink to a file outside: StorageError naming it,
     no hang, the target untouched."""
@@ -630,6 +637,6 @@ async def test_a_lock_that_is_a_fifo_or_a_symlink_raises_storage_error(
         os.mkfifo(lock)
     else:
         lock.symlink_to(target)
-    result = open_in_child(path)
+    result = open_in_child(path, anyio_backend)
     assert (result.get("error"), result.get("file")) == ("StorageError", str(lock)), result
     assert target.read_bytes() == b"not the store's"

@@ -10,9 +10,8 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA
@@ -22,23 +21,24 @@ if TYPE_CHECKING:
 
 HOLDER = textwrap.dedent(
     """
-    import sys, trio, watchstore as ws
+    import sys, anyio, watchstore as ws
     from tests.schema import SCHEMA
 
     async def main() -> None:
         async with ws.open_store(SCHEMA, path=sys.argv[1]):
             print("open", flush=True)
-            await trio.to_thread.run_sync(sys.stdin.read)  # hold the lock until killed
+            await anyio.to_thread.run_sync(sys.stdin.read)  # hold the lock until killed
 
-    trio.run(main)
+    anyio.run(main, backend=sys.argv[2])
     """
 )
 
 
-def killed_holder(path: pathlib.Path) -> int:
-    """Run a process that opens the store, then SIGKILL it; return its pid."""
+def killed_holder(path: pathlib.Path, backend: str) -> int:
+    """Run a process that opens the store (on AnyIO's ``backend``), then SIGKILL it; return
+    its pid."""
     with subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
+        [sys.executable, "-c", HOLDER, str(path), backend],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -52,8 +52,10 @@ def killed_holder(path: pathlib.Path) -> int:
         return child.pid
 
 
-def test_the_lock_of_a_killed_holder_is_stale_and_does_not_block(tmp_path: pathlib.Path) -> None:
-    pid = killed_holder(tmp_path)
+def test_the_lock_of_a_killed_holder_is_stale_and_does_not_block(
+    tmp_path: pathlib.Path, anyio_backend: str
+) -> None:
+    pid = killed_holder(tmp_path, anyio_backend)
     status = ws.lock_status(tmp_path)
     assert (status.held, status.stale, status.holder["pid"]) == (False, True, pid)
 
@@ -61,12 +63,12 @@ def test_the_lock_of_a_killed_holder_is_stale_and_does_not_block(tmp_path: pathl
         async with ws.open_store(SCHEMA, path=tmp_path):
             return int(json.loads((tmp_path / "LOCK.json").read_text())["pid"])
 
-    assert trio.run(reopen) == os.getpid()
+    assert anyio.run(reopen, backend=anyio_backend) == os.getpid()
     assert ws.unlock(tmp_path).held is False  # nothing left to clear
 
 
-def test_a_stale_lock_file_can_be_cleared(tmp_path: pathlib.Path) -> None:
-    killed_holder(tmp_path)
+def test_a_stale_lock_file_can_be_cleared(tmp_path: pathlib.Path, anyio_backend: str) -> None:
+    killed_holder(tmp_path, anyio_backend)
     assert ws.unlock(tmp_path).stale
     assert not (tmp_path / "LOCK.json").exists()
     assert ws.lock_status(tmp_path) == ws.LockStatus(False, {}, False)
@@ -83,19 +85,19 @@ async def test_a_live_holder_is_not_unlocked_without_force(tmp_path: pathlib.Pat
 async def test_force_unlock_lets_a_new_opener_in_and_the_old_one_cannot_clear_it(
     tmp_path: pathlib.Path,
 ) -> None:
-    opened, close = trio.Event(), trio.Event()
+    opened, close = anyio.Event(), anyio.Event()
 
     async def old_holder() -> None:
         async with ws.open_store(SCHEMA, path=tmp_path):
             opened.set()
             await close.wait()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(old_holder)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(old_holder)
         await opened.wait()
         ws.unlock(tmp_path, force=True)
         async with ws.open_store(SCHEMA, path=tmp_path):
             mine = ws.lock_status(tmp_path).holder["token"]
             close.set()  # the old holder closes: our lock info stays
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             assert ws.lock_status(tmp_path).holder["token"] == mine

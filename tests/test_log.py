@@ -10,9 +10,9 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import attrs
 import pytest
-import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -432,9 +432,9 @@ async def test_concurrent_writers_fail_together_when_their_shared_fsync_fails(
             except ws.ProposalFailed as exc:
                 failures.append(exc)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(8):
-                nursery.start_soon(write, i)
+                tg.start_soon(write, i)
         assert len(failures) == 7
         assert store.version == ws.Version(1)
         committed = contents(store)
@@ -462,9 +462,9 @@ async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
             for j in range(4):
                 await store.update(lambda tx: tx.create(Task(f"w{i}-{j}", "svc-a")))
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(32):
-                nursery.start_soon(write, i)
+                tg.start_soon(write, i)
         assert store.version == ws.Version(128)
         assert len(synced) <= 128 // 4
         before = len(synced)
@@ -474,20 +474,21 @@ async def test_concurrent_writers_share_fsyncs_and_a_lone_one_gets_its_own(
 
 
 def fsync_threads(monkeypatch: pytest.MonkeyPatch, slow: set[int] | None = None) -> list[bool]:
-    """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the trio) thread.
+    """Patch ``os.fdatasync`` to record, per call, whether it ran in this (the event loop's)
+    thread.
 
     The clock the proposer times its writes with is replaced by one that stands still, so
     no real fsync of a loaded machine counts as slow; the calls numbered in ``slow`` (from
     0) move it on by 1 s, a slow disk."""
     threads: list[bool] = []
     real = os.fdatasync
-    trio_thread = threading.get_ident()
+    loop_thread = threading.get_ident()
     now = [0.0]
 
     def recording_fdatasync(fd: int) -> None:
         if slow is not None and len(threads) in slow:
             now[0] += 1.0
-        threads.append(threading.get_ident() == trio_thread)
+        threads.append(threading.get_ident() == loop_thread)
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
@@ -502,21 +503,21 @@ async def start_writers(store: ws.Store, count: int, commits: int = 1) -> None:
         for j in range(commits):
             await store.update(lambda tx: tx.create(Task(f"w{i}-{j}-{count}-{commits}", "svc-a")))
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as tg:
         for i in range(count):
-            nursery.start_soon(write, i)
+            tg.start_soon(write, i)
 
 
-async def test_a_batch_is_fsynced_in_the_trio_thread_only_if_every_writer_waits_for_it(
+async def test_a_batch_is_fsynced_in_the_event_loop_thread_only_if_every_writer_waits_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """8 writers started at once, one commit each: the first commits alone (in the trio
-    thread); the other 7 share the next fsync, in a worker thread, since the first is still
-    under way (returning) and could go on meanwhile. Then 8 writers of 3 commits each: the
-    first commits alone, and it has made its second commit by the time the committer takes
-    the others' first ones, so each batch holds a commit of every writer: nothing could go on
-    during its fsync, and it is written in the trio thread, sparing the worker thread's round
-    trip."""
+    """8 writers started at once, one commit each: the first commits alone (in the event
+    loop's thread); the other 7 share the next fsync, in a worker thread, since the first is
+    still under way (returning) and could go on meanwhile. Then 8 writers of 3 commits each:
+    the first commits alone, and it has made its second commit by the time the committer
+    takes the others' first ones, so each batch holds a commit of every writer: nothing could
+    go on during its fsync, and it is written in the event loop's thread, sparing the worker
+    thread's round trip."""
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
         threads = fsync_threads(monkeypatch)
         await start_writers(store, 8)
@@ -531,12 +532,12 @@ async def test_a_batch_is_fsynced_in_the_trio_thread_only_if_every_writer_waits_
         assert store.view(lambda tx: tx.count(Task)) == 8 + 24
 
 
-async def test_after_a_slow_fsync_writes_leave_the_trio_thread_until_one_is_quick(
+async def test_after_a_slow_fsync_writes_leave_the_event_loop_thread_until_one_is_quick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write that took longer than ``inline_write_limit`` (2 ms; here 1 s on the patched
     clock) sends the next write, even a lone commit's, to a worker thread; once a write is
-    quick again, lone commits are fsynced in the trio thread again."""
+    quick again, lone commits are fsynced in the event loop's thread again."""
     async with ws.open_store(SCHEMA, path=tmp_path) as store:
         threads = fsync_threads(monkeypatch, slow={1})
         for i in range(4):

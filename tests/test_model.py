@@ -16,9 +16,9 @@ Two drivers compare the store with it:
   transaction goes on and the failed write has no effect), savepoint groups rolled back, whole
   transactions aborted, two pipelined transactions, and snapshots read long after they were
   taken (some taken while a transaction was open).
-* :func:`test_the_trio_store_follows_the_model`, random scripts of ``store.update`` and
+* :func:`test_the_async_store_follows_the_model`, random scripts of ``store.update`` and
   ``store.batch`` (chunked commits, failing ``batch.update`` savepoints, failing batch
-  functions) on the real trio store.
+  functions) on the real store, on each AnyIO backend.
 
 After every step every read is checked: ``get`` of every possible id, ``all``, ``count``, and
 ``find`` / ``count`` / ``first`` over every index with equality, prefix, between and any_of
@@ -838,7 +838,7 @@ def test_a_commit_at_another_version_keeps_the_writes_of_a_later_pending_transac
     assert second.find(Task, service_id="s2") == [mine]
 
 
-# -- the real trio store ----------------------------------------------------------------------
+# -- the real store ---------------------------------------------------------------------------
 
 
 class Boom(Exception):
@@ -1001,7 +1001,7 @@ class StoreRunner:
 
 @settings(max_examples=200, deadline=None)
 @given(steps=st.lists(STEPS, max_size=10))
-async def test_the_trio_store_follows_the_model(steps: list[Step]) -> None:
+async def test_the_async_store_follows_the_model(steps: list[Step]) -> None:
     """Random ``update`` / ``batch`` / ``snapshot`` scripts on the real store match the model."""
     # open_store swallows an exception raised in its body (see the test below), so a failed
     # check is carried out of the block and raised there.

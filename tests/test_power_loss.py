@@ -1,13 +1,13 @@
 """Power-loss test of the durable epoch log: every state a power cut could leave opens.
 
-A child process (this file run as a script: ``python tests/test_power_loss.py DIR``) runs a
-scenario on a store in ``DIR`` under strace: four concurrent writers (so group commit puts
-several records in one write) commit deterministic transactions through automatic
-compactions in a forked child, an explicit ``compact()``, a ``rollback`` to a kept epoch and
-more commits after it. It writes its own account to stdout as it goes (``begin V`` when the
-transaction of version V is built, ``ack V`` once its ``update`` returned, ``rollback-start
-V`` and ``rollback V`` around ``ws.rollback``), with plain ``os.write``, so strace records
-each line in its place among the file operations.
+A child process (this file run as a script: ``python tests/test_power_loss.py DIR BACKEND``,
+on the test's AnyIO backend) runs a scenario on a store in ``DIR`` under strace: four
+concurrent writers (so group commit puts several records in one write) commit deterministic
+transactions through automatic compactions in a forked child, an explicit ``compact()``, a
+``rollback`` to a kept epoch and more commits after it. It writes its own account to stdout
+as it goes (``begin V`` when the transaction of version V is built, ``ack V`` once its
+``update`` returned, ``rollback-start V`` and ``rollback V`` around ``ws.rollback``), with
+plain ``os.write``, so strace records each line in its place among the file operations.
 
 ``tests/powerloss.py`` replays the trace through a model of the page cache and lists, at every
 fsync boundary, the trees a power cut could leave: unsynced data dropped, unsynced directory
@@ -32,9 +32,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import attrs
 import pytest
-import trio
 
 import watchstore as ws
 from tests import powerloss, syscalls
@@ -153,9 +153,9 @@ async def _commit(store: ws.Store, directory: Path, count: int, *, segment: int 
             version = await store.update(_apply)
             _emit(f"ack {version}")
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as tg:
         for _ in range(WRITERS):
-            nursery.start_soon(writer)
+            tg.start_soon(writer)
 
 
 def _opened(store: ws.Store, expected: int) -> None:
@@ -319,16 +319,16 @@ def strace() -> None:
         pytest.skip(message)
 
 
-def traced_run(tmp_path: Path) -> tuple[Path, list[syscalls.Call], str]:
-    """Run the scenario under strace in ``tmp_path/run``; return that root, the calls and
-    the child's stdout."""
+def traced_run(tmp_path: Path, backend: str) -> tuple[Path, list[syscalls.Call], str]:
+    """Run the scenario on AnyIO's ``backend`` under strace in ``tmp_path/run``; return that
+    root, the calls and the child's stdout."""
     root = tmp_path / "run"
     root.mkdir()
     trace = tmp_path / "trace.txt"
     repo = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     done = syscalls.record(
-        [sys.executable, __file__, str(root / STORE)],
+        [sys.executable, __file__, str(root / STORE), backend],
         trace,
         env={**os.environ, "PYTHONPATH": path},
         cwd=root,
@@ -358,14 +358,14 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.usefixtures("strace")
 async def test_every_power_cut_leaves_a_store_that_opens_at_the_acknowledged_prefix(
-    tmp_path: Path, scratch: Path
+    tmp_path: Path, scratch: Path, anyio_backend: str
 ) -> None:
     """At every fsync boundary of a run with group commit, compactions in a forked child, an
     explicit compaction and a rollback, each state a power cut could leave (strict or with
     directory operations persisted, the last write torn at sectors in and out of order)
     opens without salvage at a version from the last acknowledged to the last begun, with
     exactly that version's objects."""
-    root, calls, stdout = await trio.to_thread.run_sync(traced_run, tmp_path)
+    root, calls, stdout = await anyio.to_thread.run_sync(traced_run, tmp_path, anyio_backend)
     words = collections.Counter(line.split()[0] for line in stdout.splitlines())
     assert words["ack"] >= FIRST_COMMITS + 3 * MORE_COMMITS, stdout
     assert words["compacted"] == words["rollback"] == 1, stdout
@@ -575,4 +575,4 @@ def test_a_descriptor_the_model_lost_track_of_is_an_error() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(scenario, Path(sys.argv[1]))
+    anyio.run(scenario, Path(sys.argv[1]), backend=sys.argv[2])

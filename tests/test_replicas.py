@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
@@ -86,8 +85,8 @@ async def test_the_syncer_reports_statuses_and_batches_updates(store: ws.Store) 
     syncer = ws.Syncer(
         store, on_status=statuses.append, on_updates=batches.append, tables=[Task], batch=8
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(syncer.run)
+    async with anyio.create_task_group() as tg:
+        await tg.start(syncer.run)
         assert statuses == [
             ws.SyncStatus.WAIT_FOR_DATASTORE,
             ws.SyncStatus.RESYNC_IN_PROGRESS,
@@ -98,10 +97,10 @@ async def test_the_syncer_reports_statuses_and_batches_updates(store: ws.Store) 
         batches.clear()
         await store.update(lambda tx: tx.delete(Task, "t00"))
         await store.update(lambda tx: tx.create(Task("new", "s1")))
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         kinds = [(u.kind, u.obj.id) for b in batches for u in b]
         assert kinds == [(ws.UpdateKind.DELETED, "t00"), (ws.UpdateKind.NEW, "new")]
-        nursery.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
 
 
 async def test_the_syncer_reports_every_resync_and_sends_the_difference(
@@ -112,8 +111,8 @@ async def test_the_syncer_reports_every_resync_and_sends_the_difference(
     syncer = ws.Syncer(
         store, on_status=statuses.append, on_updates=updates.extend, tables=[Task], queue=2
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(syncer.run)
+    async with anyio.create_task_group() as tg:
+        await tg.start(syncer.run)
         updates.clear()
 
         def three_changes(tx: ws.Tx) -> None:  # three events overflow a queue of 2
@@ -124,10 +123,10 @@ async def test_the_syncer_reports_every_resync_and_sends_the_difference(
             tx.update(attrs.evolve(changed, slot=5))
 
         await store.update(three_changes)
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         assert syncer.resyncs == 1
         assert statuses[-2:] == [ws.SyncStatus.RESYNC_IN_PROGRESS, ws.SyncStatus.IN_SYNC]
         assert statuses.count(ws.SyncStatus.RESYNC_IN_PROGRESS) == 2
         got = sorted((u.kind.value, u.obj.id) for u in updates)
         assert got == [("deleted", "t00"), ("deleted", "t01"), ("updated", "t02")]
-        nursery.cancel_scope.cancel()
+        tg.cancel_scope.cancel()

@@ -12,10 +12,10 @@ import re
 import tempfile
 from typing import Any, Literal
 
+import anyio
 import attrs
 import msgspec
 import pytest
-import trio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -140,11 +140,13 @@ async def create_then_reopen(path: pathlib.Path, item: Item) -> tuple[bool, Item
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(item=items)
-def test_every_object_create_accepts_comes_back_equal(tmp_path: pathlib.Path, item: Item) -> None:
+def test_every_object_create_accepts_comes_back_equal(
+    tmp_path: pathlib.Path, anyio_backend: str, item: Item
+) -> None:
     if item.id in ("before", "after"):
         return
     path = pathlib.Path(tempfile.mkdtemp(dir=tmp_path))
-    accepted, back = trio.run(create_then_reopen, path, item)
+    accepted, back = anyio.run(create_then_reopen, path, item, backend=anyio_backend)
     event("accepted" if accepted else "refused")
     if accepted:
         assert back is not None

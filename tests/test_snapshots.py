@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 import attrs
 import pytest
-import trio
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, Task
@@ -33,12 +34,12 @@ async def test_a_snapshot_keeps_its_version_while_writers_go_on(store: ws.Store)
                 task = store.view(lambda tx: tx.get(Task, f"t{i}"))
                 assert task is not None
                 await store.update(lambda tx: tx.update(attrs.evolve(task, node_id="n2")))
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
             await store.update(lambda tx: tx.create(Task("new", "s1", node_id="n1")))
             await store.update(lambda tx: tx.delete(Task, "t0"))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
         assert snap.find(Task, node_id="n1") == before
         assert snap.find(Task, node_id="n2") == []
         assert snap.get(Task, "new") is None

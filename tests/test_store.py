@@ -7,9 +7,9 @@ import gc
 import weakref
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
@@ -24,7 +24,7 @@ class SlowProposer(ws.MemoryProposer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = trio.Event()
+        self.release = anyio.Event()
         self.fail: Exception | None = None
         self.skip_ahead = 0
 
@@ -41,9 +41,9 @@ class SlowProposer(ws.MemoryProposer):
 
 async def test_readers_see_the_old_state_while_a_commit_is_proposed() -> None:
     proposer = SlowProposer()
-    async with ws.open_store(SCHEMA, proposer=proposer) as store, trio.open_nursery() as nursery:
-        nursery.start_soon(store.update, lambda tx: tx.create(Task("t1", "s1", node_id="n1")))
-        await trio.testing.wait_all_tasks_blocked()
+    async with ws.open_store(SCHEMA, proposer=proposer) as store, anyio.create_task_group() as tg:
+        tg.start_soon(store.update, lambda tx: tx.create(Task("t1", "s1", node_id="n1")))
+        await anyio.wait_all_tasks_blocked()
         assert store.view(lambda tx: tx.get(Task, "t1")) is None
         assert store.view(lambda tx: tx.find(Task, node_id="n1")) == []
         proposer.release.set()
@@ -65,7 +65,7 @@ async def test_a_failed_proposal_raises_proposal_failed_and_undoes() -> None:
 async def test_a_cancelled_proposal_is_undone() -> None:
     proposer = SlowProposer()
     async with ws.open_store(SCHEMA, proposer=proposer) as store:
-        with trio.move_on_after(0.01):
+        with anyio.move_on_after(0.01):
             await store.update(lambda tx: tx.create(Task("t1", "s1")))
         assert store.view(lambda tx: tx.count(Task)) == 0
         proposer.release.set()
@@ -87,16 +87,16 @@ async def test_objects_carry_the_version_the_proposer_chose() -> None:
 
 
 async def test_wait_for_returns_once_the_version_is_committed() -> None:
-    async with ws.open_store(SCHEMA) as store, trio.open_nursery() as nursery:
-        done = trio.Event()
+    async with ws.open_store(SCHEMA) as store, anyio.create_task_group() as tg:
+        done = anyio.Event()
 
         async def waiter() -> None:
             await store.wait_for(ws.Version(2))
             done.set()
 
-        nursery.start_soon(waiter)
+        tg.start_soon(waiter)
         await store.update(lambda tx: tx.create(Task("t1", "s1")))
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         assert not done.is_set()
         await store.update(lambda tx: tx.create(Task("t2", "s1")))
         await done.wait()
@@ -136,10 +136,10 @@ async def test_a_closed_store_is_freed_when_dropped_without_the_cycle_collector(
 
 async def test_writers_are_serialised_and_each_gets_its_version() -> None:
     async with ws.open_store(SCHEMA) as store:
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for i in range(20):
                 task = Task(f"t{i:02}", "s")
-                nursery.start_soon(store.update, functools.partial(ws.Tx.create, obj=task))
+                tg.start_soon(store.update, functools.partial(ws.Tx.create, obj=task))
         versions = store.view(
             lambda tx: sorted(t.meta.version.index for t in tx.all(Task))  # type: ignore[union-attr]
         )
@@ -153,22 +153,23 @@ async def _ticks_during_updates(store: ws.Store, updates: int) -> int:
     async def neighbour() -> None:
         nonlocal ticks
         while True:
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             ticks += 1
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(neighbour)
-        await trio.lowlevel.checkpoint()  # the neighbour starts, and loops from now on
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(neighbour)
+        await anyio.lowlevel.checkpoint()  # the neighbour starts, and loops from now on
         start = ticks
         for i in range(updates):
             await store.update(functools.partial(ws.Tx.create, obj=Task(f"t{i}", "s")))
         ran = ticks - start
-        nursery.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
     return ran
 
 
 async def test_a_loop_of_updates_lets_other_tasks_run_every_schedule_every_calls() -> None:
-    # trio may run the two tasks of one batch in either order: counts are exact to one.
+    # The event loop may run the two tasks of one batch in either order: counts are exact to
+    # one.
     async with ws.open_store(SCHEMA) as store:
         assert abs(await _ticks_during_updates(store, 160) - 160 // ws.SCHEDULE_EVERY) <= 1
     async with ws.open_store(SCHEMA, schedule_every=1) as store:
@@ -181,7 +182,7 @@ async def test_a_loop_of_updates_lets_other_tasks_run_every_schedule_every_calls
 async def test_every_update_is_a_cancel_point_even_between_schedule_points() -> None:
     async with ws.open_store(SCHEMA) as store:
         await store.update(lambda tx: tx.create(Task("t0", "s")))  # not a schedule point
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             scope.cancel()
             await store.update(lambda tx: tx.create(Task("t1", "s")))
         assert scope.cancelled_caught
@@ -208,15 +209,15 @@ async def test_the_writers_lock_is_free_when_its_waiter_was_cancelled_before_rel
 
     lock = WriteLock()
     lock.held = True
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
 
         async def waiter() -> None:
             with scope:
                 await lock.wait_turn()
 
-        nursery.start_soon(waiter)
-        await trio.testing.wait_all_tasks_blocked()
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
         scope.cancel()
         lock.release()
         assert not lock.held

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
 import pytest
-import trio
-import trio.testing
 
 import watchstore as ws
 from tests.schema import SCHEMA, Node, State, Task
@@ -28,7 +27,7 @@ def drain(events: ws.Watch[ws.Event]) -> list[ws.Event]:
     while True:
         try:
             out.append(events.receive_nowait())
-        except trio.WouldBlock:
+        except ws.WouldBlock:
             return out
 
 
@@ -120,16 +119,16 @@ async def test_view_and_watch_starts_exactly_after_the_view(store: ws.Store) -> 
 
 
 async def test_view_and_watch_during_a_proposal_sees_the_commit_as_an_event() -> None:
-    release = trio.Event()
+    release = anyio.Event()
 
     class Slow(ws.MemoryProposer):
         async def propose_value(self, actions, commit):  # type: ignore[no-untyped-def]
             await release.wait()
             return await super().propose_value(actions, commit)
 
-    async with ws.open_store(SCHEMA, proposer=Slow()) as store, trio.open_nursery() as nursery:
-        nursery.start_soon(store.update, lambda tx: tx.create(Task("t1", "s1")))
-        await trio.testing.wait_all_tasks_blocked()
+    async with ws.open_store(SCHEMA, proposer=Slow()) as store, anyio.create_task_group() as tg:
+        tg.start_soon(store.update, lambda tx: tx.create(Task("t1", "s1")))
+        await anyio.wait_all_tasks_blocked()
         async with store.view_and_watch(lambda tx: tx.count(Task)) as (count, events):
             assert count == 0
             release.set()

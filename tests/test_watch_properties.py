@@ -2,7 +2,7 @@
 
 Writers run random transactions (creates, updates, upserts and deletes of tasks and nodes on a
 small id space, some multi-object, some failing, some through ``store.batch`` with small
-chunks), interleaved by random numbers of trio checkpoints. An unfiltered watcher opened before
+chunks), interleaved by random numbers of checkpoints. An unfiltered watcher opened before
 the first commit records the *full stream*; every other watcher is checked against it, or
 against a filter of it written here from the specification (independently of ``ws.Spec``).
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
+import anyio
+import anyio.abc
+import anyio.lowlevel
 import attrs
 import pytest
-import trio
-import trio.testing
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -185,7 +186,7 @@ async def run_txn(store: ws.Store, txn: Txn) -> None:
             with contextlib.suppress(Rollback):
                 await batch.update(write(group, i == txn.fail_group))
             for _ in range(txn.pause):
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
 
     await store.batch(body, max_changes=txn.max_changes)
 
@@ -194,7 +195,7 @@ async def run_plan(store: ws.Store, plan: Plan) -> None:
     """Run a writer's plan, taking the drawn number of checkpoints before each transaction."""
     for pause, txn in plan:
         for _ in range(pause):
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
         await run_txn(store, txn)
 
 
@@ -222,7 +223,7 @@ def drain(watch: ws.Watch[ws.Event]) -> list[ws.Event]:
     while True:
         try:
             out.append(watch.receive_nowait())
-        except trio.WouldBlock:
+        except ws.WouldBlock:
             return out
 
 
@@ -428,25 +429,25 @@ async def test_view_and_watch_never_misses_or_doubles_under_concurrent_writers(
 
         async def reader() -> None:
             for _ in range(reader_delay):
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
             async with store.view_and_watch(read_all, *specs) as (view, events):
                 views.append(view)
                 watches.append(events)
                 async for ev in events:
                     seen.append(ev)
                     for _ in range(read_pauses[len(seen) % len(read_pauses)]):
-                        await trio.lowlevel.checkpoint()
+                        await anyio.lowlevel.checkpoint()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            async with trio.open_nursery() as writing:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            async with anyio.create_task_group() as writing:
                 for plan in writers:
                     writing.start_soon(run_plan, store, plan)
             # The reader is now parked in receive(): it has consumed everything delivered.
-            await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(trio.WouldBlock):
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(ws.WouldBlock):
                 watches[0].receive_nowait()
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
 
         final_version, final = store.view(read_all)
         full = drain(everything)
@@ -495,7 +496,7 @@ async def test_a_filtered_watcher_receives_exactly_the_filtered_full_stream(
             for descs in watchers
         ]
         await run_txn(store, population)
-        async with trio.open_nursery() as writing:
+        async with anyio.create_task_group() as writing:
             for plan in writers:
                 writing.start_soon(run_plan, store, plan)
         full = drain(everything)
@@ -547,7 +548,7 @@ async def test_an_overflowed_watcher_resumes_exactly_where_it_was_dropped(
             while limit is None or count < limit:
                 try:
                     received.append(watch.receive_nowait())
-                except trio.WouldBlock:
+                except ws.WouldBlock:
                     return
                 except ws.WatchOverflow as overflow:
                     last = overflow.last_version
@@ -640,7 +641,7 @@ class KeepingProposer:
         return ws.Version(len(self.log))
 
     async def changes_between(self, start: ws.Version, end: ws.Version) -> Sequence[ws.Change]:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         return [c for c in self.log if start < c.version <= end]
 
 
@@ -676,18 +677,18 @@ async def test_watch_from_older_than_memory_reads_the_proposer_without_gaps(
         await run_plan(store, before)
         start = ws.Version(min(since, store.version.index))
 
-        async def reader(task_status: trio.TaskStatus[None]) -> None:
+        async def reader(task_status: anyio.abc.TaskStatus[None]) -> None:
             async with store.watch_from(start, *specs) as events:
                 task_status.started()
                 async for ev in events:
                     seen.append(ev)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             for plan in after:
-                nursery.start_soon(run_plan, store, plan)
-            await nursery.start(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel()
+                tg.start_soon(run_plan, store, plan)
+            await tg.start(reader)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
 
         full = drain(everything)
         check_full_stream(full, ws.Version(0), store.version)
@@ -703,7 +704,7 @@ async def test_a_parked_watcher_wakes_up_to_raise_watch_overflow(queue: int, ext
     async with ws.open_store(SCHEMA) as store:
         await store.update(lambda tx: tx.create(Task("first", "s1")))
 
-        async def reader(task_status: trio.TaskStatus[None]) -> None:
+        async def reader(task_status: anyio.abc.TaskStatus[None]) -> None:
             async with store.watch(queue=queue) as events:
                 task_status.started()
                 try:
@@ -712,16 +713,16 @@ async def test_a_parked_watcher_wakes_up_to_raise_watch_overflow(queue: int, ext
                 except ws.WatchOverflow as overflow:
                     outcome.append(overflow)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(reader)
-            await trio.testing.wait_all_tasks_blocked()  # parked in receive()
+        async with anyio.create_task_group() as tg:
+            await tg.start(reader)
+            await anyio.wait_all_tasks_blocked()  # parked in receive()
 
             def create_many(tx: ws.Tx) -> None:
                 for i in range(queue + extra):  # + Committed: one more than fits
                     tx.create(Task(f"t{i}", "s1"))
 
             await store.update(create_many)
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             assert outcome, "the parked watcher was not woken"
         assert outcome[0].last_version == ws.Version(1)
 
@@ -780,7 +781,7 @@ async def test_a_watcher_that_never_reads_blocks_no_writer_and_no_other_watcher(
         stuck.append(viewed)
         stuck_descs: list[Sequence[SpecDesc]] = [(), descs, descs, ()]
 
-        async def fast_reader(task_status: trio.TaskStatus[None]) -> None:
+        async def fast_reader(task_status: anyio.abc.TaskStatus[None]) -> None:
             async with store.watch() as events:
                 task_status.started()
                 async for ev in events:
@@ -791,13 +792,13 @@ async def test_a_watcher_that_never_reads_blocks_no_writer_and_no_other_watcher(
             await run_plan(store, steps)
             finished.append(True)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(fast_reader)
-            nursery.start_soon(writer)
+        async with anyio.create_task_group() as tg:
+            await tg.start(fast_reader)
+            tg.start_soon(writer)
             # Returns once nothing can run: the writer must have finished by then.
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             assert finished, "the writer is blocked"
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
 
         full = drain(everything)
         check_full_stream(full, ws.Version(0), store.version)
@@ -809,7 +810,7 @@ async def test_a_watcher_that_never_reads_blocks_no_writer_and_no_other_watcher(
             try:
                 while True:
                     got.append(watch.receive_nowait())
-            except trio.WouldBlock:
+            except ws.WouldBlock:
                 assert got == expected  # everything fitted: no overflow
             except ws.WatchOverflow as overflow:
                 last = overflow.last_version
