@@ -12,11 +12,11 @@ GROUPS := test lint bench
 # Extras to install with the package: etcd (httpx) is needed by the etcd tests.
 EXTRAS ?= etcd
 
-.PHONY: help install demo test lint typecheck fmt pytest bench deps deps-etcd clean
+.PHONY: help install demo test lint typecheck contracts fmt pytest bench deps deps-etcd clean
 
 help:
 	@echo "make demo       the scheduler demo on a durable store in demo-state/ (run it twice)"
-	@echo "make test       ruff check + ruff format --check + mypy --strict + pytest"
+	@echo "make test       ruff check + ruff format --check + mypy --strict + layer contracts + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
 	@echo "make deps       apt-get install what the tests run: etcd, strace, gcc (make test does it)"
@@ -41,6 +41,10 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
+# The layer contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md).
+contracts: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
+
 pytest: $(VENV)/.installed deps
 	$(PY) -m pytest
 
@@ -49,6 +53,7 @@ test: $(VENV)/.installed deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 fmt: $(VENV)/.installed
