@@ -10,7 +10,7 @@ change again to that. The controller plans from a view and commits the plan; a c
 user edits a service from a copy it read earlier, and conflicts when the controller wrote the
 status in between (SwarmKit's "update out of sequence"): it retries on the current copy.
 
-    python examples/controller.py
+    python examples/controller.py                      # --backend asyncio: on asyncio
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import argparse
 import enum
 from typing import TYPE_CHECKING, TypeVar
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 import watchstore as ws
 
@@ -71,13 +72,15 @@ class Controller:
         self.conflicts = 0
         """Plans that met a concurrent write and were made again."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Reconcile until cancelled; started once the first list is taken and watched."""
         while True:
             list_all = lambda tx: [s.id for s in tx.all(Service)]  # noqa: E731
             async with self.store.view_and_watch(list_all, *WATCHED) as (service_ids, events):
                 task_status.started()
-                task_status = trio.TASK_STATUS_IGNORED
+                task_status = anyio.TASK_STATUS_IGNORED
                 dirty = dict.fromkeys(service_ids)
                 try:
                     while True:
@@ -191,7 +194,7 @@ async def receive_all(events: ws.Watch[ws.Event]) -> list[ws.Event]:
     while True:
         try:
             out.append(events.receive_nowait())
-        except trio.WouldBlock:
+        except ws.WouldBlock:
             return out
 
 
@@ -224,9 +227,9 @@ def tasks_of(tx: ws.ReadTx, service_id: str) -> str:
 
 
 async def demo() -> None:
-    async with ws.open_store(SCHEMA) as store, trio.open_nursery() as nursery:
+    async with ws.open_store(SCHEMA) as store, anyio.create_task_group() as tg:
         controller = Controller(store)
-        await nursery.start(controller.run)
+        await tg.start(controller.run)
 
         print("1. a user creates two services; the controller creates their tasks")
 
@@ -267,12 +270,19 @@ async def demo() -> None:
         assert web_now is not None
         say("status", f"web running={web_now.running} restarts={web_now.restarts}")
         say("store", f"at {store.version}; controller plans made again: {controller.conflicts}")
-        nursery.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
-    trio.run(demo)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="the event loop to run on (default: trio)",
+    )
+    args = parser.parse_args(argv)
+    anyio.run(demo, backend=args.backend)
     return 0
 
 

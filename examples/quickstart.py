@@ -1,18 +1,24 @@
 """A short tour of watchstore: tables, indexes, transactions, conflicts, snapshots, batches.
 
-Run it with ``python examples/quickstart.py`` (``make demo`` runs the scheduler demo).
+Run it with ``python examples/quickstart.py`` (``--backend asyncio`` runs it on asyncio
+instead of trio; ``make demo`` runs the scheduler demo).
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
+import anyio
 import attrs
-import trio
 
 import watchstore as ws
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class State(enum.IntEnum):
@@ -47,7 +53,7 @@ SCHEMA = ws.Schema(
 )
 
 
-async def main() -> None:
+async def tour() -> None:
     async with ws.open_store(SCHEMA) as store:
         print("1. one transaction creates three nodes atomically")
 
@@ -151,5 +157,18 @@ async def main() -> None:
             )
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="the event loop to run on (default: trio)",
+    )
+    args = parser.parse_args(argv)
+    anyio.run(tour, backend=args.backend)
+    return 0
+
+
 if __name__ == "__main__":
-    trio.run(main)
+    raise SystemExit(main())

@@ -7,7 +7,7 @@ NEW/UPDATED/DELETED updates. The consumer here keeps a cache of the nodes by id 
 per label; when it falls behind (its watch overflows) the Syncer lists again, sends only the
 difference, and reports that resync too.
 
-    python examples/replica.py
+    python examples/replica.py                         # --backend asyncio: on asyncio
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import argparse
 import collections
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 import watchstore as ws
 
@@ -42,7 +43,7 @@ class NodeCache:
         self.nodes: dict[str, Node] = {}
         self.per_label: collections.Counter[str] = collections.Counter()
         self.statuses: list[ws.SyncStatus] = []
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     def on_status(self, status: ws.SyncStatus) -> None:
         self.statuses.append(status)
@@ -64,7 +65,7 @@ class NodeCache:
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     async def wait_until(self, holds: Callable[[], bool]) -> None:
         """Return once ``holds()`` is true, looking again after every callback."""
@@ -85,7 +86,7 @@ async def demo() -> None:
     async with ws.open_store(SCHEMA) as store:
         await store.update(lambda tx: add_nodes(tx, 0, 20))
         print(f"1. the store holds 20 nodes at {store.version}; fork a replica of it")
-        async with store.fork() as replica, trio.open_nursery() as nursery:
+        async with store.fork() as replica, anyio.create_task_group() as tg:
             print(
                 f"   replica at {replica.version}, {replica.view(lambda tx: tx.count(Node))} nodes"
             )
@@ -96,7 +97,7 @@ async def demo() -> None:
             syncer = ws.Syncer(
                 replica, on_status=cache.on_status, on_updates=cache.on_updates, queue=10
             )
-            await nursery.start(syncer.run)
+            await tg.start(syncer.run)
             print(f"   cache: {len(cache.nodes)} nodes, labels {dict(cache.per_label)}")
 
             print("3. writes to the store reach the cache through the replica")
@@ -126,12 +127,19 @@ async def demo() -> None:
                 f"matches the store: {cache.matches(store)}"
             )
             print(f"   statuses seen: {' -> '.join(s.name for s in cache.statuses)}")
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
-    trio.run(demo)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="the event loop to run on (default: trio)",
+    )
+    args = parser.parse_args(argv)
+    anyio.run(demo, backend=args.backend)
     return 0
 
 

@@ -11,6 +11,7 @@ to check that everything came back. The next run starts from that state: it brin
 back up, adds more tasks and takes another node down.
 
     python examples/scheduler.py --path demo-state     # run it twice
+    python examples/scheduler.py --backend asyncio     # on asyncio instead of trio
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import pathlib
 import time
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 import watchstore as ws
 
@@ -100,13 +102,15 @@ class Scheduler:
         self.relists = 0
         """Times its watch fell behind and it listed the pending tasks again."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Schedule until cancelled; started once the fork is loaded and watched."""
         async with self.store.fork() as fork:
             while True:
                 async with fork.view_and_watch(to_do, *WATCHED, queue=50_000) as (found, events):
                     task_status.started()
-                    task_status = trio.TASK_STATUS_IGNORED
+                    task_status = anyio.TASK_STATUS_IGNORED
                     try:
                         await self._follow(fork, found, events)
                     except ws.WatchOverflow:
@@ -217,7 +221,7 @@ async def receive_all(events: ws.Watch[ws.Event]) -> list[ws.Event]:
     while True:
         try:
             out.append(events.receive_nowait())
-        except trio.WouldBlock:
+        except ws.WouldBlock:
             return out
 
 
@@ -226,9 +230,9 @@ async def receive_all(events: ws.Watch[ws.Event]) -> list[ws.Event]:
 
 async def play_round(store: ws.Store, number: int, node_count: int, task_count: int) -> None:
     """Add nodes and tasks, let the scheduler place them, take a node down, reschedule."""
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as tg:
         scheduler = Scheduler(store)
-        await nursery.start(scheduler.run)
+        await tg.start(scheduler.run)
         print(f"round {number}: the scheduler follows a fork of the store through watches")
 
         started = time.perf_counter()
@@ -272,7 +276,7 @@ async def play_round(store: ws.Store, number: int, node_count: int, task_count: 
                 else ""
             )
         )
-        nursery.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
 
 
 def ready_nodes(tx: ws.Tx, count: int) -> tuple[int, list[str]]:
@@ -391,9 +395,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", type=at_least(1), default=5000, help="tasks added per round (default: 5000)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="the event loop to run on (default: trio)",
+    )
     args = parser.parse_args(argv)
     try:
-        return trio.run(demo, args.path, args.nodes, args.tasks)
+        return anyio.run(demo, args.path, args.nodes, args.tasks, backend=args.backend)
     except (ws.StoreLocked, ws.LogCorrupt, ws.UnsupportedFormat) as exc:
         print(f"cannot open {args.path}/: {exc}")
         return 1

@@ -656,7 +656,7 @@ def run_script(script: Path, argv: list[str]) -> int:
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     """Run the scheduler demo on a durable store."""
-    script = locate_demo(Path(__file__).parent)
+    script = locate_demo(Path(__file__).parent.parent)  # the package: examples/ is beside it
     if script is None:
         raise CommandError(
             ExitCode.NOT_FOUND,
