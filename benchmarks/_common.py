@@ -18,6 +18,7 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import anyio
 import attrs
 import trio
 
@@ -25,9 +26,11 @@ import watchstore as ws
 from watchstore.core.codec import dump_data, encode
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 T = TypeVar("T")
+C = TypeVar("C")
+R = TypeVar("R")
 
 WS: Final = "watchstore"
 SQL: Final = "sqlite3"
@@ -201,7 +204,7 @@ def progress_reporter(family: str) -> Callable[[str], None]:
 # -- the environment of a run -------------------------------------------------------------------
 
 # The libraries ``versions_line`` names, in its order, when a run recorded them.
-_LIBRARIES: Final = ("trio", "sqlite", "sortedcontainers", "attrs", "watchstore")
+_LIBRARIES: Final = ("backend", "trio", "sqlite", "sortedcontainers", "attrs", "watchstore")
 
 
 def version_of(dist: str) -> str:
@@ -213,10 +216,15 @@ def version_of(dist: str) -> str:
 
 
 def platform_and_versions(
-    *, cpus: bool = False, sqlite: bool = False, packages: Sequence[str] = ()
+    *,
+    cpus: bool = False,
+    sqlite: bool = False,
+    packages: Sequence[str] = (),
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """The first keys of a run's ``environment``: Python, the platform (and its CPU count with
-    ``cpus``), trio, the sqlite library with ``sqlite``, ``packages``, attrs and watchstore."""
+    ``cpus``), the event loop ``backend`` it ran on, trio, the sqlite library with ``sqlite``,
+    ``packages``, attrs and watchstore."""
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -224,6 +232,8 @@ def platform_and_versions(
     }
     if cpus:
         env["cpus"] = os.cpu_count()
+    if backend is not None:
+        env["backend"] = backend
     env["trio"] = trio.__version__
     if sqlite:
         env["sqlite"] = sqlite3.sqlite_version
@@ -273,6 +283,25 @@ def add_quick_and_json(
     """The options every family ends with: ``--quick`` and ``--json PATH``."""
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", metavar="PATH", default=None, help="write raw numbers here")
+
+
+BACKENDS: Final = ("trio", "asyncio")
+"""The event loops a family can run on (``--backend``); trio first, the default."""
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """The ``--backend`` option: the AnyIO backend the run's event loop is."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="trio",
+        help="the event loop to run on, through AnyIO (default trio)",
+    )
+
+
+def run_on(backend: str, fn: Callable[[C], Awaitable[R]], config: C) -> R:
+    """``await fn(config)`` in a new event loop of ``backend`` (``anyio.run``)."""
+    return anyio.run(fn, config, backend=backend)
 
 
 def sized(value: int | None, full: int, small: int, *, quick: bool) -> int:

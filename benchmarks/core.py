@@ -45,7 +45,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import trio
 from sortedcontainers import SortedDict, SortedList
 
 import watchstore as ws
@@ -60,6 +59,7 @@ from benchmarks._common import (
     WS,
     Measure,
     Obj,
+    add_backend,
     add_quick_and_json,
     argument_parser,
     create_sql_tables,
@@ -74,6 +74,7 @@ from benchmarks._common import (
     positive,
     progress_reporter,
     rate_ratio,
+    run_on,
     size_label,
     sized,
     sql_rows,
@@ -426,11 +427,14 @@ class Config:
     reps: int
     snapshot_sizes: tuple[int, int]
     json_path: str | None
+    backend: str = "trio"
 
 
 def environment(config: Config) -> dict[str, Any]:
     return {
-        **platform_and_versions(sqlite=True, packages=("sortedcontainers",)),
+        **platform_and_versions(
+            sqlite=True, packages=("sortedcontainers",), backend=config.backend
+        ),
         "n": config.n,
         "quick": config.quick,
         "reps": config.reps,
@@ -613,17 +617,25 @@ def parse_args(argv: Sequence[str]) -> Config:
         default=None,
         help="objects for workloads 1-4 (default 100000; 10000 with --quick)",
     )
+    add_backend(parser)
     add_quick_and_json(parser, "small sizes for a smoke test: N=10k, snapshots at 10k and 100k")
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
     n = sized(args.n, 100_000, 10_000, quick=quick)
     sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
-    return Config(n=n, quick=quick, reps=3, snapshot_sizes=sizes, json_path=args.json)
+    return Config(
+        n=n,
+        quick=quick,
+        reps=3,
+        snapshot_sizes=sizes,
+        json_path=args.json,
+        backend=args.backend,
+    )
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the core benchmark; print the table; optionally write the raw numbers as JSON."""
     config = parse_args(argv)
-    data = trio.run(run, config)
+    data = run_on(config.backend, run, config)
     write_json(config.json_path, data, progress)
     return 0

@@ -15,7 +15,7 @@ filesystem named in the header), removed at the end.
    commit in a plain loop (what one synchronous append costs on this disk, with no store).
    That loop grows its file, so each fdatasync also journals the new size; watchstore
    writes over zeros it wrote ahead (as sqlite's WAL reuses its file) and can beat it.
-2. Durable commits/s, 64 writers: 64 trio tasks each doing N/64 single-create updates on one
+2. Durable commits/s, 64 writers: 64 tasks each doing N/64 single-create updates on one
    ``durability="always"`` store; compared with sqlite's single-writer rate, as the target
    says. Extra rows without targets: watchstore's ``durability="interval"`` and ``"none"``
    with 1 writer, next to sqlite WAL with ``synchronous=NORMAL`` (fsyncs only at
@@ -54,9 +54,9 @@ in one process, on the same objects built outside the timed regions; rows report
 ``--reps`` runs, section 3 the best of ``--restore-reps`` reopens, section 4 the run with the
 lowest p99 of ``--compact-reps`` (1 with ``--quick``). Times are WALL time
 (``time.perf_counter``), not CPU time as in the core benchmark: waiting for fsync is the point.
-The clock covers the commits only, not opening or closing the store. sqlite runs in the trio
-thread (blocking it, as the core benchmark does); so does watchstore's append of a lone commit
-(one no other update() is waiting beside, as in rows 1 and 2+), while commits of concurrent
+The clock covers the commits only, not opening or closing the store. sqlite runs in the event
+loop's thread (blocking it, as the core benchmark does); so does watchstore's append of a lone
+commit (one no other update() is waiting beside, as in rows 1 and 2+), while commits of concurrent
 writers (row 2) are grouped and written in a worker thread. The garbage collector stays at
 Python's defaults, as applications run it.
 """
@@ -77,8 +77,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 import watchstore as ws
 from benchmarks._common import (
@@ -88,6 +89,7 @@ from benchmarks._common import (
     WS,
     Measure,
     Obj,
+    add_backend,
     add_quick_and_json,
     argument_parser,
     create_sql_tables,
@@ -103,6 +105,7 @@ from benchmarks._common import (
     progress_reporter,
     rate_ratio,
     rotated,
+    run_on,
     size_label,
     sized,
     sql_row,
@@ -201,7 +204,7 @@ async def ws_commits(
     writers: int,
     codec: int = 2,
 ) -> float:
-    """Wall seconds for one single-create update per object, by ``writers`` trio tasks, on a
+    """Wall seconds for one single-create update per object, by ``writers`` tasks, on a
     new store of format ``codec``."""
     if codec == 1:
         seed_format_1(directory)
@@ -217,7 +220,7 @@ async def ws_commits(
         if writers == 1:
             await write(objs)
         else:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for i in range(writers):
                     nursery.start_soon(write, objs[i::writers])
         elapsed = time.perf_counter() - start
@@ -649,7 +652,7 @@ async def ws_latency_run(store: ws.Store, objs: Sequence[Obj], compacting: bool)
             jobs.append((start, perf()))
 
     gc.collect()
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(writer)
         if compacting:
             nursery.start_soon(compactor)
@@ -779,6 +782,7 @@ class Config:
     compact_reps: int
     base: Path  # where the temporary directory is made
     json_path: str | None
+    backend: str = "trio"
 
 
 def repo_root() -> Path:
@@ -833,7 +837,7 @@ def source_state() -> str:
 
 def environment(config: Config, workdir: Path) -> dict[str, Any]:
     return {
-        **platform_and_versions(cpus=True, sqlite=True),
+        **platform_and_versions(cpus=True, sqlite=True, backend=config.backend),
         "source": source_state(),
         "workdir": str(workdir),
         "filesystem": filesystem_of(workdir),
@@ -1000,7 +1004,7 @@ def render(
             else "several commits share an fsync (group commit)."
         ),
         "- 2+: 'interval' fsyncs at most every 50 ms, 'none' never (each commit is still "
-        "written, in the trio thread as a lone commit); sqlite WAL+NORMAL fsyncs only at "
+        "written, in the event loop's thread as a lone commit); sqlite WAL+NORMAL fsyncs only at "
         "checkpoints, WAL+OFF never.",
         f"- 3: built with store.batch in {info.build_seconds:.1f} s: {info.commits:,} commits "
         f"of up to {env['batch_max_changes']} creates (compacting when due, as by default); "
@@ -1031,7 +1035,7 @@ def render(
         "start only while the writer runs (the one under way when it ends finishes untimed). "
         "sqlite's background job is VACUUM INTO a new file plus an fsync of it, on its own "
         "connection in a thread (sqlite3 releases the GIL while sqlite works); its writer "
-        "blocks the trio thread, as in rows 1-3. Mean latency: watchstore idle "
+        "blocks the event loop's thread, as in rows 1-3. Mean latency: watchstore idle "
         f"{ms(statistics.fmean(ws_idle.latencies))}, compacting "
         f"{ms(statistics.fmean(ws_busy.latencies))}.",
         "",
@@ -1135,6 +1139,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         help="where to make the temporary directory (default: the system's temporary "
         "directory if it is on the repository's filesystem, else the repository)",
     )
+    add_backend(parser)
     add_quick_and_json(parser)
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
@@ -1151,12 +1156,13 @@ def parse_args(argv: Sequence[str]) -> Config:
         compact_reps=sized(args.compact_reps, 3, 1, quick=quick),
         base=args.dir if args.dir is not None else default_base(),
         json_path=args.json,
+        backend=args.backend,
     )
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the durability benchmark; print the table; optionally write the raw numbers."""
     config = parse_args(argv)
-    data = trio.run(run, config)
+    data = run_on(config.backend, run, config)
     write_json(config.json_path, data, progress)
     return 0

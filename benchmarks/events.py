@@ -8,13 +8,13 @@ workload commits N = 20_000 single-create transactions, ``await store.update(lam
 tx.create(task))``, into a fresh store, unless ``--n`` says otherwise.
 
 1. Commit rate with 0, 10 and 1,000 non-matching watchers: each is ``store.watch(ws.on(Task,
-   node_id=f"other-{i}"))``, opened with ``async with`` and consumed by its own trio task doing
+   node_id=f"other-{i}"))``, opened with ``async with`` and consumed by its own task doing
    ``async for``; none ever receives anything. Peer: the naive broadcaster below, with the same
    specifiers.
 2. Delivery to 100 matching watchers (``ws.on_create(Task)``, ``queue=N+10`` so nobody
    overflows), each consumed by its own task until it has all N events: delivered events per
    CPU second (writer start to the last consumer done), and the writer's commit rate
-   in the same runs. Peer: the naive broadcaster with trio memory channels.
+   in the same runs. Peer: the naive broadcaster with AnyIO memory object streams.
 3. Fork of a table of 100_000 objects: time to enter ``store.view_and_watch(lambda tx:
    tx.all(Task), ws.on(Task))`` and ``store.fork()`` (the replica fully loaded), next to
    copying the rows through a view (``{o.id: o for o in tx.all(Task)}``).
@@ -54,14 +54,16 @@ import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import anyio.abc
 import attrs
-import trio
 
 import watchstore as ws
 from benchmarks._common import (
     SCHEMA,
     WS,
     Measure,
+    add_backend,
     add_quick_and_json,
     argument_parser,
     fmt_measure,
@@ -75,6 +77,7 @@ from benchmarks._common import (
     progress_reporter,
     rate_ratio,
     rotated,
+    run_on,
     size_label,
     sized,
     verdict,
@@ -87,6 +90,8 @@ clock = time.process_time  # CPU time of this process: see the module docstring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Sequence
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 WATCHER_COUNTS: Final = (0, 10, 1000)  # section 1
 MATCHING_WATCHERS: Final = 100  # section 2
@@ -115,13 +120,22 @@ class Broadcaster:
     """
 
     def __init__(self) -> None:
-        self.subs: list[tuple[ws.Spec, trio.MemorySendChannel[ws.Event]]] = []
+        self.subs: list[tuple[ws.Spec, MemoryObjectSendStream[ws.Event]]] = []
         self.dropped = 0
+        self._receivers: list[MemoryObjectReceiveStream[ws.Event]] = []
 
-    def subscribe(self, spec: ws.Spec, queue: int) -> trio.MemoryReceiveChannel[ws.Event]:
-        send, receive = trio.open_memory_channel[ws.Event](queue)
+    def subscribe(self, spec: ws.Spec, queue: int) -> MemoryObjectReceiveStream[ws.Event]:
+        send, receive = anyio.create_memory_object_stream[ws.Event](queue)
         self.subs.append((spec, send))
+        self._receivers.append(receive)
         return receive
+
+    def close(self) -> None:
+        """Close every channel (at the end of a run)."""
+        for _spec, send in self.subs:
+            send.close()
+        for receive in self._receivers:
+            receive.close()
 
     def publish(self, obj: Task, version: ws.Version) -> None:
         """Offer the creation of ``obj`` (committed as ``version``) to every watcher."""
@@ -137,7 +151,7 @@ class Broadcaster:
                     event = ws.Created(obj, version)
                 try:
                     send.send_nowait(event)
-                except trio.WouldBlock:
+                except anyio.WouldBlock:
                     full.append(i)
         for i in reversed(full):
             subs.pop(i)[1].close()
@@ -152,7 +166,7 @@ async def consume(
     want: int,
     received: list[int],
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """A real consumer: ``async for`` over its events, counting them, until it has ``want``.
 
@@ -223,7 +237,9 @@ async def nonmatching_run(tasks: Sequence[Task], count: int, peer: str) -> float
     broadcaster = Broadcaster() if peer == NAIVE else None
     received = [0]
     async with ws.open_store(SCHEMA) as store, AsyncExitStack() as stack:
-        nursery = await stack.enter_async_context(trio.open_nursery())
+        if broadcaster is not None:
+            stack.callback(broadcaster.close)
+        nursery = await stack.enter_async_context(anyio.create_task_group())
         for i in range(count):
             spec = ws.on(Task, node_id=f"other-{i}")
             events: AsyncIterable[ws.Event]
@@ -271,7 +287,9 @@ async def delivery_run(tasks: Sequence[Task], peer: str) -> tuple[float, float]:
     broadcaster = Broadcaster() if peer == NAIVE else None
     received = [0]
     async with ws.open_store(SCHEMA) as store, AsyncExitStack() as stack:
-        async with trio.open_nursery() as nursery:
+        if broadcaster is not None:
+            stack.callback(broadcaster.close)
+        async with anyio.create_task_group() as nursery:
             for _ in range(MATCHING_WATCHERS):
                 spec = ws.on_create(Task)
                 events: AsyncIterable[ws.Event]
@@ -375,10 +393,16 @@ async def stalled_run(
     n = len(tasks)
     broadcaster = Broadcaster() if peer == NAIVE else None
     if reading:
-        return await reading_run(tasks, broadcaster)
+        try:
+            return await reading_run(tasks, broadcaster)
+        finally:
+            if broadcaster is not None:
+                broadcaster.close()
     async with ws.open_store(SCHEMA) as store, AsyncExitStack() as stack:
+        if broadcaster is not None:
+            stack.callback(broadcaster.close)
         watch: ws.Watch[ws.Event] | None = None
-        channel: trio.MemoryReceiveChannel[ws.Event] | None = None
+        channel: MemoryObjectReceiveStream[ws.Event] | None = None
         if queue is not None:
             if broadcaster is None:
                 watch = await stack.enter_async_context(store.watch(ws.on(Task), queue=queue))
@@ -411,7 +435,7 @@ async def reading_run(tasks: Sequence[Task], broadcaster: Broadcaster | None) ->
     """Seconds to commit ``tasks`` with one watcher of every Task that reads every event (in
     a task of its own, on the same thread as the writer)."""
     n = len(tasks)
-    async with ws.open_store(SCHEMA) as store, trio.open_nursery() as nursery:
+    async with ws.open_store(SCHEMA) as store, anyio.create_task_group() as nursery:
         if broadcaster is None:
             watch_cm = store.watch(ws.on(Task), queue=n + 10)
             watch = await watch_cm.__aenter__()
@@ -479,11 +503,12 @@ class Config:
     reps: int  # runs of each variant in sections 1, 3 and 4
     slow_reps: int  # runs of section 2 and of the naive peer at 1,000 watchers (seconds each)
     json_path: str | None
+    backend: str = "trio"
 
 
 def environment(config: Config) -> dict[str, Any]:
     return {
-        **platform_and_versions(cpus=True),
+        **platform_and_versions(cpus=True, backend=config.backend),
         "n": config.n,
         "fork_size": config.fork_size,
         "quick": config.quick,
@@ -541,7 +566,7 @@ def render(env: dict[str, Any], table: Sequence[Row]) -> str:
         "naive peer at 1,000 watchers); ops/s = higher is better, times = lower is better;",
         "ratio rows: rate(variant) / rate(baseline) of the same peer, 1.000 = no cost.",
         "Naive peer: SwarmKit-style broadcaster, every commit offered to every watcher "
-        "(spec.matches + trio memory channel) on the same store; in 3, copying the rows.",
+        "(spec.matches + AnyIO memory stream) on the same store; in 3, copying the rows.",
         "'ws vs peer' is a speed ratio: >1.00x means watchstore is faster.",
         "",
         *grid(headers, cells),
@@ -615,6 +640,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         help="runs per variant, the best is kept (default 7; 3 with --quick); section 2 and "
         "the naive peer at 1,000 watchers, which take seconds per run, get at most 3 (2)",
     )
+    add_backend(parser)
     add_quick_and_json(parser)
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
@@ -623,13 +649,19 @@ def parse_args(argv: Sequence[str]) -> Config:
     reps = sized(args.reps, 7, 3, quick=quick)
     slow_reps = min(reps, 2 if quick else 3)
     return Config(
-        n=n, fork_size=size, quick=quick, reps=reps, slow_reps=slow_reps, json_path=args.json
+        n=n,
+        fork_size=size,
+        quick=quick,
+        reps=reps,
+        slow_reps=slow_reps,
+        json_path=args.json,
+        backend=args.backend,
     )
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the events benchmark; print the table; optionally write the raw numbers as JSON."""
     config = parse_args(argv)
-    data = trio.run(run, config)
+    data = run_on(config.backend, run, config)
     write_json(config.json_path, data, progress)
     return 0

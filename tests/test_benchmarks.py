@@ -24,9 +24,6 @@ if TYPE_CHECKING:
 @pytest.mark.parametrize(
     ("family", "marker", "targets"),
     [
-        ("core", "sqlite3", ("(a)", "(b)", "(c)")),
-        ("events", "non-matching watchers", ("(a)", "(b)")),
-        ("durable", "WAL", ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")),
         ("salvage", "clean open", ()),
         pytest.param("etcd", "raw kv/put", ("(a)", "(b)"), marks=needs_etcd),
     ],
@@ -46,6 +43,32 @@ def test_a_quick_run_prints_its_table_and_every_target_once(
     for target in targets:
         assert printed.count(target) == 1
     assert json.loads(out.read_text())
+
+
+@pytest.mark.parametrize(
+    ("family", "marker", "targets"),
+    [
+        ("core", "sqlite3", ("(a)", "(b)", "(c)")),
+        ("events", "non-matching watchers", ("(a)", "(b)")),
+        ("durable", "WAL", ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")),
+    ],
+)
+def test_a_quick_run_on_each_backend_prints_its_table_and_says_which(
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    anyio_backend: str,
+    family: str,
+    marker: str,
+    targets: tuple[str, ...],
+) -> None:
+    out = tmp_path / f"{family}.json"
+    assert main([family, "--quick", "--backend", anyio_backend, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"backend {anyio_backend}" in printed
+    assert marker in printed
+    for target in targets:
+        assert printed.count(target) == 1
+    assert json.loads(out.read_text())["environment"]["backend"] == anyio_backend
 
 
 def test_chart_writes_a_png_of_the_run_next_to_its_table(
