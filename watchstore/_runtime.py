@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 import anyio.lowlevel
 import sniffio
+import trio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -112,25 +113,26 @@ class _TrioWaiter:
     async def wait(self) -> None:
         if self.done:
             return
-        self._task = _trio().lowlevel.current_task()
-        await _trio().lowlevel.wait_task_rescheduled(_refuse_abort)
+        self._task = _current_task()
+        await _wait_task_rescheduled(_refuse_abort)
 
     def wake(self) -> None:
         self.done = True
         task = self._task
         if task is not None:
             self._task = None
-            _trio().lowlevel.reschedule(task)
+            _reschedule(task)
+
+
+# Bound once: a waiter is made, waited on and woken for every queued commit.
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_reschedule = trio.lowlevel.reschedule
+_ABORT_FAILED = trio.lowlevel.Abort.FAILED
 
 
 def _refuse_abort(_raise_cancel: object) -> Any:
-    return _trio().lowlevel.Abort.FAILED
-
-
-def _trio() -> Any:
-    import trio
-
-    return trio
+    return _ABORT_FAILED
 
 
 class TrioRuntime:
@@ -139,7 +141,6 @@ class TrioRuntime:
     name = "trio"
 
     def __init__(self) -> None:
-        trio = _trio()
         self.checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
         self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
             trio.lowlevel.checkpoint_if_cancelled
@@ -156,7 +157,6 @@ class TrioRuntime:
         """Through ``start_thread_soon``: ``trio.to_thread.run_sync``'s capacity limiter,
         context copy and cancellation wrapping cost the trio thread 43 us a call here, this
         25 us (the group committer calls it for every batch it writes in a thread)."""
-        trio = _trio()
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
 

@@ -163,8 +163,8 @@ class Submission(Protocol):
     synced_inline: bool
     """True if it was written and fsynced in the calling thread, inside ``submit``."""
 
-    async def wait(self) -> None:
-        """Return once it is finished; not cancellable (it will be written)."""
+    def wait(self) -> Awaitable[None]:
+        """Await it: returns once it is finished; not cancellable (it will be written)."""
         ...
 
 

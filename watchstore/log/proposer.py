@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 from time import perf_counter
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
 import attrs
@@ -33,7 +33,7 @@ from .epochlog import EpochLog
 from .files import reason
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Generator, Sequence
 
     from ..core.proposer import Host
     from ..core.schema import Schema
@@ -89,15 +89,17 @@ class Submission:
         self.synced_inline = False
         """True if ``submit`` wrote and fsynced it at once, blocking the calling thread."""
 
-    async def wait(self) -> None:
-        """Return once the commit is durable or failed. Not cancellable: once submitted, a
-        commit will be written, and a cancelled caller must not undo locally a change about
-        to commit (the wait is one fsync; a cancellation comes at the next checkpoint).
-        Returns at once, without a schedule point, if it is already finished."""
+    def wait(self) -> Awaitable[None]:
+        """Await it: returns once the commit is durable or failed. Not cancellable: once
+        submitted, a commit will be written, and a cancelled caller must not undo locally a
+        change about to commit (the wait is one fsync; a cancellation comes at the next
+        checkpoint). Returns at once, without a schedule point, if it is already finished.
+        (The waiter's own coroutine is returned, not wrapped in another: every queued
+        commit is awaited this way.)"""
         if self.finished:
-            return
+            return _FINISHED
         assert self._waiter is not None
-        await self._waiter.wait()
+        return self._waiter.wait()
 
     def finish(self, error: BaseException | None = None) -> None:
         """Mark it finished (failed with ``error``) and wake its waiter."""
@@ -105,6 +107,19 @@ class Submission:
         self.finished = True
         if self._waiter is not None:
             self._waiter.wake()
+
+
+class _Finished:
+    """An awaitable that is done at once, without suspending."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that yields nothing
+
+
+_FINISHED: Final = _Finished()
 
 
 @attrs.define
