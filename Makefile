@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
 GROUPS := test lint bench
-# Extras to install with the package: etcd (httpx) is needed by the etcd tests.
+# Extras to install with the package: etcd (h11) is needed by the etcd tests.
 EXTRAS ?= etcd
 
 .PHONY: help install demo test lint typecheck contracts fmt pytest bench deps deps-etcd clean
@@ -19,7 +19,7 @@ help:
 	@echo "make test       ruff check + ruff format --check + mypy --strict + layer contracts + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
-	@echo "make deps       apt-get install what the tests run: etcd, strace, gcc (make test does it)"
+	@echo "make deps       apt-get install what the tests run: etcd, etcdctl, strace, gcc (make test does it)"
 	@echo "make clean      remove the venv and caches"
 
 # The venv is (re)installed whenever pyproject.toml changes.
@@ -66,9 +66,10 @@ bench: $(VENV)/.installed
 # --- programs the tests run, from Debian's packages ---------------------------------
 # etcd (Debian's etcd-server, 3.4 on bookworm) for tests/test_etcd.py and the etcd benchmark:
 # the tests start their own members on free loopback ports, so the package's own service is
-# never used. strace records a run's file operations for the power-loss test; gcc builds the
-# fault-injection shim of tests/test_faults.py.
-DEPS := etcd:etcd-server strace:strace gcc:gcc
+# never used. etcdctl (Debian's etcd-client) is etcd's own Go client: the etcd benchmark runs
+# its `check perf` beside the store. strace records a run's file operations for the
+# power-loss test; gcc builds the fault-injection shim of tests/test_faults.py.
+DEPS := etcd:etcd-server etcdctl:etcd-client strace:strace gcc:gcc
 deps:
 	@missing=""; for dep in $(DEPS); do \
 		command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \

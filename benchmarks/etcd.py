@@ -16,6 +16,10 @@ loopback port with a temporary data dir, and stopped at the end.
    ``time.time()`` when each event arrives. p50 and p99 of the difference.
 
 Target (issue 5): store commits/s at least 0.8x raw puts/s, with 1 and with 16 writers.
+Targets (issue 20), with 1 writer: this process's CPU per store commit at most 350 us; store
+commits/s at least 1.0x ``kv/put`` through httpx (``httpx``: an ``httpx.AsyncClient`` posting
+the same JSON, what the client used before its own HTTP/1.1 on h11, kept as the reference)
+and at least 0.9x the store's own txn sent raw (``txn, watched`` below).
 
 Two more raw variants (same client, same objects) say where a gap comes from; they do not
 count for the target: ``kv/put, watched`` puts into the store's own prefix, so etcd sends
@@ -45,6 +49,8 @@ import functools
 import json
 import math
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,7 +144,7 @@ async def _rate(
     )
 
 
-VARIANTS: Final = ("store", "raw", "raw watched", "txn watched")
+VARIANTS: Final = ("store", "raw", "httpx", "raw watched", "txn watched")
 """The commit variants: the store, and raw requests (see the module docstring)."""
 
 
@@ -146,8 +152,12 @@ async def _commit_rates(
     endpoint: str, server: int, count: int, reps: int
 ) -> dict[str, list[Round]]:
     """Each variant's rounds, by ``"variant/writers"`` (etcd is process ``server``)."""
+    import httpx  # the reference: what watchstore's client used before its own HTTP/1.1 on h11
+
     rounds: dict[str, list[Round]] = {}
     client = EtcdClient([endpoint])
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    reference = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=limits)
     try:
         async with ws.open_store(SCHEMA, etcd=[endpoint], prefix="bench-store") as store:
 
@@ -167,6 +177,13 @@ async def _commit_rates(
                 await client.call(
                     "kv/put", {"key": key, "value": value(f"ws-{tag}-{i}")}, write=True
                 )
+
+            async def httpx_put(tag: str, w: int, i: int) -> None:
+                key = b64(f"bench-plain/o/Ping/hx-{tag}-{i}".encode())
+                body = {"key": key, "value": value(f"hx-{tag}-{i}")}
+                response = await reference.post(f"{endpoint}/v3/kv/put", json=body)
+                response.raise_for_status()
+                response.json()
 
             async def put_watched(tag: str, w: int, i: int) -> None:
                 key = b64(f"bench-store/o/Ping/rw-{tag}-{i}".encode())
@@ -191,6 +208,7 @@ async def _commit_rates(
                     writes = {
                         "store": functools.partial(commit, tag),
                         "raw": functools.partial(put, tag),
+                        "httpx": functools.partial(httpx_put, tag),
                         "raw watched": functools.partial(put_watched, tag),
                         "txn watched": functools.partial(txn_watched, tag),
                     }
@@ -204,7 +222,52 @@ async def _commit_rates(
                     await store.wait_for(store.version)  # raw watched puts are applied
     finally:
         await client.aclose()
+        await reference.aclose()
     return rounds
+
+
+CHECK_PERF_WRITERS: Final = 64
+
+
+async def _many_writers(endpoint: str, server: int, count: int) -> Round:
+    """``count`` store commits by ``CHECK_PERF_WRITERS`` tasks of this process (next to
+    ``etcdctl check perf``: etcd's own Go client, many clients writing at once)."""
+    async with ws.open_store(SCHEMA, etcd=[endpoint], prefix="bench-many") as store:
+
+        async def commit(w: int, i: int) -> None:
+            obj = Ping(f"many-{i}", time.time(), PAYLOAD)
+            await store.update(lambda tx: tx.create(obj))
+
+        await _rate(CHECK_PERF_WRITERS, CHECK_PERF_WRITERS * 4, commit, server)  # warm-up
+        return await _rate(CHECK_PERF_WRITERS, count, commit, server)
+
+
+def _check_perf(endpoint: str) -> float | None:
+    """Writes/s of ``etcdctl check perf --load=m`` against ``endpoint`` (60 s of etcd's Go
+    client writing from 200 connections), or None without etcdctl."""
+    etcdctl = shutil.which("etcdctl")
+    if etcdctl is None:
+        return None
+    done = subprocess.run(
+        [
+            etcdctl,
+            f"--endpoints={endpoint}",
+            "check",
+            "perf",
+            "--load=m",
+            "--auto-compact",
+            "--auto-defrag",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+        check=False,
+        timeout=300,
+    )
+    found = re.search(r"Throughput is (\d+) writes/s", done.stdout + done.stderr)
+    if found is None:
+        raise RuntimeError(f"etcdctl check perf printed no throughput: {done.stdout}{done.stderr}")
+    return float(found.group(1))
 
 
 def _mod_equal(key: str, revision: int) -> dict[str, object]:
@@ -277,13 +340,21 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--lag-count", type=int, default=300, help="pings timed for the lag")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (smoke)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--many-count", type=int, default=20_000, help="commits of the 64-writer run"
+    )
+    parser.add_argument(
+        "--no-check-perf",
+        action="store_true",
+        help="skip etcdctl check perf (60 s) and the 64-writer run beside it",
+    )
     parser.add_argument("--lag-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.lag_child:
         trio.run(_lag_child, args.lag_child[0], int(args.lag_child[1]))
         return 0
     if args.quick:
-        args.count, args.reps, args.lag_count = 64, 1, 20
+        args.count, args.reps, args.lag_count, args.many_count = 64, 1, 20, 640
     progress = progress_reporter("etcd")
     with tempfile.TemporaryDirectory(prefix="ws-bench-etcd-") as tmp:
         progress("starting a one-member etcd")
@@ -295,9 +366,19 @@ def main(argv: Sequence[str]) -> int:
             measured = trio.run(_commit_rates, endpoint, server, args.count, args.reps)
             progress(f"replica lag: {args.lag_count} pings")
             lags = _lag(endpoint, args.lag_count)
+            many: Round | None = None
+            check_perf: float | None = None
+            if not args.no_check_perf and not args.quick:
+                progress(f"{CHECK_PERF_WRITERS} writers: {args.many_count} commits")
+                many = trio.run(_many_writers, endpoint, server, args.many_count)
+                progress("etcdctl check perf --load=m (60 s)")
+                check_perf = _check_perf(endpoint)
         finally:
             cluster.stop()
-    print(f"etcd {cluster_version()} (one member, fsync on), httpx {version_of('httpx')}")
+    print(
+        f"etcd {cluster_version()} (one member, fsync on), h11 {version_of('h11')} (watchstore's "
+        f"client and raw requests), httpx {version_of('httpx')} (the reference)"
+    )
     rounds = {key: [r.rate for r in values] for key, values in measured.items()}
     rates = {key: statistics.median(values) for key, values in rounds.items()}
     ratios = {
@@ -317,6 +398,7 @@ def main(argv: Sequence[str]) -> int:
                 f"{store:,.0f}/s",
                 f"{raw:,.0f}/s",
                 fmt_ratio(ratio[f"store/{writers}"]),
+                f"{rates[f'httpx/{writers}']:,.0f}/s ({fmt_ratio(ratio[f'httpx/{writers}'])})",
                 f"{rates[put_w]:,.0f}/s ({fmt_ratio(ratio[put_w])})",
                 f"{rates[txn_w]:,.0f}/s ({fmt_ratio(ratio[txn_w])})",
             ]
@@ -326,6 +408,7 @@ def main(argv: Sequence[str]) -> int:
         "watchstore",
         "raw kv/put",
         "ws vs raw",
+        "httpx kv/put",
         "kv/put, watched",
         "txn, watched",
     ]
@@ -351,6 +434,9 @@ def main(argv: Sequence[str]) -> int:
         for i, side in enumerate(("this process", "etcd"))
     ]
     print("\n".join(grid(["CPU per commit", *headers[1:3], *headers[4:]], cpu_rows)))
+    by_httpx = [s / h for s, h in zip(rounds["store/1"], rounds["httpx/1"], strict=True)]
+    by_txn = [s / t for s, t in zip(rounds["store/1"], rounds["txn watched/1"], strict=True)]
+    client_cpu = cpu["store/1"][0]
     best: dict[str, float] = {}
     for writers in (1, WRITERS):
         key = f"store/{writers}"
@@ -366,17 +452,42 @@ def main(argv: Sequence[str]) -> int:
         f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms, "
         f"mean {statistics.mean(lags) * 1e3:.2f} ms"
     )
+    if many is not None:
+        reference = "etcdctl not installed" if check_perf is None else f"{check_perf:,.0f}/s"
+        print(
+            f"{CHECK_PERF_WRITERS} writers in one process: {many.rate:,.0f} commits/s "
+            f"(this process {_micros(many.client_cpu)}, etcd {_micros(many.server_cpu)} per "
+            f"commit); etcdctl check perf --load=m on the same member: {reference}"
+        )
     for label, writers in (("(a)", 1), ("(b)", WRITERS)):
         median = ratio[f"store/{writers}"]
         print(
             f"  {verdict(median >= 0.8)}  {label} store commits >= 0.8x raw puts, "
             f"{_writers(writers)}: {median:.2f}x (median ratio within rounds)"
         )
+    print(
+        f"  {verdict(client_cpu <= 350e-6)}  (c) this process's CPU per store commit, 1 writer "
+        f"<= 350 us: {_micros(client_cpu)}"
+    )
+    print(
+        f"  {verdict(statistics.median(by_httpx) >= 1.0)}  (d) store commits, 1 writer, >= 1.0x "
+        f"httpx kv/put: {statistics.median(by_httpx):.2f}x"
+    )
+    print(
+        f"  {verdict(statistics.median(by_txn) >= 0.9)}  (e) store commits, 1 writer, >= 0.9x "
+        f"the store's txn sent raw: {statistics.median(by_txn):.2f}x"
+    )
+    if many is not None and check_perf is not None:
+        print(
+            f"  {verdict(many.rate >= check_perf)}  (f) {CHECK_PERF_WRITERS} writers >= 1.0x "
+            f"etcdctl check perf --load=m: {many.rate / check_perf:.2f}x"
+        )
     if args.json:
         table = {
             f"commits, {_writers(w)}": {
                 "watchstore": _per_op(rates[f"store/{w}"]),
                 "raw kv/put": _per_op(rates[f"raw/{w}"]),
+                "httpx kv/put": _per_op(rates[f"httpx/{w}"]),
                 "raw kv/put, watched": _per_op(rates[f"raw watched/{w}"]),
                 "raw txn of the store's shape, watched": _per_op(rates[f"txn watched/{w}"]),
             }

@@ -8,6 +8,7 @@ serve clients over TLS only and require a client certificate signed by the test 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -29,12 +30,35 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
 def etcd_binary() -> str | None:
     """The etcd executable on PATH, or None."""
     return shutil.which("etcd")
+
+
+def require_etcd() -> None:
+    """Skip the calling test module when etcd is not installed, outside CI; in CI, fail
+    (``make test`` installs it)."""
+    if etcd_binary() is not None:
+        return
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs etcd for these tests: `make test` installs etcd-server")
+    import pytest
+
+    pytest.skip("etcd is not installed: run `make deps`", allow_module_level=True)
+
+
+@contextlib.contextmanager
+def running(tmp: Path, size: int = 1) -> Iterator[EtcdCluster]:
+    """A cluster of ``size`` members in ``tmp`` for the block; stopped after it."""
+    cluster = EtcdCluster(tmp, size)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def free_ports(count: int) -> list[int]:

@@ -17,17 +17,18 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
+import h11
 import pytest
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, Tls, etcd_binary, post
 from tests.schema import SCHEMA, Node, Task
 from watchstore.core.codec import encode
+from watchstore.etcd import http
 from watchstore.etcd.client import (
     Compacted,
     EtcdUnavailable,
     OutcomeUnknown,
-    _Stream,
     b64,
     unb64,
 )
@@ -575,14 +576,22 @@ CHUNKED_HEAD += b"Transfer-Encoding: chunked\r\n\r\n"
 CHUNKED_BODY = _chunked(FIRST[:10], FIRST[10:] + b"\n" + SECOND[:4], SECOND[4:], b"\n", b"\n")
 
 
+async def _answered(data: bytes, step: int) -> http.Stream:
+    """The response ``data`` to a watch request, arriving ``step`` bytes at a time."""
+    connection = http._Connection(Pieces(data, step))
+    head = [("host", "etcd"), ("content-length", "2")]
+    await connection.send(h11.Request(method="POST", target="/v3/watch", headers=head), b"{}")
+    return http.Stream(connection, await connection.read_head())
+
+
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
 async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: int) -> None:
-    async with _Stream(Pieces(CHUNKED_HEAD + CHUNKED_BODY, step)) as stream:
-        await stream._read_head()
-        assert stream.status == 200
-        lines = []
-        while (line := await stream.line()) is not None:
-            lines.append(line)
+    stream = await _answered(CHUNKED_HEAD + CHUNKED_BODY, step)
+    assert stream.status == 200
+    lines = []
+    while (line := await stream.line()) is not None:
+        lines.append(line)
+    await stream.aclose()
     assert lines == [FIRST, SECOND, b""]
 
 
@@ -594,9 +603,9 @@ async def test_a_response_body_by_length_or_to_the_end_is_read_however_it_arrive
     by_length = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body)
     to_the_end = b"HTTP/1.1 200 OK\r\n\r\n"
     for head, rest in ((by_length, b"ignored"), (to_the_end, b"")):
-        async with _Stream(Pieces(head + body + rest, step)) as stream:
-            await stream._read_head()
-            assert await stream.read_all() == body
+        stream = await _answered(head + body + rest, step)
+        assert await stream.read_all() == body
+        await stream.aclose()
 
 
 async def test_the_watch_yields_each_result_and_ends_unavailable() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -12,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import attrs
-import httpx
 import pytest
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, etcd_binary, post
 from tests.schema import SCHEMA, Task
 from tests.test_etcd import fake_http
-from watchstore.etcd.client import EtcdUnavailable, b64
+from watchstore.etcd import http
+from watchstore.etcd.client import EtcdClient, EtcdUnavailable, b64
 from watchstore.etcd.proposer import backoff_bound
 
 if TYPE_CHECKING:
@@ -111,35 +112,31 @@ class Sent:
     status: int
 
 
-class Answers(httpx.AsyncBaseTransport):
-    """The transport of a proposer's unary requests (the watch has a connection of its own):
-    each request is served by its member, unless ``refusals`` holds one for its path: then
-    the first such refusal is the answer. ``sent`` records every request."""
+class Answers:
+    """Stands in front of a proposer's unary requests (``EtcdClient.send``; the watch has a
+    connection of its own): each request is served by its member, unless ``refusals`` holds
+    one for its path: then the first such refusal is the answer (after the member served it,
+    if the refusal says it was ``applied``). ``sent`` records every request."""
 
-    def __init__(self, endpoints: list[str]) -> None:
-        self._real = httpx.AsyncHTTPTransport()
-        self._ports = [httpx.URL(e).port for e in endpoints]
+    def __init__(self, client: EtcdClient) -> None:
+        self._client = client
+        self._real = client.send
         self.refusals: list[Refusal] = []
         self.sent: list[Sent] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path.removeprefix("/").removeprefix("v3/")
-        endpoint = self._ports.index(request.url.port)
-        refusal = next((r for r in self.refusals if r.path == path), None)
+    async def send(self, method: str, path: str, body: bytes | None) -> http.Response:
+        endpoint = self._client.endpoints.index(self._client.endpoint)
+        name = path.removeprefix("/").removeprefix("v3/")
+        refusal = next((r for r in self.refusals if r.path == name), None)
         if refusal is None or refusal.applied:
-            response = await self._real.handle_async_request(request)
+            response = await self._real(method, path, body)
             if refusal is None:
-                self.sent.append(Sent(endpoint, path, response.status_code))
+                self.sent.append(Sent(endpoint, name, response.status))
                 return response
-            await response.aread()
-            await response.aclose()
         self.refusals.remove(refusal)
-        self.sent.append(Sent(endpoint, path, refusal.status))
-        body = {"error": refusal.message, "message": refusal.message, "code": refusal.code}
-        return httpx.Response(refusal.status, json=body)
-
-    async def aclose(self) -> None:
-        await self._real.aclose()
+        self.sent.append(Sent(endpoint, name, refusal.status))
+        answer = {"error": refusal.message, "message": refusal.message, "code": refusal.code}
+        return http.Response(refusal.status, json.dumps(answer).encode())
 
     def of(self, path: str) -> list[tuple[int, int]]:
         """(endpoint, status) of each request sent to ``path``."""
@@ -148,10 +145,8 @@ class Answers(httpx.AsyncBaseTransport):
 
 async def answered(proposer: ws.EtcdProposer) -> Answers:
     """Route ``proposer``'s unary requests through a new :class:`Answers`."""
-    client = proposer.client
-    answers = Answers(client.endpoints)
-    await client._client.aclose()
-    client._client = httpx.AsyncClient(transport=answers, timeout=client.timeout)
+    answers = Answers(proposer.client)
+    proposer.client.send = answers.send  # type: ignore[method-assign]
     return answers
 
 

@@ -17,6 +17,7 @@ import attrs
 import pytest
 
 import watchstore as ws
+import watchstore.etcd
 from tests.schema import SCHEMA, Node, Task
 
 if TYPE_CHECKING:
@@ -317,7 +318,9 @@ async def _load(batch: ws.Batch, count: int) -> None:
 
 
 async def test_etcd_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "httpx", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "h11", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "watchstore.etcd.http", raising=False)
+    monkeypatch.delattr(watchstore.etcd, "http", raising=False)  # the package's attribute
     with pytest.raises(ws.StoreError, match=r'pip install "watchstore\[etcd\]"'):
         async with ws.open_store(SCHEMA, etcd=["http://127.0.0.1:9"]):
             pass

@@ -23,11 +23,14 @@ commits go through a :class:`Proposer`.
 """
 
 from .core.errors import CompactionFailed as CompactionFailed
+from .core.errors import EtcdAuthFailed as EtcdAuthFailed
 from .core.errors import EtcdError as EtcdError
+from .core.errors import EtcdPermissionDenied as EtcdPermissionDenied
 from .core.errors import HistoryCompacted as HistoryCompacted
 from .core.errors import InvalidObject as InvalidObject
 from .core.errors import InvalidQuery as InvalidQuery
 from .core.errors import LogCorrupt as LogCorrupt
+from .core.errors import NotLeader as NotLeader
 from .core.errors import ObjectExists as ObjectExists
 from .core.errors import ObjectNotFound as ObjectNotFound
 from .core.errors import ProposalFailed as ProposalFailed
@@ -84,6 +87,7 @@ from .log.lock import unlock as unlock
 from .log.proposer import Durability as Durability
 from .log.proposer import LogProposer as LogProposer
 from .log.segment import Salvage as Salvage
+from .service.leadership import Lead as Lead
 from .service.store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from .service.store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
 from .service.store import SCHEDULE_EVERY as SCHEDULE_EVERY
@@ -112,17 +116,21 @@ __all__ = [
     "Created",
     "Deleted",
     "Durability",
+    "EtcdAuthFailed",
     "EtcdError",
+    "EtcdPermissionDenied",
     "EtcdProposer",
     "Event",
     "HistoryCompacted",
     "Index",
     "InvalidObject",
     "InvalidQuery",
+    "Lead",
     "LogCorrupt",
     "LogProposer",
     "MemoryProposer",
     "Meta",
+    "NotLeader",
     "ObjectExists",
     "ObjectNotFound",
     "Prefix",

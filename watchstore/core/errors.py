@@ -238,3 +238,23 @@ class UnsupportedFormat(StoreError):
 
 class EtcdError(StoreError):
     """etcd refused a request or cannot be used (too old, misconfigured); see the message."""
+
+
+class NotLeader(StoreError):
+    """This process does not lead ``name`` (any more): its lease expired, it was paused or cut
+    off, or it left. Nothing the write that raised it tried was committed."""
+
+    def __init__(self, name: str, why: str = "") -> None:
+        self.name = name
+        super().__init__(
+            f"this process does not lead {name!r}{f' ({why})' if why else ''}: the write was "
+            "not committed; campaign again with store.leadership(...)"
+        )
+
+
+class EtcdAuthFailed(EtcdError):
+    """etcd refused the user name or password (or auth is not enabled on the cluster)."""
+
+
+class EtcdPermissionDenied(EtcdError):
+    """The etcd user's roles do not grant what the store needs on its prefix."""

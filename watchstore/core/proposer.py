@@ -18,12 +18,15 @@ when it opens (it never asks which proposer it has):
 - :class:`TransactionalProposer`: checks at commit that nothing a transaction read has
   changed since (optimistic concurrency across processes).
 - :class:`Compacting`: ``store.compact()`` starts a new epoch.
+- :class:`Leading`: elects one leader among the processes sharing it, and fences the
+  writes made under a leadership (``store.leadership``).
 
 A proposer sees the store it serves as a :class:`Host`.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -33,6 +36,7 @@ from .model import ORIGIN, Change, StoreAction, Version, new_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from contextlib import AbstractAsyncContextManager
 
     from .schema import Schema
     from .state import Snapshot, StoreState
@@ -231,6 +235,41 @@ class TransactionalProposer(Proposer, Protocol):
     async def catch_up(self, host: Host, conflict: Conflict, attempt: int) -> None:
         """Return once ``host``'s replica has what the conflict saw (or gave up waiting),
         backing off more with each ``attempt`` (0: no run follows)."""
+        ...
+
+
+class Fence(Protocol):
+    """A leadership as held: what the writes made under it are fenced by."""
+
+    @property
+    def lost(self) -> bool:
+        """True once the leadership is lost (its lease expired, say)."""
+        ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the leadership is lost."""
+        ...
+
+
+FENCE: ContextVar[Fence | None] = ContextVar("watchstore_fence", default=None)
+"""The fence of the leadership the current task writes under (``Lead.update`` sets it): a
+:class:`Leading` proposer makes the transaction commit only while it still holds."""
+
+
+@runtime_checkable
+class Leading(Protocol):
+    """A proposer shared by several processes that elects one leader per name."""
+
+    def leadership(
+        self, host: Host, name: str, identity: str, ttl: float
+    ) -> AbstractAsyncContextManager[Fence]:
+        """Campaign for ``name`` as ``identity``; enter once this process leads. Keeps the
+        leadership alive (``ttl``: seconds it outlives this process's silence) until exit,
+        then gives it up."""
+        ...
+
+    async def leader(self, name: str) -> str | None:
+        """The identity of the current leader of ``name`` (None: nobody leads)."""
         ...
 
 

@@ -1,8 +1,9 @@
 """A small etcd v3 client over etcd's JSON gateway (``/v3/...``), on AnyIO (trio or asyncio).
 
-Only what the EtcdProposer needs: unary calls (range, txn, delete) through httpx, and one
-watch stream per request, read straight off its own connection (every commit of the store
-comes back through the watch, so its cost per message counts). Keys and values are bytes
+Only what the EtcdProposer needs: unary calls (range, txn, delete) on a small pool of
+keep-alive connections per endpoint, and one watch stream per request on a connection of its
+own, both HTTP/1.1 through h11 (``http.py``; every commit costs a txn and comes back through
+the watch, so the client's cost per request counts). Keys and values are bytes
 here and base64 on the wire; etcd's int64 fields arrive as strings and zero values are
 omitted, so readers use ``.get`` with defaults.
 
@@ -20,22 +21,26 @@ raises :class:`OutcomeUnknown` at once: only the caller can tell whether it appl
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import random
 import ssl
-import urllib.parse
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import anyio.abc
+import msgspec
 
-from ..core.errors import EtcdError, StoreError, TransactionTooLarge
+from ..core.errors import (
+    EtcdAuthFailed,
+    EtcdError,
+    EtcdPermissionDenied,
+    StoreError,
+    TransactionTooLarge,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
 
-    import httpx
+    from . import http
 
 log = logging.getLogger("watchstore.etcd")
 
@@ -136,23 +141,29 @@ class EtcdClient:
         *,
         timeout: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        scope: str = "",
     ) -> None:
-        import httpx  # the optional dependency: pip install "watchstore[etcd]"
+        from . import http  # h11, the optional dependency: pip install "watchstore[etcd]"
 
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint, e.g. ['http://127.0.0.1:2379']")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         for endpoint in self.endpoints:
-            _check_endpoint(endpoint)
+            http.check_url(endpoint)
         self._current = 0
-        self._httpx = httpx
+        self._http = http
         self._timeout = timeout
         self._https = any(e.startswith("https:") for e in self.endpoints)
         self._ssl = ssl_context or (ssl.create_default_context() if self._https else None)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), limits=limits, verify=self._ssl or True
-        )
+        self._connections = [http.Endpoint(e, self._ssl, timeout) for e in self.endpoints]
+        if (user is None) != (password is None):
+            raise ValueError("etcd authentication takes both user= and password=")
+        self._user = user
+        self._password = password
+        self._tokens: dict[int, str] = {}  # by endpoint: etcd's simple tokens are per member
+        self._scope = scope
 
     @property
     def endpoint(self) -> str:
@@ -166,26 +177,70 @@ class EtcdClient:
     async def aclose(self) -> None:
         """Close the connections."""
         with anyio.CancelScope(shield=True):
-            await self._client.aclose()
+            for endpoint in self._connections:
+                await endpoint.aclose()
+
+    async def send(self, method: str, path: str, body: bytes | None) -> http.Response:
+        """One request to the current endpoint (``path`` from its root: ``/v3/kv/range``);
+        raises ``http.NotSent`` or ``http.Broken``. Every unary request goes through here;
+        with a user, it carries the user's token (authenticating first, and again once if
+        the member no longer knows the token)."""
+        endpoint = self._current
+        connection = self._connections[endpoint]
+        if self._user is None:
+            return await connection.request(method, path, body)
+        for attempt in range(2):
+            headers = await self._auth_headers(endpoint)
+            response = await connection.request(method, path, body, headers=headers)
+            if response.status == 200 or attempt or not _token_refused(response):
+                return response
+            self._tokens.pop(endpoint, None)
+        raise AssertionError("not reached")  # pragma: no cover
+
+    async def _auth_headers(self, endpoint: int) -> tuple[tuple[str, str], ...]:
+        """The ``Authorization`` header of the user's token at ``endpoint``."""
+        token = self._tokens.get(endpoint)
+        if token is None:
+            body = _ENCODE({"name": self._user, "password": self._password})
+            connection = self._connections[endpoint]
+            try:
+                response = await connection.request("POST", "/v3/auth/authenticate", body)
+            except self._http.Broken as exc:  # the request it was for was not sent
+                raise self._http.NotSent(f"authenticating failed: {exc}") from exc
+            answer = _json_or_text(response.body)
+            if not isinstance(answer, dict):
+                answer = {"message": str(answer)}
+            if response.status != 200 or not isinstance(answer.get("token"), str):
+                message = str(answer.get("message") or answer.get("error") or answer)
+                if "authentication failed" in message or "not enabled" in message:
+                    raise EtcdAuthFailed(
+                        f"etcd at {connection.url} refused user {self._user!r}: {message}. "
+                        "Check the user name and password (etcdctl user get NAME), and that "
+                        "auth is enabled on the cluster (etcdctl auth enable)"
+                    )
+                raise _error_from(answer, response.status)
+            token = self._tokens[endpoint] = answer["token"]
+        return (("authorization", token),)
 
     async def check_version(self) -> str:
         """Return the server's version; EtcdError if it is older than 3.4."""
         errors = []
         for _ in range(len(self.endpoints)):
             try:
-                response = await self._client.get(self.endpoint + "/version")
-            except (self._httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
+                response = await self.send("GET", "/version", None)
+            except self._http.HttpError as exc:
                 errors.append(f"{self.endpoint}: {_describe(exc)}")
                 self.fail_over()
                 continue
-            if response.status_code != 200:
+            if response.status != 200:
                 error = _error_of(response)
                 if not isinstance(error, EtcdUnavailable):
                     raise error
                 errors.append(f"{self.endpoint}: {error}")  # shutting down, not ready
                 self.fail_over()
                 continue
-            version = str(response.json().get("etcdserver", "0"))
+            answer = _json(response.body)
+            version = str(answer.get("etcdserver", "0") if isinstance(answer, dict) else "0")
             if _parse_version(version) < MIN_VERSION:
                 raise EtcdError(
                     f"etcd {version} at {self.endpoint} is too old: watchstore needs etcd 3.4 "
@@ -208,13 +263,13 @@ class EtcdClient:
 
     async def ping(self) -> None:
         """Ask the current endpoint (only) for its revision; EtcdUnavailable if it fails."""
-        body = {"key": b64(b"\0"), "count_only": True}
+        body = _ENCODE({"key": b64(b"\0"), "count_only": True})
         try:
-            response = await self._client.post(f"{self.endpoint}/v3/kv/range", json=body)
-        except (self._httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
-            raise EtcdUnavailable(f"etcd at {self.endpoint} does not answer: {exc!r}") from exc
-        if response.status_code != 200:
-            raise EtcdUnavailable(f"etcd at {self.endpoint} answered {response.status_code}")
+            response = await self.send("POST", "/v3/kv/range", body)
+        except self._http.HttpError as exc:
+            raise EtcdUnavailable(f"etcd at {self.endpoint} does not answer: {exc}") from exc
+        if response.status != 200:
+            raise EtcdUnavailable(f"etcd at {self.endpoint} answered {response.status}")
 
     async def call(self, method: str, body: dict[str, Any], *, write: bool = False) -> Any:
         """POST ``body`` to ``/v3/{method}`` and return the decoded response.
@@ -225,26 +280,33 @@ class EtcdClient:
         ``write``, a failure after a member may have acted on it raises OutcomeUnknown at
         once: the caller settles it (sending it again could apply it twice).
         """
-        httpx = self._httpx
-        data = json.dumps(body, separators=(",", ":")).encode()
-        headers = {"content-type": "application/json"}
+        http = self._http
+        data = _ENCODE(body)
+        path = f"/v3/{method}"
         rounds = _Rounds(self, method)
         while True:
-            url = f"{self.endpoint}/v3/{method}"
+            url = f"{self.endpoint}{path}"
             failure: BaseException
             try:
-                response = await self._client.post(url, content=data, headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                failure = exc  # never sent
-            except (httpx.TransportError, ssl.SSLError) as exc:  # TLS: see _describe
+                response = await self.send("POST", path, data)
+            except http.NotSent as exc:
+                failure = exc
+            except http.Broken as exc:
                 if write:
                     self.fail_over()
-                    raise OutcomeUnknown(f"etcd {method} at {url}: {exc!r}") from exc
+                    raise OutcomeUnknown(f"etcd {method} at {url}: {exc}") from exc
                 failure = exc
             else:
-                if response.status_code == 200:
-                    return response.json()
+                if response.status == 200:
+                    return _json(response.body)
                 failure = _error_of(response)
+                if isinstance(failure, EtcdPermissionDenied):
+                    raise EtcdPermissionDenied(
+                        f"etcd user {self._user!r} may not {method} under {self._scope!r}: "
+                        f"{failure}. Give the user a role with readwrite permission on the "
+                        f"prefix (etcdctl role grant-permission ROLE readwrite "
+                        f"--prefix=true {self._scope!r})"
+                    )
                 if not isinstance(failure, EtcdUnavailable):
                     raise failure
                 if write and not isinstance(failure, Refused):
@@ -256,28 +318,28 @@ class EtcdClient:
         """Open one watch (``body`` is its ``create_request``) and yield each ``result``.
 
         Raises EtcdUnavailable when the stream cannot be opened or breaks, Compacted when its
-        start revision is gone. The stream is read straight off a socket (:class:`_Stream`),
-        not through httpx: every commit of the store comes back through this stream, so its
-        cost per message is paid once per commit.
+        start revision is gone. Each message is decoded as it arrives: every commit of the
+        store comes back through this stream.
         """
         url = f"{self.endpoint}/v3/watch"
-        data = json.dumps({"create_request": body}, separators=(",", ":")).encode()
+        data = _ENCODE({"create_request": body})
+        http = self._http
         try:
-            with anyio.fail_after(self._timeout):
-                stream = await _Stream.post(self.endpoint, "/v3/watch", data, self._ssl)
-            async with stream:
+            headers = () if self._user is None else await self._auth_headers(self._current)
+            stream = await self._connections[self._current].stream(
+                "/v3/watch", data, headers=headers
+            )
+            try:
                 if stream.status != 200:
                     with anyio.fail_after(self._timeout):
                         text = await stream.read_all()
-                    try:
-                        error: Any = json.loads(text)
-                    except ValueError:
-                        error = {"message": text.decode(errors="replace")}
-                    raise _error_from(error, stream.status)
+                    raise _error_from(_json_or_text(text), stream.status)
                 while (line := await stream.line()) is not None:
                     if not line.strip():
                         continue
-                    message = json.loads(line)
+                    message = _json(line)
+                    if not isinstance(message, dict):
+                        raise http.Broken(f"a watch message is not an object: {line[:80]!r}")
                     if "error" in message:
                         raise _error_from(message["error"], 500)
                     result: dict[str, Any] = message.get("result", {})
@@ -287,11 +349,13 @@ class EtcdClient:
                             int(result["compact_revision"]),
                         )
                     yield result
-        # OSError covers a refused connection, a failed TLS handshake (ssl.SSLError) and the
-        # timeouts above (TimeoutError).
-        except (OSError, anyio.BrokenResourceError, _BadResponse) as exc:
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+        # TimeoutError: the body of a refusal did not come (read_all above).
+        except (http.HttpError, TimeoutError) as exc:
             self.fail_over()
-            raise EtcdUnavailable(f"etcd watch at {url} broke: {exc!r}") from exc
+            raise EtcdUnavailable(f"etcd watch at {url} broke: {_describe(exc)}") from exc
         self.fail_over()
         raise EtcdUnavailable(f"etcd watch at {url} ended")
 
@@ -331,185 +395,33 @@ class _Rounds:
         await anyio.sleep(min(random.uniform(0, bound), left))
 
 
-class _BadResponse(Exception):
-    """The server closed the connection early or sent something that is not HTTP/1.1."""
+_ENCODE: Final = msgspec.json.encode
+_DECODE: Final = msgspec.json.decode
 
 
-_RECEIVE: Final = 65536
-_MAX_HEAD: Final = 65536
+def _json(data: bytes) -> Any:
+    """A JSON body or message, decoded; EtcdError if it is not JSON."""
+    try:
+        return _DECODE(data)
+    except msgspec.DecodeError as exc:
+        raise EtcdError(f"etcd answered something that is not JSON: {data[:80]!r}") from exc
 
 
-class _Stream:
-    """One HTTP/1.1 POST on its own connection, its response body read line by line as it
-    arrives (chunked, by length, or up to the end of the connection).
-
-    Only for the watch: a long response of newline-delimited JSON messages. It does what the
-    watch needs (``http``/``https`` URLs, no proxies, no redirects) and nothing more.
-    """
-
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self._stream = stream
-        self._raw = bytearray()  # received, not yet decoded
-        self._body = bytearray()  # decoded body, not yet returned
-        self.status = 0
-        self._chunked = False
-        self._left: int | None = None  # body bytes (identity) or chunk bytes still to come
-        self._done = False
-
-    @classmethod
-    async def post(
-        cls, endpoint: str, path: str, data: bytes, context: ssl.SSLContext | None = None
-    ) -> _Stream:
-        """Connect to ``endpoint``, send the POST and read the response's head (an https
-        endpoint is verified with ``context``, by default the system's)."""
-        url = _check_endpoint(endpoint)
-        assert url.hostname is not None
-        port = url.port or (443 if url.scheme == "https" else 80)
-        stream: anyio.abc.ByteStream
-        if url.scheme == "https":
-            stream = await anyio.connect_tcp(
-                url.hostname,
-                port,
-                ssl_context=context or ssl.create_default_context(),
-                tls_hostname=url.hostname,
-            )
-        else:
-            stream = await anyio.connect_tcp(url.hostname, port)
-        try:
-            head = (
-                f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                "Content-Type: application/json\r\nConnection: close\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n"
-            )
-            await stream.send(head.encode("ascii") + data)
-            response = cls(stream)
-            await response._read_head()
-        except BaseException:
-            await anyio.aclose_forcefully(stream)
-            raise
-        return response
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await anyio.aclose_forcefully(self._stream)
-
-    async def _receive(self) -> None:
-        try:
-            self._raw += await self._stream.receive(_RECEIVE)
-        except anyio.EndOfStream:
-            raise _BadResponse("the connection closed in the middle of the response") from None
-
-    async def _read_head(self) -> None:
-        raw = self._raw
-        while (end := raw.find(b"\r\n\r\n")) < 0:
-            if len(raw) > _MAX_HEAD:
-                raise _BadResponse("the response head is too long")
-            await self._receive()
-        lines = raw[:end].decode("latin-1").split("\r\n")
-        del raw[: end + 4]
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise _BadResponse(f"not an HTTP/1.x response: {lines[0]!r}")
-        self.status = int(rest[:3])
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "transfer-encoding":
-                self._chunked = "chunked" in value.lower()
-            elif name == "content-length":
-                self._left = int(value.strip())
-        if self._chunked:
-            self._left = 0
-
-    async def line(self) -> bytes | None:
-        """The body's next line (without its newline); None at the end of the body."""
-        body = self._body
-        while True:
-            end = body.find(b"\n")
-            if end >= 0:
-                line = bytes(body[:end])
-                del body[: end + 1]
-                return line
-            if self._done:
-                line = bytes(body)
-                body.clear()
-                return line or None
-            await self._more()
-
-    async def read_all(self) -> bytes:
-        """The rest of the body."""
-        while not self._done:
-            await self._more()
-        data = bytes(self._body)
-        self._body.clear()
-        return data
-
-    async def _more(self) -> None:
-        """Move the next received bytes of the body into ``_body`` (sets ``_done`` at its
-        end)."""
-        raw = self._raw
-        if not self._chunked:
-            if self._left is None:  # the body ends with the connection
-                if not raw:
-                    try:
-                        raw += await self._stream.receive(_RECEIVE)
-                    except anyio.EndOfStream:
-                        self._done = True
-                        return
-                self._body += raw
-                raw.clear()
-                return
-            if self._left and not raw:
-                await self._receive()
-            take = raw[: self._left]
-            del raw[: len(take)]
-            self._body += take
-            self._left -= len(take)
-            self._done = self._left == 0
-            return
-        assert self._left is not None
-        if self._left == 0:  # at a chunk's size line
-            while (end := raw.find(b"\r\n")) < 0:
-                if len(raw) > _MAX_HEAD:
-                    raise _BadResponse("a chunk size line is too long")
-                await self._receive()
-            try:
-                size = int(raw[:end].split(b";")[0], 16)
-            except ValueError:
-                raise _BadResponse(f"bad chunk size {bytes(raw[:end])!r}") from None
-            del raw[: end + 2]
-            if size == 0:  # the last chunk (trailers, if any, are left unread)
-                self._done = True
-                return
-            self._left = size + 2  # the chunk and the CRLF after it
-        if not raw:
-            await self._receive()
-        take = raw[: self._left]
-        del raw[: len(take)]
-        self._left -= len(take)
-        if self._left < 2:  # some of the CRLF ending the chunk is in ``take``
-            take = take[: len(take) - (2 - self._left)]
-        self._body += take
+def _json_or_text(data: bytes) -> Any:
+    """A JSON error body, or its text as the message."""
+    try:
+        return _DECODE(data)
+    except msgspec.DecodeError:
+        return {"message": data.decode(errors="replace")}
 
 
-def _check_endpoint(endpoint: str) -> urllib.parse.SplitResult:
-    """``endpoint`` split, or ValueError if it is not an http(s) URL with a host."""
-    url = urllib.parse.urlsplit(endpoint)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ValueError(
-            f"not an http(s) etcd endpoint: {endpoint!r}; give URLs such as "
-            "'http://127.0.0.1:2379' or 'https://etcd-1.example:2379'"
-        )
-    return url
+def _token_refused(response: http.Response) -> bool:
+    """True if a member refused a request's auth token (expired, or issued by another)."""
+    return b"invalid auth token" in response.body or b"user name is empty" in response.body
 
 
-# ssl.SSLError is caught beside httpx's TransportError: with TLS 1.3 a server that refuses the
-# client's certificate says so after the handshake, on the first read, which httpx reports as
-# a ReadError on trio but lets through as it is on asyncio (its AnyIO transport).
 def _describe(error: BaseException) -> str:
-    """An exception and the causes under it, for a message (httpx wraps the TLS error)."""
+    """An exception and the causes under it, for a message (a broken stream wraps a TLS error)."""
     parts: list[str] = []
     seen: BaseException | None = error
     while seen is not None and len(parts) < 4:
@@ -520,12 +432,8 @@ def _describe(error: BaseException) -> str:
     return " <- ".join(parts)
 
 
-def _error_of(response: httpx.Response) -> StoreError:
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"message": response.text}
-    return _error_from(data, response.status_code)
+def _error_of(response: http.Response) -> StoreError:
+    return _error_from(_json_or_text(response.body), response.status)
 
 
 def _error_from(data: Any, status: int) -> StoreError:
@@ -542,6 +450,13 @@ def _error_from(data: Any, status: int) -> StoreError:
             f"etcd refuses writes: {message}. Its database reached its quota "
             "(--quota-backend-bytes): compact and defragment it, then disarm the NOSPACE alarm "
             "(etcdctl alarm disarm)"
+        )
+    if "permission denied" in message:
+        return EtcdPermissionDenied(message)
+    if "user name is empty" in message:  # auth is on, and the request carried no token
+        return EtcdAuthFailed(
+            f"etcd requires authentication ({message}): give EtcdProposer(..., user=..., "
+            "password=...), or user= and password= to the client"
         )
     if code == _OUT_OF_RANGE or "compacted" in message:
         return Compacted(message)

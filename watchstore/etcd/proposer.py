@@ -75,12 +75,13 @@ from ..core.codec import DecodeError, decoder_for, dump_data, encode, loads
 from ..core.errors import (
     EtcdError,
     HistoryCompacted,
+    NotLeader,
     ProposalFailed,
     StoreClosed,
     TransactionTooLarge,
 )
 from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
-from ..core.proposer import Conflict, Loaded
+from ..core.proposer import FENCE, Conflict, Loaded
 from .client import (
     Compacted,
     EtcdClient,
@@ -90,10 +91,12 @@ from .client import (
     prefix_end,
     unb64,
 )
+from .leadership import Elections, EtcdFence
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Iterable, Sequence
+    from contextlib import AbstractAsyncContextManager
 
     from ..core.proposer import Host
     from ..core.schema import IndexSpec, Schema
@@ -144,12 +147,21 @@ class Prepared:
     alone: bool = False
     """It compares whole tables (too many reads to compare one by one): such a compare
     would not see the changes of transactions sharing its txn, so it goes in one alone."""
+    fence: EtcdFence | None = None
+    """The leadership it was made under (its key is compared too), if any."""
 
     def broken(self, current: dict[bytes, int]) -> bool:
         """Whether a compare fails on ``current`` (each key found and its mod_revision)."""
-        return any(current.get(k, 0) != r for k, r in self.expect.items()) or any(
-            k in current for k in self.free
+        return (
+            any(current.get(k, 0) != r for k, r in self.expect.items())
+            or any(k in current for k in self.free)
+            or self.deposed(current)
         )
+
+    def deposed(self, current: dict[bytes, int]) -> bool:
+        """Whether its leadership's key is gone (or another's) in ``current``."""
+        fence = self.fence
+        return fence is not None and current.get(fence.key, 0) != fence.revision
 
 
 @attrs.define(eq=False)
@@ -213,6 +225,8 @@ class EtcdProposer:
         on_parse_error: Callable[[bytes, bytes, Exception], None] | None = None,
         on_resync: Callable[[Version], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         # "/registry/" and "/registry" are one prefix: etcd users end prefixes with "/", and
         # the keys go under "<prefix>/" either way.
@@ -223,8 +237,15 @@ class EtcdProposer:
             )
         if max_txns_in_flight < 1:
             raise ValueError(f"max_txns_in_flight must be at least 1, not {max_txns_in_flight}")
-        self.client = EtcdClient(endpoints, timeout=timeout, ssl_context=ssl_context)
         self.prefix = stem.encode() + b"/"
+        self.client = EtcdClient(
+            endpoints,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            user=user,
+            password=password,
+            scope=self.prefix.decode(),
+        )
         self.max_retries = max_retries
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
@@ -346,10 +367,81 @@ class EtcdProposer:
         raise NotImplementedError("EtcdProposer commits prepared transactions")
 
     async def changes_between(self, start: Version, end: Version) -> Sequence[Change]:
-        """etcd history is not replayed: only the store's in-memory history is kept."""
+        """The commits after ``start`` up to ``end``, read back from etcd's own history (for
+        ``watch_from`` a version older than the store's in-memory history): a watch over the
+        prefix from revision ``start + 1`` with each event's previous value, ended by a put
+        of this process's marker key made first (so it ends even if nothing under the prefix
+        was written at ``end``). HistoryCompacted, naming etcd's compact revision, once etcd
+        has compacted past ``start``."""
         if start >= end:
             return ()
-        raise HistoryCompacted(end, end)
+        bound = await self._put_bound()
+        objects = self.prefix + b"o/"
+        request = {
+            "key": b64(self.prefix),
+            "range_end": b64(prefix_end(self.prefix)),
+            "start_revision": start.index + 1,
+            "prev_kv": True,
+        }
+        changes: list[Change] = []
+        try:
+            async with aclosing(self.client.watch(request)) as results:
+                async for result in results:
+                    events = result.get("events") or ()
+                    for revision, group in itertools.groupby(
+                        events, key=lambda e: int(e["kv"]["mod_revision"])
+                    ):
+                        if revision >= bound:
+                            return changes
+                        if revision > end.index:
+                            continue
+                        actions = [
+                            action
+                            for event in group
+                            if unb64(event["kv"]["key"]).startswith(objects)
+                            and (action := self._history_action(event)) is not None
+                        ]
+                        if actions:
+                            changes.append(Change(Version(revision), actions))
+        except Compacted as exc:
+            raise HistoryCompacted(Version(exc.compact_revision), end) from None
+        return changes  # not reached: the watch raises when it ends
+
+    def _history_action(self, event: dict[str, Any]) -> StoreAction | None:
+        """The action of a watched event with its previous value (None if it does not
+        decode: reported through ``on_parse_error``)."""
+        previous = self._decode(event["prev_kv"]) if "prev_kv" in event else None
+        if event.get("type") == "DELETE":
+            if previous is None:
+                return None
+            return StoreAction(ActionKind.DELETE, previous[0], previous[1])
+        decoded = self._decode(event["kv"])
+        if decoded is None:
+            return None
+        table, obj = decoded
+        if previous is None:
+            return StoreAction(ActionKind.CREATE, table, obj)
+        return StoreAction(ActionKind.UPDATE, table, obj, previous[1])
+
+    async def _put_bound(self) -> int:
+        """Put this process's marker key (a value no transaction's nonce has); its revision,
+        which is past every commit the store has seen."""
+        body = {"key": b64(self._marker_key), "value": b64(b"history bound")}
+        self._session_keys = True
+        response = await self.client.call("kv/put", body, write=True)
+        return int(response["header"]["revision"])
+
+    # -- leadership (core.proposer.Leading) --------------------------------------------------
+
+    def leadership(
+        self, host: Host, name: str, identity: str, ttl: float
+    ) -> AbstractAsyncContextManager[EtcdFence]:
+        """Campaign for ``name`` on an etcd lease (see ``etcd.leadership``)."""
+        return Elections(self.client, self.prefix).campaign(name, identity, ttl, host.spawn)
+
+    async def leader(self, name: str) -> str | None:
+        """The identity of the current leader of ``name`` (None: nobody leads)."""
+        return await Elections(self.client, self.prefix).leader(name)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -401,6 +493,14 @@ class EtcdProposer:
         compares: list[dict[str, Any]] = [_mod_equal(k, r) for k, r in expect.items()]
         compares.extend(_absent(k) for k in free)
         ranges = [{"request_range": {"key": b64(k)}} for k in [*expect, *free]]
+        fence = FENCE.get()
+        if fence is not None:
+            if not isinstance(fence, EtcdFence):
+                raise TypeError(f"an etcd store writes under its own leadership, not {fence!r}")
+            if fence.lost:
+                raise NotLeader(fence.name, "its leadership was lost")
+            compares.append(fence.compare())
+            ranges.append({"request_range": {"key": b64(fence.key)}})
         room = self.max_txn_ops - 1 - len(compares)  # one compare for the fence
         alone = len(reads) > room
         if not alone:
@@ -456,6 +556,7 @@ class EtcdProposer:
             frozenset(puts),
             size,
             alone,
+            fence,
         )
 
     async def commit_prepared(self, prepared: Prepared) -> Version:
@@ -696,7 +797,12 @@ class EtcdProposer:
             failed = [(item, []) for item in keep]
             keep = []
         for item, mine in failed:
-            item.settle(self._conflict(item.prepared, mine))
+            fence = item.prepared.fence
+            if fence is not None and item.prepared.deposed(current):
+                fence.lose("a fenced write found its key gone")
+                item.settle(NotLeader(fence.name, "its key is gone: another process may lead"))
+            else:
+                item.settle(self._conflict(item.prepared, mine))
         return keep
 
     def _conflict(self, prepared: Prepared, ranges: list[dict[str, Any]]) -> Conflict:

@@ -24,6 +24,7 @@ from ..core.codec import encoded_size
 from ..core.errors import (
     HistoryCompacted,
     InvalidQuery,
+    NotLeader,
     ProposalFailed,
     SequenceConflict,
     StoreClosed,
@@ -39,6 +40,7 @@ from ..core.proposer import (
     CommitsAtOnce,
     Compacting,
     Conflict,
+    Leading,
     Lifecycle,
     Loaded,
     MemoryProposer,
@@ -51,6 +53,7 @@ from ..core.state import Snapshot, StoreState, difference
 from ..core.tables import restore_tables
 from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
 from ..log.proposer import Durability, LogProposer
+from .leadership import Lead, LocalLeaders, default_identity
 from .watch import DEFAULT_QUEUE, Watch
 
 if TYPE_CHECKING:
@@ -113,6 +116,9 @@ class Store:
         )
         # One that checks reads at commit (etcd) gets whole transactions instead.
         self._remote = proposer if isinstance(proposer, TransactionalProposer) else None
+        # One shared by several processes elects leaders; on one machine, they are local.
+        self._leading = proposer if isinstance(proposer, Leading) else None
+        self._local_leaders = LocalLeaders()
         self._waiters: list[tuple[int, int, _runtime.Event]] = []
         self._updating = 0  # update() calls under way
         self._classes = {t.cls: t.name for t in schema.tables}
@@ -153,6 +159,41 @@ class Store:
         """
         self._check_open()
         return self._state.pin()
+
+    @asynccontextmanager
+    async def leadership(
+        self, name: str, *, ttl: float = 10.0, identity: str | None = None
+    ) -> AsyncIterator[Lead]:
+        """Lead ``name`` among the processes sharing this store, for the block.
+
+        Enters once this process leads (it waits while another does). Write through
+        ``lead.update(fn)``: on etcd each such write commits only while this process still
+        leads, so a process deposed without knowing it (paused past ``ttl`` seconds, cut
+        off) commits nothing more: its update raises NotLeader. When the leadership is lost
+        the block is cancelled, and leaving it raises NotLeader. ``identity`` (by default
+        ``host/pid``) is what :meth:`leader` tells the others. A store on one machine has
+        one process to lead it: held at once unless another task holds it, never lost.
+        """
+        self._check_open()
+        identity = default_identity() if identity is None else identity
+        if self._leading is not None:
+            campaign = self._leading.leadership(self, name, identity, ttl)
+        else:
+            campaign = self._local_leaders.campaign(name, identity)
+        async with campaign as fence:
+            lead = Lead(self, name, identity, fence)
+            with anyio.CancelScope() as scope:
+                fence.on_lost(scope.cancel)
+                yield lead
+            if scope.cancelled_caught:
+                raise NotLeader(name, "the leadership was lost while the block ran")
+
+    async def leader(self, name: str) -> str | None:
+        """The identity of the current leader of ``name`` (None: nobody leads it)."""
+        self._check_open()
+        if self._leading is not None:
+            return await self._leading.leader(name)
+        return self._local_leaders.leader(name)
 
     async def wait_for(self, version: Version) -> None:
         """Return once the store has committed ``version`` (at once if it already has)."""

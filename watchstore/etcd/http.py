@@ -1,0 +1,325 @@
+"""HTTP/1.1 for the etcd client: h11 (the sans-I/O HTTP/1.1 library) over AnyIO streams.
+
+Unary calls go through a small pool of keep-alive connections per endpoint; a watch gets a
+connection of its own, its response read message by message as it arrives. TLS through the
+caller's ``ssl.SSLContext``. No proxies, no redirects, no cookies: what etcd's JSON gateway
+needs and nothing more.
+
+Failures come in two kinds, because a write's fate depends on which: :class:`NotSent` (the
+request never reached the server: connecting or the TLS handshake failed) and
+:class:`Broken` (the connection failed, timed out or spoke something that is not HTTP/1.1
+after the request went out, so the server may have acted on it). A pooled connection that the
+server closed while it sat idle is dropped before it is used, not reported.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+import urllib.parse
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import anyio.abc
+import h11
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Sequence
+
+POOL_SIZE: Final = 16
+"""Idle keep-alive connections kept per endpoint (more may be open while busy)."""
+MAX_BODY: Final = 1 << 30
+"""The largest response body read (a hostile or broken server cannot exhaust memory)."""
+MAX_LINE: Final = 64 << 20
+"""The longest message of a watch stream (etcd's default request limit is 1.5 MiB; a watch
+response may carry many events)."""
+_RECEIVE: Final = 65536
+
+
+class HttpError(Exception):
+    """A request failed; see :class:`NotSent` and :class:`Broken`."""
+
+
+class NotSent(HttpError):
+    """The request never reached the server (connection or TLS handshake failed)."""
+
+
+class Broken(HttpError):
+    """The connection failed after the request went out: the server may have acted on it."""
+
+
+class Response:
+    """A whole response: ``status`` and ``body``."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
+class Endpoint:
+    """Connections to one ``http(s)://host:port[/base]`` endpoint."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> None:
+        split = check_url(url)
+        assert split.hostname is not None
+        self.url = url
+        self.host = split.hostname
+        self.port = split.port or (443 if split.scheme == "https" else 80)
+        self.base = split.path.rstrip("/")
+        self._authority = split.netloc.encode("ascii")
+        self._tls = split.scheme == "https"
+        self._context = ssl_context or (ssl.create_default_context() if self._tls else None)
+        self._idle: list[_Connection] = []
+        self.timeout = timeout
+        """Seconds a request may take: to connect, then to send it and read the response
+        (for a stream: its head)."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Response:
+        """Send one request on a pooled connection and read the whole response."""
+        timeout = self.timeout
+        connection = await self._pooled()
+        if connection is None:
+            connection = await self._connect()
+        try:
+            with anyio.fail_after(timeout):
+                await connection.send(self._head(method, path, body, headers), body)
+                status, data = await connection.read_response()
+        except BaseException as exc:
+            await connection.aclose()
+            if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
+                raise Broken(f"{self.url}{self.base}{path}: {_describe(exc)}") from exc
+            raise
+        if connection.reusable() and len(self._idle) < POOL_SIZE:
+            self._idle.append(connection)
+        else:
+            await connection.aclose()
+        return Response(status, data)
+
+    async def stream(
+        self, path: str, body: bytes, *, headers: Sequence[tuple[str, str]] = ()
+    ) -> Stream:
+        """POST ``body`` on a connection of its own and return the response once its head
+        has arrived; its body is read with :meth:`Stream.line`."""
+        timeout = self.timeout
+        connection = await self._connect()
+        try:
+            with anyio.fail_after(timeout):
+                await connection.send(self._head("POST", path, body, headers), body)
+                status = await connection.read_head()
+        except BaseException as exc:
+            await connection.aclose()
+            if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
+                raise Broken(f"{self.url}{self.base}{path}: {_describe(exc)}") from exc
+            raise
+        return Stream(connection, status)
+
+    async def aclose(self) -> None:
+        """Close the idle connections."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.aclose()
+
+    def _head(
+        self, method: str, path: str, body: bytes | None, headers: Sequence[tuple[str, str]]
+    ) -> h11.Request:
+        fields = [(b"host", self._authority)]
+        if body is not None:
+            fields.append((b"content-type", b"application/json"))
+            fields.append((b"content-length", str(len(body)).encode("ascii")))
+        fields.extend((name.encode("ascii"), value.encode("latin-1")) for name, value in headers)
+        return h11.Request(method=method, target=(self.base + path).encode("ascii"), headers=fields)
+
+    async def _pooled(self) -> _Connection | None:
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.alive():
+                return connection
+            await connection.aclose()
+        return None
+
+    async def _connect(self) -> _Connection:
+        """A new connection (TLS handshake done); NotSent if there is none within the
+        timeout."""
+        stream: anyio.abc.ByteStream
+        try:
+            with anyio.fail_after(self.timeout):
+                if self._tls:
+                    stream = await anyio.connect_tcp(
+                        self.host, self.port, ssl_context=self._context, tls_hostname=self.host
+                    )
+                else:
+                    stream = await anyio.connect_tcp(self.host, self.port)
+        except (OSError, anyio.BrokenResourceError) as exc:  # TimeoutError is an OSError
+            raise NotSent(f"{self.url}: cannot connect: {_describe(exc)}") from exc
+        return _Connection(stream)
+
+
+class Stream:
+    """A response whose body is read as it arrives, one newline-delimited message at a time
+    (a watch). Close it with ``aclose``."""
+
+    def __init__(self, connection: _Connection, status: int) -> None:
+        self._connection = connection
+        self.status = status
+        self._buffer = bytearray()
+        self._done = False
+
+    async def line(self) -> bytes | None:
+        """The body's next line (without its newline); None at the end of the body. Broken if
+        the connection fails or a line exceeds ``MAX_LINE``."""
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]
+                return line
+            if self._done:
+                line = bytes(buffer)
+                buffer.clear()
+                return line or None
+            if len(buffer) > MAX_LINE:
+                raise Broken(f"a message of the stream is longer than {MAX_LINE} bytes")
+            await self._more()
+
+    async def read_all(self) -> bytes:
+        """The rest of the body (at most ``MAX_BODY`` bytes)."""
+        while not self._done:
+            if len(self._buffer) > MAX_BODY:
+                raise Broken(f"the response body is longer than {MAX_BODY} bytes")
+            await self._more()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    async def _more(self) -> None:
+        try:
+            data = await self._connection.body_data()
+        except (OSError, anyio.BrokenResourceError, h11.ProtocolError) as exc:
+            raise Broken(f"the stream broke: {_describe(exc)}") from exc
+        if data is None:
+            self._done = True
+        else:
+            self._buffer += data
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._connection.aclose()
+
+
+class _Connection:
+    """One HTTP/1.1 connection: an AnyIO byte stream and h11's state machine."""
+
+    __slots__ = ("_h11", "_socket", "_stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_LINE)
+        self._socket: socket.socket | None = stream.extra(
+            anyio.abc.SocketAttribute.raw_socket, None
+        )
+
+    async def send(self, head: h11.Request, body: bytes | None) -> None:
+        conn = self._h11
+        data = conn.send(head) or b""
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await self._stream.send(data)
+
+    async def _event(self) -> h11.Event | type[h11.PAUSED]:
+        conn = self._h11
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Event) or event is h11.PAUSED:
+                return event
+            try:  # h11.NEED_DATA
+                data = await self._stream.receive(_RECEIVE)
+            except anyio.EndOfStream:
+                if conn.their_state is h11.SEND_RESPONSE:  # not a byte of an answer came
+                    raise h11.RemoteProtocolError(
+                        "the server disconnected before it answered (is it TLS, or not HTTP?)"
+                    ) from None
+                data = b""
+            conn.receive_data(data)
+
+    async def read_head(self) -> int:
+        """Read up to the response's head; its status (1xx answers are skipped)."""
+        while True:
+            event = await self._event()
+            if isinstance(event, h11.Response):
+                return event.status_code
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            raise h11.RemoteProtocolError(f"expected a response, got {event!r}")
+
+    async def body_data(self) -> bytes | None:
+        """The next piece of the body; None at its end."""
+        while True:
+            event = await self._event()
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                return None
+            if isinstance(event, h11.ConnectionClosed):
+                raise h11.RemoteProtocolError("the connection closed in the middle of the body")
+            raise h11.RemoteProtocolError(f"unexpected {event!r} in a response body")
+
+    async def read_response(self) -> tuple[int, bytes]:
+        status = await self.read_head()
+        parts: list[bytes] = []
+        size = 0
+        while (data := await self.body_data()) is not None:
+            size += len(data)
+            if size > MAX_BODY:
+                raise h11.RemoteProtocolError(f"the response body is longer than {MAX_BODY} bytes")
+            parts.append(data)
+        return status, b"".join(parts)
+
+    def reusable(self) -> bool:
+        """True if both sides finished this request cleanly and may go on: ready for the
+        next one (h11 starts its next cycle)."""
+        conn = self._h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    def alive(self) -> bool:
+        """False if the server closed this idle connection (or sent something unasked)."""
+        sock = self._socket
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
+
+    async def aclose(self) -> None:
+        await anyio.aclose_forcefully(self._stream)
+
+
+def check_url(url: str) -> urllib.parse.SplitResult:
+    """``url`` split, or ValueError if it is not an http(s) URL with a host."""
+    split = urllib.parse.urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError(
+            f"not an http(s) etcd endpoint: {url!r}; give URLs such as "
+            "'http://127.0.0.1:2379' or 'https://etcd-1.example:2379'"
+        )
+    return split
+
+
+def _describe(error: BaseException) -> str:
+    """``error`` in a message: its type and text (the client names its causes too)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
