@@ -234,12 +234,13 @@ async def _many_writers(endpoint: str, server: int, count: int) -> Round:
     ``etcdctl check perf``: etcd's own Go client, many clients writing at once)."""
     async with ws.open_store(SCHEMA, etcd=[endpoint], prefix="bench-many") as store:
 
-        async def commit(w: int, i: int) -> None:
-            obj = Ping(f"many-{i}", time.time(), PAYLOAD)
+        async def commit(tag: str, w: int, i: int) -> None:
+            obj = Ping(f"many-{tag}-{i}", time.time(), PAYLOAD)
             await store.update(lambda tx: tx.create(obj))
 
-        await _rate(CHECK_PERF_WRITERS, CHECK_PERF_WRITERS * 4, commit, server)  # warm-up
-        return await _rate(CHECK_PERF_WRITERS, count, commit, server)
+        warm_up = functools.partial(commit, "warm-up")
+        await _rate(CHECK_PERF_WRITERS, CHECK_PERF_WRITERS * 4, warm_up, server)
+        return await _rate(CHECK_PERF_WRITERS, count, functools.partial(commit, "run"), server)
 
 
 def _check_perf(endpoint: str) -> float | None:
