@@ -69,6 +69,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ..core.codec import DecodeError, decoder_for, dump_data, encode, loads
@@ -651,6 +652,9 @@ class EtcdProposer:
         group: list[_Pending] = []
         try:
             while self._queue:
+                # One scheduling round first: writers already runnable (woken together by
+                # the last txn's outcome, say) queue now and share this txn.
+                await anyio.lowlevel.checkpoint()
                 group = self._take()
                 await self._commit(group)
         finally:
