@@ -653,10 +653,12 @@ class EtcdProposer:
         try:
             while self._queue:
                 # One scheduling round first: writers already runnable (woken together by
-                # the last txn's outcome, say) queue now and share this txn.
+                # the last txn's outcome, say) queue now and share this txn. (Meanwhile a
+                # cancelled writer may have left the queue: it can be empty again.)
                 await anyio.lowlevel.checkpoint()
                 group = self._take()
-                await self._commit(group)
+                if group:
+                    await self._commit(group)
         finally:
             self._senders -= 1
             for item in group:
