@@ -35,6 +35,8 @@ MAX_LINE: Final = 64 << 20
 """The longest message of a watch stream (etcd's default request limit is 1.5 MiB; a watch
 response may carry many events)."""
 _RECEIVE: Final = 65536
+_HEADS: Final = 64
+"""Request heads kept per endpoint (one per method and path the client uses, and token)."""
 
 
 class HttpError(Exception):
@@ -73,6 +75,7 @@ class Endpoint:
         self._tls = split.scheme == "https"
         self._context = ssl_context or (ssl.create_default_context() if self._tls else None)
         self._idle: list[_Connection] = []
+        self._heads: dict[tuple[str, str, bool, tuple[tuple[str, str], ...]], h11.Request] = {}
         self.timeout = timeout
         """Seconds a request may take: to connect, then to send it and read the response
         (for a stream: its head)."""
@@ -132,12 +135,24 @@ class Endpoint:
     def _head(
         self, method: str, path: str, body: bytes | None, headers: Sequence[tuple[str, str]]
     ) -> h11.Request:
-        fields = [(b"host", self._authority)]
-        if body is not None:
-            fields.append((b"content-type", b"application/json"))
-            fields.append((b"content-length", str(len(body)).encode("ascii")))
-        fields.extend((name.encode("ascii"), value.encode("latin-1")) for name, value in headers)
-        return h11.Request(method=method, target=(self.base + path).encode("ascii"), headers=fields)
+        """The request's head: made (and validated by h11) once per method, path, headers
+        and whether there is a body, then reused. A body is sent chunked, so its length is
+        not in the head."""
+        key = (method, path, body is not None, tuple(headers))
+        head = self._heads.get(key)
+        if head is None:
+            fields = [(b"host", self._authority)]
+            if body is not None:
+                fields.append((b"content-type", b"application/json"))
+                fields.append((b"transfer-encoding", b"chunked"))
+            fields.extend(
+                (name.encode("ascii"), value.encode("latin-1")) for name, value in headers
+            )
+            target = (self.base + path).encode("ascii")
+            head = h11.Request(method=method, target=target, headers=fields)
+            if len(self._heads) < _HEADS:
+                self._heads[key] = head
+        return head
 
     async def _pooled(self) -> _Connection | None:
         idle = self._idle
