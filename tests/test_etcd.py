@@ -21,7 +21,7 @@ import h11
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, Tls, etcd_binary, post
+from tests.etcd_cluster import EtcdCluster, Tls, post, require_etcd, running
 from tests.schema import SCHEMA, Node, Task
 from watchstore.core.codec import encode
 from watchstore.etcd import http
@@ -47,30 +47,21 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).parent.parent
 
-if etcd_binary() is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs etcd for these tests: `make test` installs etcd-server")
-    pytest.skip("etcd is not installed: run `make deps-etcd`", allow_module_level=True)
+require_etcd()
 
 _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd1"), 1)
-    try:
+    with running(tmp_path_factory.mktemp("etcd1")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path, 3)
-    try:
+    with running(tmp_path, 3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, etcd_binary, post
+from tests.etcd_cluster import EtcdCluster, post, require_etcd, running
 from tests.schema import SCHEMA, Task
 from tests.test_etcd import fake_http
 from watchstore.etcd import http
@@ -27,10 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
     from pathlib import Path
 
-if etcd_binary() is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs etcd for these tests: `make test` installs etcd-server")
-    pytest.skip("etcd is not installed: run `make deps-etcd`", allow_module_level=True)
+require_etcd()
 
 _prefixes = itertools.count()
 
@@ -38,21 +35,15 @@ _prefixes = itertools.count()
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """Three members, shared by the tests that leave them running."""
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd3"), 3)
-    try:
+    with running(tmp_path_factory.mktemp("etcd3"), 3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[EtcdCluster]:
     """Three members of a test's own, which it may stop and start."""
-    cluster = EtcdCluster(tmp_path, 3)
-    try:
+    with running(tmp_path, 3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

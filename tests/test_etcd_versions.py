@@ -15,28 +15,22 @@ import attrs
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, etcd_binary, post
+from tests.etcd_cluster import EtcdCluster, post, require_etcd, running
 from tests.schema import SCHEMA, Task
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-if etcd_binary() is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs etcd for these tests: `make test` installs etcd-server")
-    pytest.skip("etcd is not installed: run `make deps`", allow_module_level=True)
+require_etcd()
 
 _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-versions"), 1)
-    try:
+    with running(tmp_path_factory.mktemp("etcd-versions")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

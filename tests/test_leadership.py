@@ -108,27 +108,33 @@ class Campaigner:
             text=True,
         )
         self.lines: list[tuple[float, str]] = []
+        self._arrived = threading.Condition()  # notified on each line, and at the end
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append((time.monotonic(), line.strip()))
+            with self._arrived:
+                self.lines.append((time.monotonic(), line.strip()))
+                self._arrived.notify_all()
+        with self._arrived:
+            self._arrived.notify_all()
 
     def first(self, text: str, after: float = 0.0) -> float | None:
         """When ``text`` was printed (at or after ``after``), or None."""
         return next((t for t, line in self.lines if line == text and t >= after), None)
 
     def wait_for(self, text: str, timeout: float, after: float = 0.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            when = self.first(text, after)
-            if when is not None:
-                return when
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
+        """When ``text`` is printed (at or after ``after``), waiting up to ``timeout``."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: self.first(text, after) is not None or not self._reader.is_alive(),
+                timeout,
+            )
+        when = self.first(text, after)
+        if when is not None:
+            return when
         done = self.process.poll() is not None and self.process.stderr is not None
         stderr = self.process.stderr.read() if done and self.process.stderr else ""
         raise AssertionError(f"{self.me} never printed {text!r}: {self.lines[-5:]} {stderr}")
@@ -162,9 +168,11 @@ def leader_and_follower(
     one = Campaigner(cluster, prefix, "one", backend)
     one.wait_for("leading", 30)
     two = Campaigner(cluster, prefix, "two", backend)
-    two.wait_for("campaigning", 30)
-    time.sleep(0.5)
-    assert two.first("leading") is None  # one leads: two waits
+    campaigning = two.wait_for("campaigning", 30)
+    # Ten more writes of one's after two began campaigning: two waits meanwhile.
+    written_before = len(one.said("wrote"))
+    one.wait_for(f"wrote {written_before + 10}", 30, after=campaigning)
+    assert two.first("leading") is None
     assert one.said("wrote")
     return one, two
 
@@ -184,7 +192,6 @@ def test_a_paused_or_killed_leader_is_replaced_and_commits_nothing_more(
         assert took <= TTL + ELECTION, f"two led {took:.2f} s after one was stopped"
         two.wait_for("wrote 3", 10)
         if how == "SIGSTOP":
-            time.sleep(0.5)
             resumed = time.monotonic()
             os.kill(one.process.pid, signal.SIGCONT)
             one.wait_for("lost", 2 * TTL + 5, after=resumed)

@@ -100,7 +100,7 @@ class Endpoint:
         except BaseException as exc:
             await connection.aclose()
             if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
-                raise Broken(f"{self.url}{self.base}{path}: {_describe(exc)}") from exc
+                raise Broken(f"{self.url}{self.base}{path}: {_named(exc)}") from exc
             raise
         if connection.reusable() and len(self._idle) < POOL_SIZE:
             self._idle.append(connection)
@@ -122,7 +122,7 @@ class Endpoint:
         except BaseException as exc:
             await connection.aclose()
             if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
-                raise Broken(f"{self.url}{self.base}{path}: {_describe(exc)}") from exc
+                raise Broken(f"{self.url}{self.base}{path}: {_named(exc)}") from exc
             raise
         return Stream(connection, status)
 
@@ -176,7 +176,7 @@ class Endpoint:
                 else:
                     stream = await anyio.connect_tcp(self.host, self.port)
         except (OSError, anyio.BrokenResourceError) as exc:  # TimeoutError is an OSError
-            raise NotSent(f"{self.url}: cannot connect: {_describe(exc)}") from exc
+            raise NotSent(f"{self.url}: cannot connect: {_named(exc)}") from exc
         return _Connection(stream)
 
 
@@ -222,7 +222,7 @@ class Stream:
         try:
             data = await self._connection.body_data()
         except (OSError, anyio.BrokenResourceError, h11.ProtocolError) as exc:
-            raise Broken(f"the stream broke: {_describe(exc)}") from exc
+            raise Broken(f"the stream broke: {_named(exc)}") from exc
         if data is None:
             self._done = True
         else:
@@ -335,6 +335,6 @@ def check_url(url: str) -> urllib.parse.SplitResult:
     return split
 
 
-def _describe(error: BaseException) -> str:
+def _named(error: BaseException) -> str:
     """``error`` in a message: its type and text (the client names its causes too)."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
