@@ -178,6 +178,18 @@ async def test_its_background_task_replicates_commits_made_elsewhere() -> None:
         ]
 
 
+async def test_a_replicated_commit_arriving_as_the_store_closes_ends_its_task_quietly() -> None:
+    # the follower is woken with a commit in the same step as the block ends: it then
+    # meets a closed store, which ends the task, not the user's block (a CI failure of
+    # the etcd restarts test, reproduced here without etcd)
+    proposer = SteppingProposer()
+    async with ws.open_store(SCHEMA, proposer=proposer):
+        await anyio.wait_all_tasks_blocked()  # the follower waits on its stream
+        assert proposer._send is not None
+        proposer._send.send_nowait(Item("late", 1))
+    assert proposer.calls == ["open", "start", "aclose"]
+
+
 async def test_its_close_runs_when_its_start_fails() -> None:
     proposer = SteppingProposer(fail_start=True)
     with pytest.raises(RuntimeError, match="could not start"):

@@ -704,6 +704,11 @@ class Store:
             try:
                 with scope:
                     await fn(*args)
+            except BaseException as exc:
+                # a task woken in the step the store closed meets StoreClosed before its
+                # cancellation: that ends the task, it is not an error of the store
+                if self._closed is None or not _only_store_closed(exc):
+                    raise
             finally:
                 self._task_scopes.discard(scope)
 
@@ -1040,6 +1045,13 @@ def _needs_extra(extra: str) -> Iterator[None]:
             f"this needs watchstore's {extra!r} extra ({exc.name} is not installed): "
             f'pip install "watchstore[{extra}]"'
         ) from exc
+
+
+def _only_store_closed(exc: BaseException) -> bool:
+    """True if ``exc`` is StoreClosed, or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_store_closed(inner) for inner in exc.exceptions)
+    return isinstance(exc, StoreClosed)
 
 
 @contextmanager
