@@ -137,6 +137,36 @@ async def test_writes_reach_every_replica_with_the_etcd_revision_as_version(
         assert c.view(lambda tx: tx.count(Task)) == 0
 
 
+async def test_a_lone_commit_applied_from_what_it_wrote_equals_what_the_watch_decodes(
+    single: EtcdCluster, prefix: str
+) -> None:
+    # A lone txn at the replica's next revision is applied from the transaction's own
+    # objects, not decoded from its watch event: the writer's watchers and replica must
+    # see exactly what every other replica decodes.
+    endpoints = single.endpoints
+    async with (
+        ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
+        a.watch(ws.on(Task), ws.on(Node)) as events,
+    ):
+        node = await a.update(lambda tx: tx.create(Node("n1", "node one", labels=frozenset({"zone=b"}))))
+        task = await a.update(lambda tx: tx.create(Task("t1", "web", node_id="n1")))
+        assert task.meta.version == a.version
+        moved = await a.update(lambda tx: tx.update(attrs.evolve(task, node_id=None)))
+        await a.update(lambda tx: tx.delete(Node, node.id))
+        with anyio.fail_after(10):
+            got = [await events.receive() for _ in range(4)]
+        assert [type(e).__name__ for e in got] == ["Created", "Created", "Updated", "Deleted"]
+        created, updated = got[1], got[2]
+        assert isinstance(created, ws.Created)
+        assert isinstance(updated, ws.Updated)
+        assert created.obj == task
+        assert (updated.old, updated.obj) == (task, moved)
+        assert created.version == task.meta.version
+        assert updated.version == moved.meta.version
+        assert got[3].version == a.version
+        await assert_same_as_fresh(a, endpoints, prefix)
+
+
 async def test_a_stale_version_raises_sequence_conflict_at_once(
     single: EtcdCluster, prefix: str
 ) -> None:

@@ -72,6 +72,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .. import _runtime as runtime
 from ..core.codec import DecodeError, decoder_for, dump_data, encode, loads
 from ..core.errors import (
     EtcdError,
@@ -81,7 +82,7 @@ from ..core.errors import (
     StoreClosed,
     TransactionTooLarge,
 )
-from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ..core.model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version
 from ..core.proposer import FENCE, Conflict, Loaded
 from .client import (
     Compacted,
@@ -99,6 +100,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from contextlib import AbstractAsyncContextManager
 
+    from .._runtime import Event
     from ..core.proposer import Host
     from ..core.schema import IndexSpec, Schema
     from ..core.state import StoreState
@@ -150,6 +152,10 @@ class Prepared:
     would not see the changes of transactions sharing its txn, so it goes in one alone."""
     fence: EtcdFence | None = None
     """The leadership it was made under (its key is compared too), if any."""
+    changes: list[tuple[str, str, Any]] = attrs.field(factory=list)
+    """Each object it writes: (table, id, the new object or None if deleted); what its
+    revision's watch event holds, so a txn of its own at the replica's next revision is
+    applied from here (see ``commit_prepared``)."""
 
     def broken(self, current: dict[bytes, int]) -> bool:
         """Whether a compare fails on ``current`` (each key found and its mod_revision)."""
@@ -172,8 +178,10 @@ class _Pending:
     prepared: Prepared
     alone: bool = False
     taken: bool = False
+    shared: bool = False
+    """Its txn carried other transactions too."""
     outcome: Version | BaseException | None = None
-    done: anyio.Event = attrs.Factory(anyio.Event)
+    done: Event = attrs.Factory(anyio.Event)
 
     def settle(self, outcome: Version | BaseException) -> None:
         self.outcome = outcome
@@ -272,7 +280,9 @@ class EtcdProposer:
         self._watching_since: float | None = None  # when the current watch was created
         self._host: Host | None = None
         # Object keys being committed by tasks of this process, and the event set when done.
-        self._inflight: dict[bytes, anyio.Event] = {}
+        self._inflight: dict[bytes, Event] = {}
+        self._event: Callable[[], Event] = anyio.Event
+        """Makes the events of the commit path (the backend's own, once connected)."""
         self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
         self._senders = 0  # tasks sending txns
         self._writers = 0  # tasks in commit_prepared: committing, or waiting for the replica
@@ -294,6 +304,7 @@ class EtcdProposer:
     async def connect(self, schema: Schema) -> tuple[Version, dict[str, list[Any]]]:
         """Check the server, then list every object: returns the revision and the objects."""
         self._schema = schema
+        self._event = runtime.current().event
         self._decoders = {t.name: decoder_for(t.cls) for t in schema.tables}
         self._classes = {t.name: t.cls for t in schema.tables}
         self._uniques = {
@@ -457,9 +468,11 @@ class EtcdProposer:
         witness: tuple[bytes, bytes] | None = None
         held_before: dict[bytes, str] = {}
         held_after: dict[bytes, str] = {}
+        changes: list[tuple[str, str, Any]] = []
         for (table, id), (old, new) in tx.changes.items():
             if old is new:
                 continue
+            changes.append((table, id, new))
             key = self._object_key(table, id)
             expect[key] = _revision_of(old)
             written.append(key)
@@ -558,6 +571,7 @@ class EtcdProposer:
             size,
             alone,
             fence,
+            changes,
         )
 
     async def commit_prepared(self, prepared: Prepared) -> Version:
@@ -575,28 +589,36 @@ class EtcdProposer:
             for done in busy:
                 await done.wait()
             raise Conflict(local=True)
-        done = anyio.Event()
+        done = self._event()
         for key in prepared.written:
             inflight[key] = done
         held = False
         self._writers += 1
         try:
+            item = _Pending(prepared, alone=prepared.alone, done=self._event())
             try:
-                version = await self._submit(prepared)
+                version = await self._submit(item)
             except Conflict as conflict:
                 held = True
                 release = functools.partial(_release, inflight, prepared.written, done)
                 raise _Held(conflict, release) from None
             host = self._host
             if host is not None and host.version < version:  # (no checkpoint if it has)
-                await host.wait_for(version)
+                if not item.shared and host.version.index + 1 == version.index:
+                    # Nothing can come between: apply it from what it wrote rather than
+                    # wait for its watch event (which then finds it applied: see _changes)
+                    await host.apply_remote(
+                        functools.partial(self._own_change, prepared=prepared, version=version)
+                    )
+                if host.version < version:
+                    await host.wait_for(version)
             return version
         finally:
             self._writers -= 1
             if not held:
                 _release(inflight, prepared.written, done)
 
-    async def _submit(self, prepared: Prepared) -> Version:
+    async def _submit(self, item: _Pending) -> Version:
         """Send ``prepared`` in a txn and wait for its outcome.
 
         A lone writer (no txn in flight, no other transaction of this process committing)
@@ -606,7 +628,6 @@ class EtcdProposer:
         so the first of them to commit again queues rather than go alone. A store that is
         not followed yet sends each in a txn of its own, in this task.
         """
-        item = _Pending(prepared, alone=prepared.alone)
         host = self._host
         if host is None:
             await self._commit([item])
@@ -714,6 +735,9 @@ class EtcdProposer:
             marker.append({"request_put": {"key": b64(witness[0]), "value": b64(witness[1])}})
             self._session_keys = True
         fence_key = b64(self._fence_key)
+        if len(group) > 1:
+            for item in group:
+                item.shared = True
         while True:
             fence = self._fence
             body = {
@@ -1014,7 +1038,11 @@ class EtcdProposer:
     def _changes(self, state: StoreState, *, events: list[dict[str, Any]]) -> list[Change]:
         """The Changes of a watch message: one per revision, in order."""
         changes: list[Change] = []
+        applied = state.version.index
         for revision, group in itertools.groupby(events, key=lambda e: e["kv"]["mod_revision"]):
+            version = Version(int(revision))
+            if version.index <= applied:  # applied already (a commit of this process)
+                continue
             actions: list[StoreAction] = []
             for event in group:
                 kv = event["kv"]
@@ -1033,10 +1061,30 @@ class EtcdProposer:
                     continue
                 table, obj = decoded
                 actions.append(StoreAction(ActionKind.UPDATE, table, obj))
-            version = Version(int(revision))
-            if version > state.version:
-                changes.append(Change(version, actions))
+            changes.append(Change(version, actions))
         return changes
+
+    def _own_change(
+        self, state: StoreState, *, prepared: Prepared, version: Version
+    ) -> list[Change]:
+        """The Change of a txn of this process's alone at ``version``, from what it wrote
+        (each object stamped with the revision, as its watch event decodes): only if the
+        replica is at the revision before it still (else the watch applies it)."""
+        if state.version.index + 1 != version.index:
+            return []
+        actions: list[StoreAction] = []
+        for table, id, new in prepared.changes:
+            if new is None:
+                current = _current(state, table, id)
+                if current is not None:
+                    actions.append(StoreAction(ActionKind.DELETE, table, current))
+                continue
+            meta = new.meta
+            stamped = state.by_name[table].table.restamp(
+                new, Meta(version, meta.created_at, meta.updated_at)
+            )
+            actions.append(StoreAction(ActionKind.UPDATE, table, stamped))
+        return [Change(version, actions)]
 
     async def _relist(self, host: Host) -> None:
         """Re-list after the watch's start revision was compacted; apply the difference."""
@@ -1127,7 +1175,7 @@ def backoff_bound(attempt: int) -> float:
     return min(0.001 * 2.0**attempt, 0.1)
 
 
-def _release(inflight: dict[bytes, anyio.Event], keys: list[bytes], done: anyio.Event) -> None:
+def _release(inflight: dict[bytes, Event], keys: list[bytes], done: Event) -> None:
     """Give up ``keys`` (those still held by ``done``'s transaction) and wake their waiters."""
     for key in keys:
         if inflight.get(key) is done:
