@@ -237,7 +237,7 @@ class Stream:
 class _Connection:
     """One HTTP/1.1 connection: an AnyIO byte stream and h11's state machine."""
 
-    __slots__ = ("_h11", "_plain", "_socket", "_stream")
+    __slots__ = ("_h11", "_plain", "_poll", "_socket", "_stream")
 
     def __init__(self, stream: anyio.abc.ByteStream, *, tls: bool = False) -> None:
         self._stream = stream
@@ -245,6 +245,7 @@ class _Connection:
         self._socket: socket.socket | None = stream.extra(
             anyio.abc.SocketAttribute.raw_socket, None
         )
+        self._poll: select.poll | None = None
         # On trio, a plain TCP connection is read and written on its socket directly:
         # trio's socket calls each take an extra scheduling round when they succeed at
         # once (a unary request paid two), and the stream wrapper a guard and a context
@@ -347,11 +348,13 @@ class _Connection:
 
     def alive(self) -> bool:
         """False if the server closed this idle connection (or sent something unasked)."""
-        sock = self._socket
-        if sock is None:
-            return True
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
+        poller = self._poll
+        if poller is None:
+            sock = self._socket
+            if sock is None:
+                return True
+            poller = self._poll = select.poll()
+            poller.register(sock, select.POLLIN)
         return not poller.poll(0)
 
     async def aclose(self) -> None:

@@ -152,6 +152,8 @@ class Prepared:
     would not see the changes of transactions sharing its txn, so it goes in one alone."""
     fence: EtcdFence | None = None
     """The leadership it was made under (its key is compared too), if any."""
+    watched: tuple[str, str] | None = None
+    """Its witness put as its watch event shows it (base64 key and value), if any."""
     changes: list[tuple[str, str, Any]] = attrs.field(factory=list)
     """Each object it writes: (table, id, the new object or None if deleted); what its
     revision's watch event holds, so a txn of its own at the replica's next revision is
@@ -282,6 +284,9 @@ class EtcdProposer:
         # Object keys being committed by tasks of this process, and the event set when done.
         self._inflight: dict[bytes, Event] = {}
         self._event: Callable[[], Event] = anyio.Event
+        self._own: dict[tuple[str, str], Prepared] = {}
+        """This process's transactions in a txn alone, in flight, by their witness put
+        (key and value as etcd's JSON has them): see ``_own_txn``."""
         """Makes the events of the commit path (the backend's own, once connected)."""
         self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
         self._senders = 0  # tasks sending txns
@@ -466,6 +471,7 @@ class EtcdProposer:
         size = 0
         nonce = f"{self._session.decode()}/{next(self._nonces)}"
         witness: tuple[bytes, bytes] | None = None
+        watched: tuple[str, str] | None = None
         held_before: dict[bytes, str] = {}
         held_after: dict[bytes, str] = {}
         changes: list[tuple[str, str, Any]] = []
@@ -483,9 +489,11 @@ class EtcdProposer:
                 data["meta"][0] = nonce  # the revision is the version: see _decode
                 value = dump_data(data)
                 size += len(value)
+                put = {"key": b64(key), "value": b64(value)}
                 if witness is None:
                     witness = (key, value)
-                success.append({"request_put": {"key": b64(key), "value": b64(value)}})
+                    watched = (put["key"], put["value"])
+                success.append({"request_put": put})
             size += len(key)
             for spec in self._uniques[table]:
                 for k in _keys(spec, old):
@@ -571,6 +579,7 @@ class EtcdProposer:
             size,
             alone,
             fence,
+            watched,
             changes,
         )
 
@@ -734,10 +743,29 @@ class EtcdProposer:
             witness = (self._marker_key, group[0].prepared.nonce)
             marker.append({"request_put": {"key": b64(witness[0]), "value": b64(witness[1])}})
             self._session_keys = True
-        fence_key = b64(self._fence_key)
         if len(group) > 1:
             for item in group:
                 item.shared = True
+            own = None
+        else:  # its watch event is recognised by its witness put (see _own_txn)
+            own = group[0].prepared.watched
+            if own is not None:
+                self._own[own] = group[0].prepared
+        try:
+            await self._send_group(group, witness, marker, start)
+        finally:
+            if own is not None:
+                del self._own[own]
+
+    async def _send_group(
+        self,
+        group: list[_Pending],
+        witness: tuple[bytes, bytes],
+        marker: list[dict[str, Any]],
+        start: int,
+    ) -> None:
+        """Send ``group``'s txn until it commits, or settle its transactions otherwise."""
+        fence_key = b64(self._fence_key)
         while True:
             fence = self._fence
             body = {
@@ -1005,9 +1033,11 @@ class EtcdProposer:
                         heard[0] = anyio.current_time()
                         events = result.get("events")
                         if events:
-                            apply = functools.partial(self._changes, events=events)
-                            await host.apply_remote(apply)
-                            self._revision = int(events[-1]["kv"]["mod_revision"])
+                            last = int(events[-1]["kv"]["mod_revision"])
+                            if last > host.version.index:  # (else this process applied it)
+                                apply = functools.partial(self._changes, events=events)
+                                await host.apply_remote(apply)
+                            self._revision = last
         except BaseExceptionGroup as group:  # the watch's own error, not a group of one
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
@@ -1043,8 +1073,13 @@ class EtcdProposer:
             version = Version(int(revision))
             if version.index <= applied:  # applied already (a commit of this process)
                 continue
+            batch = list(group)
+            own = self._own_txn(batch)
+            if own is not None:  # a txn of this process's alone: no need to decode it
+                changes.append(Change(version, self._own_actions(state, own, version)))
+                continue
             actions: list[StoreAction] = []
-            for event in group:
+            for event in batch:
                 kv = event["kv"]
                 if event.get("type") == "DELETE":
                     table, id = self._split(unb64(kv["key"]))
@@ -1067,11 +1102,34 @@ class EtcdProposer:
     def _own_change(
         self, state: StoreState, *, prepared: Prepared, version: Version
     ) -> list[Change]:
-        """The Change of a txn of this process's alone at ``version``, from what it wrote
-        (each object stamped with the revision, as its watch event decodes): only if the
-        replica is at the revision before it still (else the watch applies it)."""
+        """The Change of a txn of this process's alone at ``version``, from what it wrote:
+        only if the replica is at the revision before it still (else the watch applies
+        it)."""
         if state.version.index + 1 != version.index:
             return []
+        return [Change(version, self._own_actions(state, prepared, version))]
+
+    def _own_txn(self, events: list[dict[str, Any]]) -> Prepared | None:
+        """The transaction of this process's whose txn, sent alone, made ``events`` (one
+        revision's): its first object put is the transaction's witness, whose value holds
+        the transaction's nonce; None if they are not such a txn's."""
+        own = self._own
+        if not own:
+            return None
+        for event in events:
+            if event.get("type") != "DELETE":
+                kv = event["kv"]
+                prepared = own.get((kv["key"], kv.get("value", "")))
+                if prepared is None or len(prepared.changes) != len(events):
+                    return None
+                return prepared
+        return None
+
+    def _own_actions(
+        self, state: StoreState, prepared: Prepared, version: Version
+    ) -> list[StoreAction]:
+        """The actions of ``prepared`` committed at ``version``, from the objects it wrote,
+        each stamped with the revision (as its watch event decodes)."""
         actions: list[StoreAction] = []
         for table, id, new in prepared.changes:
             if new is None:
@@ -1084,7 +1142,7 @@ class EtcdProposer:
                 new, Meta(version, meta.created_at, meta.updated_at)
             )
             actions.append(StoreAction(ActionKind.UPDATE, table, stamped))
-        return [Change(version, actions)]
+        return actions
 
     async def _relist(self, host: Host) -> None:
         """Re-list after the watch's start revision was compacted; apply the difference."""
