@@ -31,8 +31,13 @@ many writers go faster than single puts: etcd's cost, and the HTTP client's, is 
 request.
 
 The etcd revision of the txn is the store Version. The local change is undone at once and
-arrives back through the watch like everyone else's, so the replica only ever moves in
-revision order. When a compare fails the replica catches up and the store re-runs the
+applied again in revision order, so the replica only ever moves in revision order: from the
+watch, like everyone else's; or, for a txn that carried this transaction alone, from the
+objects it wrote (stamped with the revision, exactly as the watch would decode them) by
+whichever comes first: its writer, once the response says it committed at the revision right
+after the replica's (nothing can come between), or the watch, which recognises the txn's
+events by its first object put, the nonce in the value (see ``_own_txn``). Decoding the
+store's own commits back from the watch cost a third of a commit's client CPU. When a compare fails the replica catches up and the store re-runs the
 transaction function, after a random back-off that grows with each retry; meanwhile the
 other transactions of this process that touch the keys it writes wait too (see
 ``catch_up``).
