@@ -37,7 +37,8 @@ objects it wrote (stamped with the revision, exactly as the watch would decode t
 whichever comes first: its writer, once the response says it committed at the revision right
 after the replica's (nothing can come between), or the watch, which recognises the txn's
 events by its first object put, the nonce in the value (see ``_own_txn``). Decoding the
-store's own commits back from the watch cost a third of a commit's client CPU. When a compare fails the replica catches up and the store re-runs the
+store's own commits back from the watch was most of what a watched put costs over a bare
+one (benchmarks/etcd.py shows both). When a compare fails the replica catches up and the store re-runs the
 transaction function, after a random back-off that grows with each retry; meanwhile the
 other transactions of this process that touch the keys it writes wait too (see
 ``catch_up``).
