@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 NONCE = 12
 
 MISSING = (
-    "key= encrypts the log with AES-GCM from the cryptography package, which is not "
-    "installed: pip install 'watchstore[encryption]'"
+    "key= needs watchstore's 'encryption' extra (AES-GCM from cryptography, which is not "
+    'installed): pip install "watchstore[encryption]"'
 )
 
 

@@ -934,8 +934,8 @@ async def open_store(
     encodes and writes the snapshot, so compaction takes no CPU from this process. A damaged
     log raises LogCorrupt; with ``salvage=True`` it opens with the valid prefix instead and
     ``store.recovery.salvage`` reports exactly which versions were lost. With ``key`` (16,
-    24 or 32 bytes) a new log is encrypted at rest (AES-GCM) and an existing one must be
-    opened with its key. Without
+    24 or 32 bytes) a new log is encrypted at rest (AES-GCM; needs ``pip install
+    "watchstore[encryption]"``) and an existing one must be opened with its key. Without
     one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``, holding at most about ``history_bytes``
