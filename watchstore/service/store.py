@@ -76,7 +76,14 @@ lets other tasks run once every this many calls (see :meth:`Store.update`)."""
 
 
 class Store:
-    """An open store. Get one from :func:`open_store`."""
+    """An open store: the tables of a schema in memory, read in consistent views, changed by
+    atomic transactions, followed through watches. Get one from :func:`open_store`.
+
+    Reads: ``view(fn)`` and ``snapshot()``. Writes: ``update(fn)`` and ``batch(fn)``.
+    Events: ``watch``, ``view_and_watch`` and ``watch_from``. Then ``wait_for(version)``,
+    ``compact()``, ``leadership(name)``, and ``fork()`` for a :class:`Replica`. ``version``
+    is the last commit's, ``recovery`` what opening a log found.
+    """
 
     def __init__(
         self,
