@@ -88,10 +88,11 @@ def _module_tree(module: str) -> ast.Module:
 
 def _sources() -> dict[str, tuple[str, str]]:
     """Each public name: the module that defines it and its name there (from the
-    ``from .x import y as Name`` lines of watchstore/__init__.py)."""
-    found = {}
+    ``from .x import y as Name`` lines of watchstore/__init__.py; a name defined there
+    itself is its own)."""
+    found = {name: ("watchstore", name) for name in watchstore.__all__}
     for node in _module_tree("watchstore").body:
-        if isinstance(node, ast.ImportFrom) and node.module is not None:
+        if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 1:
             module = f"watchstore.{node.module}"
             for alias in node.names:
                 found[alias.asname or alias.name] = (module, alias.name)
