@@ -9,16 +9,18 @@ PIP    := $(PY) -m pip
 # needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
 GROUPS := test lint bench
-# Extras to install with the package: etcd (h11) is needed by the etcd tests.
-EXTRAS ?= etcd
+# Extras to install with the package, comma-separated: etcd (h11) is needed by the etcd tests,
+# encryption (cryptography) by those of encrypted stores.
+EXTRAS ?= etcd,encryption
 
-.PHONY: help install demo test lint typecheck contracts fmt pytest bench deps deps-etcd clean
+.PHONY: help install demo test lint typecheck contracts fmt pytest bench apiref deps deps-etcd clean
 
 help:
 	@echo "make demo       the scheduler demo on a durable store in demo-state/ (run it twice)"
 	@echo "make test       ruff check + ruff format --check + mypy --strict + layer contracts + pytest"
 	@echo "make fmt        apply ruff format and ruff's safe fixes"
 	@echo "make bench      run the core benchmarks"
+	@echo "make apiref     write docs/api.md again from the docstrings (python -m tools.apiref)"
 	@echo "make deps       apt-get install what the tests run: etcd, etcdctl, strace, gcc (make test does it)"
 	@echo "make clean      remove the venv and caches"
 
@@ -62,6 +64,10 @@ fmt: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks core
+
+# docs/api.md, the API reference, is made from the docstrings (tests/test_docs_api.py checks it).
+apiref: $(VENV)/.installed
+	$(PY) -m tools.apiref
 
 # --- programs the tests run, from Debian's packages ---------------------------------
 # etcd (Debian's etcd-server, 3.4 on bookworm) for tests/test_etcd.py and the etcd benchmark:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import pathlib
+import sys
 
+import anyio
 import pytest
 
 import watchstore as ws
 from tests.schema import SCHEMA, Task
 from watchstore.log.records import pack_record, parse_header, scan
 
-if TYPE_CHECKING:
-    import pathlib
+ROOT = pathlib.Path(__file__).parent.parent
 
 KEY = bytes(range(32))
 SECRET = "launch-codes-0042"
@@ -91,3 +92,67 @@ async def test_compaction_and_rollback_keep_the_encryption(tmp_path: pathlib.Pat
     ws.rollback(tmp_path, kept, key=KEY)
     async with ws.open_store(SCHEMA, path=tmp_path, key=KEY) as store:
         assert store.view(lambda tx: [t.id for t in tx.all(Task)]) == ["a"]
+
+
+# A child process in which `cryptography` cannot be imported, as where the `encryption` extra
+# is not installed: it writes a plain durable store and an in-memory one, then reads the
+# encrypted store at argv[2] with its key.
+WITHOUT_CRYPTOGRAPHY = """
+import sys
+sys.modules["cryptography"] = None  # any import of it now fails, as when it is not installed
+
+import pathlib
+import trio
+import watchstore as ws
+from tests.schema import SCHEMA, Task
+
+async def main() -> None:
+    plain, secret, key = pathlib.Path(sys.argv[1]), sys.argv[2], bytes(range(32))
+    async with ws.open_store(SCHEMA) as store:
+        await store.update(lambda tx: tx.create(Task("m", "memory")))
+    async with ws.open_store(SCHEMA, path=plain) as store:
+        await store.update(lambda tx: tx.create(Task("p", "plain")))
+    async with ws.open_store(SCHEMA, path=plain) as store:
+        print("plain:", store.view(lambda tx: tx.get(Task, "p")).service_id)
+    for what, attempt in [
+        ("new", lambda: ws.open_store(SCHEMA, path=plain / "new", key=key)),
+        ("open", lambda: ws.open_store(SCHEMA, path=secret, key=key)),
+    ]:
+        try:
+            async with attempt():
+                pass
+        except ws.StoreError as exc:
+            print(f"{what}: {type(exc).__name__}: {exc}")
+    try:
+        ws.list_epochs(secret, key=key)
+    except ws.StoreError as exc:
+        print(f"epochs: {type(exc).__name__}: {exc}")
+
+trio.run(main)
+"""
+
+
+async def test_without_cryptography_plain_stores_work_and_keys_name_the_extra(
+    tmp_path: pathlib.Path,
+) -> None:
+    await write(tmp_path / "secret")
+    done = await anyio.run_process(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_CRYPTOGRAPHY,
+            str(tmp_path / "plain"),
+            str(tmp_path / "secret"),
+        ],
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert not done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "plain: plain"
+    assert [line.split(": ", 1)[0] for line in lines[1:]] == ["new", "open", "epochs"]
+    for line in lines[1:]:
+        assert ": StoreError: " in line, line
+        assert "'encryption' extra (AES-GCM from cryptography, which is not installed)" in line
+        assert line.endswith('pip install "watchstore[encryption]"'), line

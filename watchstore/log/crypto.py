@@ -4,6 +4,10 @@ Each record body is sealed as ``nonce (12 bytes) | ciphertext | tag`` with assoc
 ``lineage | segment u32 | offset u64 | kind u8``, so a record swapped with another, moved,
 or replayed from an older file fails to open even with the right key. The record checksums
 cover the sealed bytes, so torn tails are found without the key. Keys are 16, 24 or 32 bytes.
+
+AES-GCM comes from ``cryptography``, the optional ``encryption`` extra: it is imported only
+when a key is given, so that a plain or in-memory store runs without it, and its absence is a
+StoreError that names the extra.
 """
 
 from __future__ import annotations
@@ -11,13 +15,19 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ..core.errors import StoreError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from .records import SegmentHeader
 
 NONCE = 12
+
+MISSING = (
+    "key= needs watchstore's 'encryption' extra (AES-GCM from cryptography, which is not "
+    'installed): pip install "watchstore[encryption]"'
+)
 
 
 class SealError(Exception):
@@ -30,7 +40,13 @@ class Sealer:
     def __init__(self, key: bytes) -> None:
         if len(key) not in (16, 24, 32):
             raise ValueError("an encryption key is 16, 24 or 32 bytes (AES-128/192/256)")
-        self._aead = AESGCM(key)
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
+            raise StoreError(MISSING) from None
+        self._aead: AESGCM = AESGCM(key)
+        self._invalid: type[Exception] = InvalidTag
 
     @staticmethod
     def _aad(header: SegmentHeader, offset: int, kind: int) -> bytes:
@@ -52,5 +68,5 @@ class Sealer:
             return self._aead.decrypt(
                 sealed[:NONCE], sealed[NONCE:], self._aad(header, offset, kind)
             )
-        except (InvalidTag, ValueError):
+        except (self._invalid, ValueError):
             raise SealError("record does not open with this key at this place") from None

@@ -76,7 +76,14 @@ lets other tasks run once every this many calls (see :meth:`Store.update`)."""
 
 
 class Store:
-    """An open store. Get one from :func:`open_store`."""
+    """An open store: the tables of a schema in memory, read in consistent views, changed by
+    atomic transactions, followed through watches. Get one from :func:`open_store`.
+
+    Reads: ``view(fn)`` and ``snapshot()``. Writes: ``update(fn)`` and ``batch(fn)``.
+    Events: ``watch``, ``view_and_watch`` and ``watch_from``. Then ``wait_for(version)``,
+    ``compact()``, ``leadership(name)``, and ``fork()`` for a :class:`Replica`. ``version``
+    is the last commit's, ``recovery`` what opening a log found.
+    """
 
     def __init__(
         self,
@@ -934,8 +941,8 @@ async def open_store(
     encodes and writes the snapshot, so compaction takes no CPU from this process. A damaged
     log raises LogCorrupt; with ``salvage=True`` it opens with the valid prefix instead and
     ``store.recovery.salvage`` reports exactly which versions were lost. With ``key`` (16,
-    24 or 32 bytes) a new log is encrypted at rest (AES-GCM) and an existing one must be
-    opened with its key. Without
+    24 or 32 bytes) a new log is encrypted at rest (AES-GCM; needs ``pip install
+    "watchstore[encryption]"``) and an existing one must be opened with its key. Without
     one, the store lives in memory
     (:class:`MemoryProposer`), unless another ``proposer`` is given. ``history`` recent
     commits are kept in memory for ``watch_from``, holding at most about ``history_bytes``

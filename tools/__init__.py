@@ -1,0 +1,1 @@
+"""Developer tools of the watchstore repository (not part of the package)."""
