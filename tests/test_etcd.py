@@ -148,7 +148,9 @@ async def test_a_lone_commit_applied_from_what_it_wrote_equals_what_the_watch_de
         ws.open_store(SCHEMA, etcd=endpoints, prefix=prefix) as a,
         a.watch(ws.on(Task), ws.on(Node)) as events,
     ):
-        node = await a.update(lambda tx: tx.create(Node("n1", "node one", labels=frozenset({"zone=b"}))))
+        node = await a.update(
+            lambda tx: tx.create(Node("n1", "node one", labels=frozenset({"zone=b"})))
+        )
         task = await a.update(lambda tx: tx.create(Task("t1", "web", node_id="n1")))
         assert task.meta.version == a.version
         moved = await a.update(lambda tx: tx.update(attrs.evolve(task, node_id=None)))

@@ -38,10 +38,11 @@ whichever comes first: its writer, once the response says it committed at the re
 after the replica's (nothing can come between), or the watch, which recognises the txn's
 events by its first object put, the nonce in the value (see ``_own_txn``). Decoding the
 store's own commits back from the watch was most of what a watched put costs over a bare
-one (benchmarks/etcd.py shows both). When a compare fails the replica catches up and the store re-runs the
-transaction function, after a random back-off that grows with each retry; meanwhile the
-other transactions of this process that touch the keys it writes wait too (see
-``catch_up``).
+one (benchmarks/etcd.py shows both).
+
+When a compare fails the replica catches up and the store re-runs the transaction
+function, after a random back-off that grows with each retry; meanwhile the other
+transactions of this process that touch the keys it writes wait too (see ``catch_up``).
 
 The fence settles unknown outcomes. When a connection breaks after a txn was sent, the
 process puts its fence key: every txn it sent before compares the fence's old revision, so
