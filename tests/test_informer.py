@@ -21,6 +21,7 @@ from tests.schema import SCHEMA, Node, Task
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 _prefixes = itertools.count()
 
@@ -45,21 +46,29 @@ def follow(cache: dict[str, Task], event: ws.InformerEvent[Task], on: str | None
         cache[event.obj.id] = event.obj
 
 
-async def drain(
-    informer: ws.Informer[Task], cache: dict[str, Task], version: ws.Version, on: str | None
-) -> None:
-    """Consume in a task, as a consumer does, until the informer has delivered ``version``
-    (it moves on commits that select nothing too)."""
+async def collect(informer: ws.Informer[Task], version: ws.Version) -> list[Any]:
+    """Consume in a task, as a consumer does, until it is done with ``version`` (which
+    moves on commits that select nothing too); the events it received."""
+    events: list[Any] = []
     async with anyio.create_task_group() as tg:
 
         async def consume() -> None:
             async for event in informer:
-                follow(cache, event, on)
+                events.append(event)
 
         tg.start_soon(consume)
         with anyio.fail_after(30):
             await informer.wait_for(version)
         tg.cancel_scope.cancel()
+    return events
+
+
+async def drain(
+    informer: ws.Informer[Task], cache: dict[str, Task], version: ws.Version, on: str | None
+) -> None:
+    """Consume until done with ``version``, keeping ``cache``."""
+    for event in await collect(informer, version):
+        follow(cache, event, on)
 
 
 async def test_an_informer_lists_then_delivers_the_changes_of_its_selection() -> None:
@@ -96,10 +105,7 @@ async def test_a_12000_object_commit_overflows_the_informer_which_resumes_from_h
 
             await store.update(many)  # 12,001 events: more than the queue's 10,000
             await store.update(lambda tx: tx.delete(Task, "before"))
-            events = []
-            with anyio.fail_after(30):
-                while informer.version < store.version:
-                    events.append(await informer.receive())
+            events = await collect(informer, store.version)
             for event in events:
                 follow(cache, event)
             assert informer.resumes == 1
@@ -134,21 +140,30 @@ async def test_an_overflow_past_the_history_lists_again_and_reports_the_resync()
             assert cache == dict(informer.objects) == store.view(on_n1)
 
 
-async def test_wait_for_returns_once_the_consumer_has_received_that_version() -> None:
-    async with ws.open_store(SCHEMA) as store, ws.informer(store, Task) as informer:
+async def test_wait_for_returns_once_the_consumer_is_done_with_that_version(
+    tmp_path: Path,
+) -> None:
+    async with (
+        ws.open_store(SCHEMA, path=tmp_path) as store,  # its commits wait for an fsync
+        ws.informer(store, Task, node_id=None) as new,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def assign() -> None:  # a consumer that awaits while handling an event
+            async for event in new:
+                if isinstance(event, ws.Created):
+                    task = event.obj
+                    await store.update(lambda tx: tx.update(attrs.evolve(task, node_id="n1")))
+
+        tg.start_soon(assign)
         await store.update(lambda tx: tx.create(Task("t1", "web")))
-        cache: dict[str, Task] = {}
-        async with anyio.create_task_group() as tg:
-
-            async def consume() -> None:
-                async for event in informer:
-                    follow(cache, event)
-
-            tg.start_soon(consume)
-            with anyio.fail_after(10):
-                await informer.wait_for(store.version)
-            assert set(cache) == {"t1"}
-            tg.cancel_scope.cancel()
+        created = store.version
+        with anyio.fail_after(10):
+            await new.wait_for(created)
+        # done with the creation: its own write, made while handling it, is committed
+        assert store.view(lambda tx: tx.find(Task, node_id="n1"))
+        assert new.version >= created
+        tg.cancel_scope.cancel()
 
 
 async def test_an_informer_of_a_class_no_table_holds_is_refused() -> None:
@@ -189,10 +204,7 @@ async def test_an_etcd_compaction_past_the_resume_point_relists(cluster: EtcdClu
         await store.update(lambda tx: tx.delete(Task, "t1"))
         body: dict[str, Any] = {"revision": store.version.index, "physical": True}
         await anyio.to_thread.run_sync(post, endpoints[0], "kv/compaction", body)
-        events = []
-        with anyio.fail_after(30):
-            while informer.version < store.version:
-                events.append(await informer.receive())
+        events = await collect(informer, store.version)
         for event in events:
             follow(cache, event)
         assert isinstance(events[0], ws.Created)

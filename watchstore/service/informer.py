@@ -8,9 +8,10 @@ objects, yields each change, resumes from history after an overflow (``resumes``
 no event, nothing was missed), and when history no longer reaches back, lists again and
 yields one ``Resynced`` with the whole current selection (``resyncs`` counts it).
 
-It keeps ``objects``, the selection as of ``version``: the commit whose events the consumer
-has received in full. Both move only as the consumer receives, so a consumer that reads
-``objects`` between events sees exactly what its events told it.
+It keeps ``objects``, the selection as the consumer's events have told it, and ``version``,
+the last commit the consumer is done with: it moves when the consumer, having received a
+commit's last event, asks for the next one. So ``wait_for(version)`` (and
+``watchstore.testing.settled``) returns once the consumer has handled that commit.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class Informer(Generic[T]):
         self.objects: Mapping[str, T] = MappingProxyType(self._objects)
         """The selected objects (id -> object) as of ``version``; read-only."""
         self.version: Version = store.version
-        """The last commit whose events the consumer has received in full (or the version
-        of the last list)."""
+        """The last commit the consumer is done with: it received the commit's last event
+        and asked for the next (or the version of the last list). Commits that select
+        nothing move it while the consumer waits in ``receive``."""
         self.resyncs = 0
         """How often it listed again after the first list (each one yielded a Resynced)."""
         self.resumes = 0
@@ -81,6 +83,7 @@ class Informer(Generic[T]):
         self._stack = AsyncExitStack()
         self._watch: Watch[Event[T]] | None = None
         self._ahead: Event[T] | None = None  # received from the watch, not yet yielded
+        self._completed: Version | None = None  # the commit the last event yielded ended
         self._waiters: list[tuple[int, int, anyio.Event]] = []
         self._closed = False
 
@@ -95,6 +98,9 @@ class Informer(Generic[T]):
         informer fell behind. Raises StoreClosed once the store closes, WatcherFailed if a
         ``where=`` predicate raised. Cancelling it loses nothing: a recovery cut short is
         done again by the next call."""
+        if self._completed is not None:  # the consumer is back: it is done with that commit
+            self._advance(self._completed)
+            self._completed = None
         while True:
             watch = self._watch
             if watch is None:
@@ -115,19 +121,20 @@ class Informer(Generic[T]):
                 continue
             self._apply(event)
             # A commit's events reach the queue together, its Committed last: if that is
-            # next, this event completes its commit, and version moves now, not at the
-            # next call (which may wait long for another commit).
+            # next, this event completes its commit, and version moves as soon as the
+            # consumer asks for more (done with it), not when another commit comes.
             if watch.pending():
                 following = watch.receive_nowait()
                 if isinstance(following, Committed):
-                    self._advance(following.version)
+                    self._completed = following.version
                 else:
                     self._ahead = following
             return event
 
     async def wait_for(self, version: Version) -> None:
-        """Return once the consumer has received the events of ``version`` (at once if it
-        has); StoreClosed if the informer closes first."""
+        """Return once the consumer is done with ``version`` (``self.version`` reached it;
+        at once if it has): some task must be receiving. StoreClosed if the informer
+        closes first."""
         if self.version < version:
             if self._closed:
                 raise StoreClosed(f"the informer is closed: it will not deliver {version!r}")
