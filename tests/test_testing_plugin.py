@@ -101,6 +101,22 @@ def test_a_durable_store_lives_in_the_tests_own_tmp_path(user_project: pytest.Py
     user_project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
 
 
+def test_in_anyio_strict_mode_tests_marked_anyio_get_the_stores(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")  # AnyIO's default mode: only marked tests are its own
+    pytester.makepyfile(
+        SCHEMA_AND_BACKENDS
+        + textwrap.dedent(
+            """
+            @pytest.mark.anyio
+            async def test_marked(memory_store):
+                await memory_store.update(lambda tx: tx.create(Task("t1")))
+                assert memory_store.view(lambda tx: tx.count(Task)) == 1
+            """
+        )
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
 def test_without_a_schema_the_store_fixtures_say_what_to_define(
     user_project: pytest.Pytester,
 ) -> None:
