@@ -71,7 +71,9 @@ class Informer(Generic[T]):
         self._queue = queue
         self._objects: dict[str, T] = {}
         self.objects: Mapping[str, T] = MappingProxyType(self._objects)
-        """The selected objects (id -> object) as of ``version``; read-only."""
+        """The selected objects (id -> object), read-only, as the events received so far
+        (and the last list) tell it: the state at ``version`` once the consumer is done
+        with a commit."""
         self.version: Version = store.version
         """The last commit the consumer is done with: it received the commit's last event
         and asked for the next (or the version of the last list). Commits that select
