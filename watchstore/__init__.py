@@ -87,6 +87,10 @@ from .log.lock import unlock as unlock
 from .log.proposer import Durability as Durability
 from .log.proposer import LogProposer as LogProposer
 from .log.segment import Salvage as Salvage
+from .service.informer import Informer as Informer
+from .service.informer import InformerEvent as InformerEvent
+from .service.informer import Resynced as Resynced
+from .service.informer import informer as informer
 from .service.leadership import Lead as Lead
 from .service.store import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from .service.store import MAX_BATCH_CHANGES as MAX_BATCH_CHANGES
@@ -124,6 +128,8 @@ __all__ = [
     "Event",
     "HistoryCompacted",
     "Index",
+    "Informer",
+    "InformerEvent",
     "InvalidObject",
     "InvalidQuery",
     "Lead",
@@ -142,6 +148,7 @@ __all__ = [
     "Recovery",
     "Replica",
     "Restored",
+    "Resynced",
     "Salvage",
     "Schema",
     "SchemaMismatch",
@@ -171,6 +178,7 @@ __all__ = [
     "WouldBlock",
     "any_of",
     "between",
+    "informer",
     "list_epochs",
     "lock_status",
     "on",

@@ -14,41 +14,51 @@ filed per table.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, Never, overload
 
 import attrs
+from typing_extensions import TypeVar
 
 from .errors import InvalidQuery
 from .model import ActionKind, Change, StoreAction, Version, slot_constructor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+    from typing import TypeAlias
 
 # -- events ------------------------------------------------------------------------------------
 
+T = TypeVar("T", default=Any)
+"""The class of the objects an event carries (Any when a type checker cannot tell)."""
+T_co = TypeVar("T_co", covariant=True, default=Any)
+
+if TYPE_CHECKING:
+    Where: TypeAlias = Callable[[T], bool] | Iterable[Callable[[T], bool]] | None
+    """A ``where=`` argument: a predicate on the object, or several (all must hold)."""
+
 
 @attrs.frozen
-class Created:
+class Created(Generic[T]):
     """``obj`` was created by the commit ``version``."""
 
-    obj: Any
+    obj: T
     version: Version
 
 
 @attrs.frozen
-class Updated:
+class Updated(Generic[T]):
     """``old`` was replaced by ``obj`` in the commit ``version``."""
 
-    obj: Any
-    old: Any
+    obj: T
+    old: T
     version: Version
 
 
 @attrs.frozen
-class Deleted:
+class Deleted(Generic[T]):
     """``obj`` was deleted by the commit ``version``."""
 
-    obj: Any
+    obj: T
     version: Version
 
 
@@ -60,23 +70,27 @@ class Committed:
     changes: int
 
 
-Event = Created | Updated | Deleted | Committed
-"""Any event a watch yields."""
+Event = Created[T] | Updated[T] | Deleted[T] | Committed
+"""Any event a watch yields; ``Event[Task]`` is one of a watch of ``Task`` objects (a bare
+``Event`` is ``Event[Any]``)."""
 
-new_created: Final[Callable[[Any, Version], Created]] = slot_constructor(Created)
-new_updated: Final[Callable[[Any, Any, Version], Updated]] = slot_constructor(Updated)
-new_deleted: Final[Callable[[Any, Version], Deleted]] = slot_constructor(Deleted)
+new_created: Final[Callable[[Any, Version], Created[Any]]] = slot_constructor(Created)
+new_updated: Final[Callable[[Any, Any, Version], Updated[Any]]] = slot_constructor(Updated)
+new_deleted: Final[Callable[[Any, Version], Deleted[Any]]] = slot_constructor(Deleted)
 
 
 # -- specifiers --------------------------------------------------------------------------------
 
 
 @attrs.frozen
-class Spec:
+class Spec(Generic[T_co]):
     """Selects events: of ``cls`` (None = any table), of ``kinds``, whose object has every
-    ``fields`` value and passes every ``where`` predicate. ``commit`` selects Committed."""
+    ``fields`` value and passes every ``where`` predicate. ``commit`` selects Committed.
 
-    cls: type | None
+    ``Spec[Task]`` selects events of ``Task`` objects: a watch of such specifiers yields
+    ``Event[Task]``. ``on_commit()`` is a ``Spec[Never]``: it adds no object type."""
+
+    cls: type[T_co] | None
     kinds: frozenset[ActionKind]
     fields: tuple[tuple[str, Any], ...] = ()
     where: tuple[Callable[[Any], bool], ...] = ()
@@ -108,8 +122,8 @@ _ALL_KINDS: Final = frozenset(ActionKind)
 
 
 def _spec(
-    cls: type | None, kinds: Iterable[ActionKind], where: Any, fields: dict[str, Any]
-) -> Spec:
+    cls: type[Any] | None, kinds: Iterable[ActionKind], where: Where[Any], fields: dict[str, Any]
+) -> Spec[Any]:
     for name, value in fields.items():
         try:
             hash(value)
@@ -127,28 +141,51 @@ def _spec(
     return Spec(cls, frozenset(kinds), tuple(fields.items()), predicates)
 
 
-def on_create(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+@overload
+def on_create(cls: type[T], *, where: Where[T] = None, **fields: Any) -> Spec[T]: ...
+@overload
+def on_create(cls: None = None, *, where: Where[Any] = None, **fields: Any) -> Spec[Any]: ...
+def on_create(
+    cls: type[Any] | None = None, *, where: Where[Any] = None, **fields: Any
+) -> Spec[Any]:
     """Select creations of ``cls`` objects with these field values (and ``where``)."""
     return _spec(cls, (ActionKind.CREATE,), where, fields)
 
 
-def on_update(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+@overload
+def on_update(cls: type[T], *, where: Where[T] = None, **fields: Any) -> Spec[T]: ...
+@overload
+def on_update(cls: None = None, *, where: Where[Any] = None, **fields: Any) -> Spec[Any]: ...
+def on_update(
+    cls: type[Any] | None = None, *, where: Where[Any] = None, **fields: Any
+) -> Spec[Any]:
     """Select updates where the old or the new object matches."""
     return _spec(cls, (ActionKind.UPDATE,), where, fields)
 
 
-def on_delete(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+@overload
+def on_delete(cls: type[T], *, where: Where[T] = None, **fields: Any) -> Spec[T]: ...
+@overload
+def on_delete(cls: None = None, *, where: Where[Any] = None, **fields: Any) -> Spec[Any]: ...
+def on_delete(
+    cls: type[Any] | None = None, *, where: Where[Any] = None, **fields: Any
+) -> Spec[Any]:
     """Select deletions of matching objects."""
     return _spec(cls, (ActionKind.DELETE,), where, fields)
 
 
-def on(cls: type | None = None, *, where: Any = None, **fields: Any) -> Spec:
+@overload
+def on(cls: type[T], *, where: Where[T] = None, **fields: Any) -> Spec[T]: ...
+@overload
+def on(cls: None = None, *, where: Where[Any] = None, **fields: Any) -> Spec[Any]: ...
+def on(cls: type[Any] | None = None, *, where: Where[Any] = None, **fields: Any) -> Spec[Any]:
     """Select creations, updates and deletions of matching objects."""
     return _spec(cls, _ALL_KINDS, where, fields)
 
 
-def on_commit() -> Spec:
-    """Select the ``Committed`` event that ends every transaction."""
+def on_commit() -> Spec[Never]:
+    """Select the ``Committed`` event that ends every transaction (a ``Spec[Never]``: it
+    adds no object type to a watch's events)."""
     return Spec(None, frozenset(), commit=True)
 
 

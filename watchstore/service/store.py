@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import heapq
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 import anyio
+from typing_extensions import TypeVar
 
 from .. import _runtime
 from ..core.codec import encoded_size
@@ -59,12 +60,17 @@ from .watch import DEFAULT_QUEUE, Watch
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from contextlib import AbstractAsyncContextManager
 
     from ..core.events import Event, Spec
     from ..core.proposer import Submission
     from ..log.epochlog import Recovery
 
 R = TypeVar("R")
+ObjT = TypeVar("ObjT", default=Any)  # the class of the objects a watch's events carry
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 
 MAX_BATCH_CHANGES: Final = 200
 """Default most changes one batch commit carries (SwarmKit's MaxChangesPerTransaction)."""
@@ -582,8 +588,24 @@ class Store:
 
     # -- watches -----------------------------------------------------------------------------
 
+    # Up to three specifiers of different classes type the events with their union (an
+    # on_commit() adds none); more than that, with the classes' common base.
+    @overload
+    def watch(
+        self, a: Spec[A], b: Spec[B], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[A | B]]]: ...
+    @overload
+    def watch(
+        self, a: Spec[A], b: Spec[B], c: Spec[C], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[A | B | C]]]: ...
+    @overload
+    def watch(
+        self, *specs: Spec[ObjT], queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[ObjT]]]: ...
     @asynccontextmanager
-    async def watch(self, *specs: Spec, queue: int = DEFAULT_QUEUE) -> AsyncIterator[Watch[Event]]:
+    async def watch(
+        self, *specs: Spec[Any], queue: int = DEFAULT_QUEUE
+    ) -> AsyncIterator[Watch[Event[Any]]]:
         """Watch the events of every commit from now on that ``specs`` select.
 
         ``async with store.watch(ws.on(Task, node_id="n1")) as events: async for ev in
@@ -592,7 +614,7 @@ class Store:
         """
         self._check_open()
         check_specs(specs, self._classes)
-        watch: Watch[Event] = Watch(self._hub, queue, self._rt)
+        watch: Watch[Event[Any]] = Watch(self._hub, queue, self._rt)
         self._hub.subscribe(watch, specs, changes=False)
         try:
             await self._checkpoint()
@@ -600,10 +622,24 @@ class Store:
         finally:
             self._hub.unsubscribe(watch)
 
+    # Up to three specifiers of different classes type the events with their union (an
+    # on_commit() adds none); more than that, with the classes' common base.
+    @overload
+    def view_and_watch(
+        self, fn: Callable[[ReadTx], R], a: Spec[A], b: Spec[B], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[tuple[R, Watch[Event[A | B]]]]: ...
+    @overload
+    def view_and_watch(
+        self, fn: Callable[[ReadTx], R], a: Spec[A], b: Spec[B], c: Spec[C], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[tuple[R, Watch[Event[A | B | C]]]]: ...
+    @overload
+    def view_and_watch(
+        self, fn: Callable[[ReadTx], R], *specs: Spec[ObjT], queue: int = ...
+    ) -> AbstractAsyncContextManager[tuple[R, Watch[Event[ObjT]]]]: ...
     @asynccontextmanager
     async def view_and_watch(
-        self, fn: Callable[[ReadTx], R], *specs: Spec, queue: int = DEFAULT_QUEUE
-    ) -> AsyncIterator[tuple[R, Watch[Event]]]:
+        self, fn: Callable[[ReadTx], R], *specs: Spec[Any], queue: int = DEFAULT_QUEUE
+    ) -> AsyncIterator[tuple[R, Watch[Event[Any]]]]:
         """Run ``fn`` on the committed state and watch every commit after it, atomically.
 
         The watch yields exactly the events of the commits after the state ``fn`` saw: none
@@ -612,7 +648,7 @@ class Store:
         self._check_open()
         check_specs(specs, self._classes)
         result = self.view(fn)
-        watch: Watch[Event] = Watch(self._hub, queue, self._rt)
+        watch: Watch[Event[Any]] = Watch(self._hub, queue, self._rt)
         self._hub.subscribe(watch, specs, changes=False)  # no await since the view
         try:
             await self._checkpoint()
@@ -620,10 +656,24 @@ class Store:
         finally:
             self._hub.unsubscribe(watch)
 
+    # Up to three specifiers of different classes type the events with their union (an
+    # on_commit() adds none); more than that, with the classes' common base.
+    @overload
+    def watch_from(
+        self, version: Version, a: Spec[A], b: Spec[B], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[A | B]]]: ...
+    @overload
+    def watch_from(
+        self, version: Version, a: Spec[A], b: Spec[B], c: Spec[C], /, *, queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[A | B | C]]]: ...
+    @overload
+    def watch_from(
+        self, version: Version, *specs: Spec[ObjT], queue: int = ...
+    ) -> AbstractAsyncContextManager[Watch[Event[ObjT]]]: ...
     @asynccontextmanager
     async def watch_from(
-        self, version: Version, *specs: Spec, queue: int = DEFAULT_QUEUE
-    ) -> AsyncIterator[Watch[Event]]:
+        self, version: Version, *specs: Spec[Any], queue: int = DEFAULT_QUEUE
+    ) -> AsyncIterator[Watch[Event[Any]]]:
         """Replay the selected events of every commit after ``version``, then go live.
 
         Recent history comes from memory, older from the proposer's ``changes_between``;
@@ -634,7 +684,7 @@ class Store:
 
     @asynccontextmanager
     async def _watch_from(
-        self, version: Version, specs: Sequence[Spec], queue: int, *, as_changes: bool
+        self, version: Version, specs: Sequence[Spec[Any]], queue: int, *, as_changes: bool
     ) -> AsyncIterator[Watch[Any]]:
         self._check_open()
         check_specs(specs, self._classes)
