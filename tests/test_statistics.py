@@ -63,16 +63,25 @@ async def test_statistics_are_a_frozen_record() -> None:
 # -- commits ---------------------------------------------------------------------------------
 
 
-async def test_commits_are_counted_and_each_update_is_timed() -> None:
+async def test_commits_are_counted_and_updates_in_memory_timed_one_in_16() -> None:
     async with ws.open_store(SCHEMA) as store:
-        await create(store, *ids(20))
+        await create(store, *ids(47))
         await store.update(lambda tx: None)  # commits nothing, but returned: timed
         stats = store.statistics()
-    assert stats.version == ws.Version(20)
-    assert stats.commits == 20
+    assert stats.version == ws.Version(47)
+    assert stats.commits == 47
     latency = stats.commit_latency
-    assert latency.count == 21
+    assert latency.count == 48 // 16
     assert 0 < latency.p50 <= latency.p99 <= latency.max
+
+
+async def test_on_a_durable_store_every_update_is_timed(tmp_path: Path) -> None:
+    async with ws.open_store(SCHEMA, path=tmp_path) as store:
+        await create(store, *ids(5))
+        await store.update(lambda tx: None)
+        stats = store.statistics()
+    assert (stats.commits, stats.commit_latency.count) == (5, 6)
+    assert stats.commit_latency.max >= stats.fsyncs.max > 0  # each includes its fsync
 
 
 async def test_each_chunk_of_a_batch_is_a_commit() -> None:
@@ -87,9 +96,9 @@ async def test_each_chunk_of_a_batch_is_a_commit() -> None:
 
 async def test_without_statistics_commits_are_counted_but_not_timed() -> None:
     async with ws.open_store(SCHEMA, statistics=False) as store:
-        await create(store, *ids(5))
+        await create(store, *ids(40))
         stats = store.statistics()
-    assert stats.commits == 5
+    assert stats.commits == 40
     assert stats.commit_latency == ws.Summary()
 
 
