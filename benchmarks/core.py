@@ -44,6 +44,7 @@ from __future__ import annotations
 import gc
 import random
 import sqlite3
+import statistics
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -441,8 +442,20 @@ class StatisticsCost:
         """Time with statistics on over time with them off (best runs): 1.02 = 2% slower."""
         return self.on.seconds() / self.off.seconds()
 
+    def paired(self) -> float:
+        """The median over rounds of on/off within a round: the two runs of a round are
+        back to back, so the machine's drift cancels, and the median drops the rounds that
+        another process disturbed. The figure the target checks."""
+        ratios = [on / off for on, off in zip(self.on.times, self.off.times, strict=True)]
+        return statistics.median(ratios)
+
     def to_json(self) -> dict[str, Any]:
-        return {"on": self.on.to_json(), "off": self.off.to_json(), "ratio": self.ratio()}
+        return {
+            "on": self.on.to_json(),
+            "off": self.off.to_json(),
+            "ratio_of_best": self.ratio(),
+            "median_ratio_per_round": self.paired(),
+        }
 
 
 async def statistics_cost(objs: Sequence[Obj], rounds: int) -> list[StatisticsCost]:
@@ -477,16 +490,23 @@ async def statistics_cost(objs: Sequence[Obj], rounds: int) -> list[StatisticsCo
 
 def render_statistics_cost(costs: Sequence[StatisticsCost], rounds: int) -> str:
     """Section 6 as a table and its target."""
-    headers = ("workload", "statistics on", "statistics off", "on / off")
+    headers = ("workload", "statistics on", "statistics off", "on/off, best", "on/off, rounds")
     cells = [
-        (c.label, fmt_measure(c.on, True), fmt_measure(c.off, True), f"{c.ratio():.3f}")
+        (
+            c.label,
+            fmt_measure(c.on, True),
+            fmt_measure(c.off, True),
+            f"{c.ratio():.3f}",
+            f"{c.paired():.3f}",
+        )
         for c in costs
     ]
-    worst = max(c.ratio() for c in costs)
+    worst = max(c.paired() for c in costs)
     return "\n".join(
         [
-            f"6. statistics on vs off (open_store(statistics=...)): best of {rounds} "
-            "alternating rounds each, CPU time",
+            f"6. statistics on vs off (open_store(statistics=...)): {rounds} rounds, each "
+            "running both back to back in alternating order; CPU time. Rates: best run; "
+            "'rounds': the median of each round's on/off (the target's figure).",
             *grid(headers, cells),
             f"  {verdict(worst <= STATISTICS_TARGET)}  (s) the commit path with statistics "
             f"on within {STATISTICS_TARGET - 1:.0%} of off: worst {worst:.3f}x",
@@ -599,7 +619,7 @@ async def run_statistics_cost(
     else:
         lines.insert(0, "")
     print("\n".join(lines))
-    worst = max(c.ratio() for c in costs)
+    worst = max(c.paired() for c in costs)
     data: dict[str, Any] = {
         "statistics": {
             "rounds": rounds,
