@@ -3,6 +3,7 @@ scrape, checked through prometheus-client's own registry, exposition and parser.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,8 @@ async def test_every_reading_is_exposed_once_under_its_name() -> None:
     assert families["app_commits"] == "counter"
     assert families["app_commit_latency_seconds"] == "summary"
     assert families["app_watchers"] == "gauge"
+    last = {f.name: f for f in text_string_to_metric_families(text)}["app_last_compaction_seconds"]
+    assert math.isnan(last.samples[0].value)  # no compaction yet
 
 
 async def test_two_stores_in_one_collector_are_told_apart_by_a_label() -> None:

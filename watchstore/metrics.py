@@ -16,6 +16,7 @@ Nothing here runs on the commit path: a scrape (or an exporter's callback) reads
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -58,9 +59,11 @@ class Reading:
 
 
 def readings(stats: Statistics) -> list[Reading]:
-    """Every metric of ``stats``, in the order docs/operations.md lists them (the last
-    compaction's duration only once there was one)."""
-    out = [
+    """Every metric of ``stats``, always the same ones in the same order (the one
+    docs/operations.md lists them in); the last compaction's duration is NaN before the
+    first."""
+    last_compaction = stats.last_compaction_seconds
+    return [
         Reading(
             "version",
             "gauge",
@@ -124,6 +127,12 @@ def readings(stats: Statistics) -> list[Reading]:
         Reading(
             "compaction_failures", "counter", "Compactions that failed.", stats.compaction_failures
         ),
+        Reading(
+            "last_compaction_seconds",
+            "gauge",
+            "How long the last completed compaction took (NaN before the first).",
+            math.nan if last_compaction is None else last_compaction,
+        ),
         Reading("etcd_requests", "counter", "Requests sent to etcd.", stats.etcd_requests),
         Reading(
             "etcd_retries",
@@ -132,16 +141,6 @@ def readings(stats: Statistics) -> list[Reading]:
             stats.etcd_retries,
         ),
     ]
-    if stats.last_compaction_seconds is not None:
-        out.append(
-            Reading(
-                "last_compaction_seconds",
-                "gauge",
-                "How long the last completed compaction took.",
-                stats.last_compaction_seconds,
-            )
-        )
-    return out
 
 
 class PrometheusCollector:
