@@ -10,8 +10,9 @@ PIP    := $(PY) -m pip
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
 GROUPS := test lint bench
 # Extras to install with the package, comma-separated: etcd (h11) is needed by the etcd tests,
-# encryption (cryptography) by those of encrypted stores.
-EXTRAS ?= etcd,encryption
+# encryption (cryptography) by those of encrypted stores, metrics (prometheus-client) by
+# tests/test_metrics.py.
+EXTRAS ?= etcd,encryption,metrics
 
 .PHONY: help install demo test lint typecheck contracts fmt pytest bench apiref deps deps-etcd clean
 

@@ -20,6 +20,9 @@ says otherwise.
 5. snapshots at 10k and 1M objects: ``s = store.snapshot(); s.close()`` and the first write
    while a snapshot is open, next to the naive alternative of copying (``dict.copy()`` of the
    rows plus ``SortedDict.copy()`` of one index).
+6. the cost of statistics: workloads 1 and 2 on a store opened with ``statistics=True`` (the
+   default) and with ``statistics=False`` (no latency timing per ``update()``; the counters
+   stay), in alternating order, round after round. ``--statistics-only`` runs only this.
 
 Why: these are the targets of the performance issue: (a) single-create transactions at least
 as fast as sqlite's commit-per-insert, (b) gets inside a view at least 3x sqlite point
@@ -41,6 +44,7 @@ from __future__ import annotations
 import gc
 import random
 import sqlite3
+import statistics
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -74,6 +78,7 @@ from benchmarks._common import (
     positive,
     progress_reporter,
     rate_ratio,
+    rotated,
     run_on,
     size_label,
     sized,
@@ -417,6 +422,98 @@ async def snapshot_costs(size: int, seed: int, quick: bool) -> SnapshotResult:
     )
 
 
+# -- section 6: the cost of statistics ------------------------------------------------------
+
+STATISTICS_ROUNDS: Final = 8
+STATISTICS_ROUNDS_QUICK: Final = 2
+STATISTICS_TARGET: Final = 1.03
+"""Most time the commit path may take with statistics on, relative to off (issue 21)."""
+
+
+@attrs.define
+class StatisticsCost:
+    """Section 6: one workload with statistics on and off."""
+
+    label: str
+    on: Measure
+    off: Measure
+
+    def ratio(self) -> float:
+        """Time with statistics on over time with them off (best runs): 1.02 = 2% slower."""
+        return self.on.seconds() / self.off.seconds()
+
+    def paired(self) -> float:
+        """The median over rounds of on/off within a round: the two runs of a round are
+        back to back, so the machine's drift cancels, and the median drops the rounds that
+        another process disturbed. The figure the target checks."""
+        ratios = [on / off for on, off in zip(self.on.times, self.off.times, strict=True)]
+        return statistics.median(ratios)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "on": self.on.to_json(),
+            "off": self.off.to_json(),
+            "ratio_of_best": self.ratio(),
+            "median_ratio_per_round": self.paired(),
+        }
+
+
+async def statistics_cost(objs: Sequence[Obj], rounds: int) -> list[StatisticsCost]:
+    """Workloads 1 and 2, each on a fresh store with statistics on and off: the two
+    alternate which runs first, round after round, so that drift of the machine (and the
+    heap the previous run left) falls on both alike; best of ``rounds`` each."""
+    perf = time.process_time  # CPU time: see the module docstring
+
+    async def per_tx(store: ws.Store) -> None:
+        for obj in objs:
+            await store.update(lambda tx: tx.create(obj))
+
+    async def batched(store: ws.Store) -> None:
+        await ws_load(store, objs)
+
+    out = []
+    for label, workload in (("1. create, 1 tx each", per_tx), ("2. create, batched", batched)):
+        measures = {True: Measure(len(objs)), False: Measure(len(objs))}
+        for rep in range(rounds):
+            progress(f"6. statistics on/off, {label}: round {rep + 1}/{rounds}")
+            for enabled in rotated((True, False), rep):
+                gc.collect()
+                async with ws.open_store(SCHEMA, statistics=enabled) as store:
+                    start = perf()
+                    await workload(store)
+                    measures[enabled].times.append(perf() - start)
+                    assert store.statistics().commits > 0
+                del store
+        out.append(StatisticsCost(label, measures[True], measures[False]))
+    return out
+
+
+def render_statistics_cost(costs: Sequence[StatisticsCost], rounds: int) -> str:
+    """Section 6 as a table and its target."""
+    headers = ("workload", "statistics on", "statistics off", "on/off, best", "on/off, rounds")
+    cells = [
+        (
+            c.label,
+            fmt_measure(c.on, True),
+            fmt_measure(c.off, True),
+            f"{c.ratio():.3f}",
+            f"{c.paired():.3f}",
+        )
+        for c in costs
+    ]
+    worst = max(c.paired() for c in costs)
+    return "\n".join(
+        [
+            f"6. statistics on vs off (open_store(statistics=...)): {rounds} rounds, each "
+            "running both back to back in alternating order; CPU time. Rates: best run; "
+            "'rounds': the median of each round's on/off (the target's figure).",
+            *grid(headers, cells),
+            f"  {verdict(worst <= STATISTICS_TARGET)}  (s) the commit path with statistics "
+            f"on within {STATISTICS_TARGET - 1:.0%} of off: worst {worst:.3f}x",
+        ]
+    )
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -428,6 +525,7 @@ class Config:
     snapshot_sizes: tuple[int, int]
     json_path: str | None
     backend: str = "trio"
+    statistics_only: bool = False
 
 
 def environment(config: Config) -> dict[str, Any]:
@@ -446,6 +544,8 @@ def environment(config: Config) -> dict[str, Any]:
 
 async def run(config: Config) -> dict[str, Any]:
     objs = list(make_objects(config.n, seed=1))
+    if config.statistics_only:
+        return await run_statistics_cost(config, objs)
     rows = sql_rows(objs)
     gc.collect()  # start the timed sections from a clean heap; gc itself stays enabled
     table = [
@@ -496,7 +596,44 @@ async def run(config: Config) -> dict[str, Any]:
         "find_first_run_seconds_per_query": find_first,
         "snapshots": [small.to_json(), big.to_json()],
         "targets": targets(table, small, big),
+        **(await run_statistics_cost(config, list(make_objects(config.n, 1)), header=False)),
     }
+
+
+async def run_statistics_cost(
+    config: Config, objs: Sequence[Obj], *, header: bool = True
+) -> dict[str, Any]:
+    """Section 6, printed; its raw numbers under ``statistics`` (and, run alone, the
+    environment)."""
+    rounds = STATISTICS_ROUNDS_QUICK if config.quick else STATISTICS_ROUNDS
+    costs = await statistics_cost(objs, rounds)
+    env = environment(config)
+    lines = [render_statistics_cost(costs, rounds)]
+    if header:
+        lines[:0] = [
+            f"watchstore core benchmark, section 6 only: N = {env['n']:,}",
+            versions_line(env),
+            platform_line(env),
+            "",
+        ]
+    else:
+        lines.insert(0, "")
+    print("\n".join(lines))
+    worst = max(c.paired() for c in costs)
+    data: dict[str, Any] = {
+        "statistics": {
+            "rounds": rounds,
+            "rows": {c.label: c.to_json() for c in costs},
+            "target": {
+                "value": worst,
+                "target": f"<= {STATISTICS_TARGET}",
+                "pass": worst <= STATISTICS_TARGET,
+            },
+        }
+    }
+    if header:
+        data["environment"] = env
+    return data
 
 
 def targets(
@@ -619,6 +756,11 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
     add_backend(parser)
     add_quick_and_json(parser, "small sizes for a smoke test: N=10k, snapshots at 10k and 100k")
+    parser.add_argument(
+        "--statistics-only",
+        action="store_true",
+        help="run only section 6: the commit path with statistics on vs off",
+    )
     args = parser.parse_args(list(argv))
     quick: bool = args.quick
     n = sized(args.n, 100_000, 10_000, quick=quick)
@@ -630,6 +772,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         snapshot_sizes=sizes,
         json_path=args.json,
         backend=args.backend,
+        statistics_only=args.statistics_only,
     )
 
 

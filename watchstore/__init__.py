@@ -73,6 +73,8 @@ from .core.schema import Index as Index
 from .core.schema import Schema as Schema
 from .core.schema import Table as Table
 from .core.state import Snapshot as Snapshot
+from .core.statistics import Statistics as Statistics
+from .core.statistics import Summary as Summary
 from .core.txn import ReadTx as ReadTx
 from .core.txn import Tx as Tx
 from .etcd.proposer import EtcdProposer as EtcdProposer
@@ -155,12 +157,14 @@ __all__ = [
     "SequenceConflict",
     "Snapshot",
     "Spec",
+    "Statistics",
     "StorageError",
     "Store",
     "StoreAction",
     "StoreClosed",
     "StoreError",
     "StoreLocked",
+    "Summary",
     "SyncStatus",
     "SyncUpdate",
     "Syncer",

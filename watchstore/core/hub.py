@@ -53,6 +53,10 @@ class Hub:
         """The last version published (what a watcher dropped at the next one saw last)."""
         self._record = self.history.append
         self._record_one = self.history.append_one
+        self.commits = 0
+        """Commits published (``store.statistics().commits``)."""
+        self.overflows = 0
+        """Watchers dropped because their queue was full (counted by the watch)."""
 
     @property
     def floor(self) -> Version:
@@ -84,6 +88,7 @@ class Hub:
         if self._routed or self.change_watchers:
             self._route(change)
         self.head = change.version
+        self.commits += 1
 
     def publish_one(self, version: Version, table: str, old: Any, new: Any) -> None:
         """``publish`` for a commit that changed one object of ``table`` from ``old`` to
@@ -92,6 +97,7 @@ class Hub:
         if self._routed or self.change_watchers:
             self._route(new_change(version, [new_action(*action_fields(table, old, new))]))
         self.head = version
+        self.commits += 1
 
     def _route(self, change: Change) -> None:
         previous = self.head
@@ -108,8 +114,12 @@ class Hub:
 
     def close(self, error: BaseException) -> None:
         """Fail every watcher with ``error`` (the store closed)."""
-        for watch in [*self.router.keys(), *self.change_watchers]:
+        for watch in self.watchers():
             watch._fail(error)
+
+    def watchers(self) -> list[Any]:
+        """Every watcher subscribed now (routed events or whole changes)."""
+        return [*self.router.keys(), *self.change_watchers]
 
     def replay_from(self, version: Version) -> list[Change] | None:
         """The commits after ``version`` (in order), or None if some are not in memory."""

@@ -20,6 +20,8 @@ when it opens (it never asks which proposer it has):
 - :class:`Compacting`: ``store.compact()`` starts a new epoch.
 - :class:`Leading`: elects one leader among the processes sharing it, and fences the
   writes made under a leadership (``store.leadership``).
+- :class:`Instrumented`: reports what it measures of its own work (fsyncs, groups of
+  commits, compactions, etcd's requests), which ``store.statistics()`` includes.
 
 A proposer sees the store it serves as a :class:`Host`.
 """
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
     from .schema import Schema
     from .state import Snapshot, StoreState
+    from .statistics import ProposerStatistics
     from .txn import TrackingTx
 
 
@@ -270,6 +273,18 @@ class Leading(Protocol):
 
     async def leader(self, name: str) -> str | None:
         """The identity of the current leader of ``name`` (None: nobody leads)."""
+        ...
+
+
+@runtime_checkable
+class Instrumented(Protocol):
+    """A proposer that measures its own work: ``store.statistics()`` includes what
+    ``statistics()`` returns. It is called when someone reads the statistics, never on the
+    commit path, so it should only read counters (and summarise ``statistics.Recent``
+    rings)."""
+
+    def statistics(self) -> ProposerStatistics:
+        """The proposer's counters and recent samples, now."""
         ...
 
 

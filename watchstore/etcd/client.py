@@ -164,6 +164,10 @@ class EtcdClient:
         self._password = password
         self._tokens: dict[int, str] = {}  # by endpoint: etcd's simple tokens are per member
         self._scope = scope
+        self.requests = 0
+        """Unary requests sent (every attempt; ``store.statistics().etcd_requests``)."""
+        self.retries = 0
+        """Requests sent again after a member did not serve them (``etcd_retries``)."""
 
     @property
     def endpoint(self) -> str:
@@ -187,6 +191,7 @@ class EtcdClient:
         the member no longer knows the token)."""
         endpoint = self._current
         connection = self._connections[endpoint]
+        self.requests += 1
         if self._user is None:
             return await connection.request(method, path, body)
         for attempt in range(2):
@@ -225,7 +230,8 @@ class EtcdClient:
     async def check_version(self) -> str:
         """Return the server's version; EtcdError if it is older than 3.4."""
         errors = []
-        for _ in range(len(self.endpoints)):
+        for attempt in range(len(self.endpoints)):
+            self.retries += attempt > 0  # the next member, after one that did not answer
             try:
                 response = await self.send("GET", "/version", None)
             except self._http.HttpError as exc:
@@ -313,6 +319,7 @@ class EtcdClient:
                     self.fail_over()
                     raise OutcomeUnknown(f"etcd {method} at {url}: {failure}") from failure
             await rounds.next(f"{url}: {_describe(failure)}")
+            self.retries += 1
 
     async def watch(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Open one watch (``body`` is its ``create_request``) and yield each ``result``.

@@ -91,6 +91,7 @@ from ..core.errors import (
 )
 from ..core.model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version
 from ..core.proposer import FENCE, Conflict, Loaded
+from ..core.statistics import ProposerStatistics
 from .client import (
     Compacted,
     EtcdClient,
@@ -1170,6 +1171,15 @@ class EtcdProposer:
         log.warning("etcd watch revision was compacted; re-listed at revision %d", revision)
         if self.on_resync is not None:
             self.on_resync(Version(revision))
+
+    def statistics(self) -> ProposerStatistics:
+        """The requests sent to etcd, those sent again, and the re-lists (see
+        ``core.proposer.Instrumented``)."""
+        return ProposerStatistics(
+            etcd_requests=self.client.requests,
+            etcd_retries=self.client.retries,
+            resyncs=self.resyncs,
+        )
 
     async def aclose(self) -> None:
         """Delete this session's fence and marker keys (if etcd answers within

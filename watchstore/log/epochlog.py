@@ -25,6 +25,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -38,6 +39,7 @@ from ..core.errors import (
     StoreError,
 )
 from ..core.model import ORIGIN, ActionKind, Change, StoreAction, Version
+from ..core.statistics import Recent
 from .bodies import Columns, Format2, bodies_for, body_version
 from .crypto import Sealer, SealError
 from .files import (
@@ -189,6 +191,8 @@ class EpochLog:
         self.columns: Columns = {}
         """The columns of the current segment's rows (its snapshot's; format 2)."""
         self.failed: BaseException | None = None
+        self.fsyncs = Recent()
+        """Seconds of each fsync of appended commits (``append``, ``sync``), recent ones."""
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -433,7 +437,9 @@ class EpochLog:
         try:
             written = pwrite_some(self._fd, data, self.size, needed)
             if sync:
+                start = perf_counter()
                 os.fdatasync(self._fd)
+                self.fsyncs.add(perf_counter() - start)
         except OSError as exc:
             self._fail(exc, self.size + len(data))
             raise ProposalFailed(
@@ -504,7 +510,9 @@ class EpochLog:
         if self.failed is None:
             size = self.size
             try:
+                start = perf_counter()
                 os.fdatasync(self._fd)
+                self.fsyncs.add(perf_counter() - start)
             except OSError as exc:
                 self.failed = exc
                 return

@@ -28,6 +28,7 @@ from .. import _runtime
 from ..core.errors import CompactionFailed, InvalidObject, ProposalFailed
 from ..core.model import Change, StoreAction, Version, new_version
 from ..core.proposer import Loaded
+from ..core.statistics import EMPTY, ProposerStatistics, Recent
 from .compaction import write_epoch_in_child, write_epoch_inline
 from .epochlog import EpochLog
 from .files import reason
@@ -189,6 +190,11 @@ class LogProposer:
         self.last_write = 0.0
         """Seconds the last append took, in whichever thread wrote it."""
         self._writers = 0  # writers under way at the last submit
+        # What statistics() reports (core.proposer.Instrumented).
+        self._groups = Recent()  # commits per write to the log
+        self._compactions = 0
+        self._compaction_failures = 0
+        self._last_compaction: float | None = None
 
     # -- lifecycle (core.proposer.Lifecycle) -------------------------------------------------
 
@@ -339,12 +345,25 @@ class LogProposer:
             self._queue = []
 
     def _append(self, bodies: list[bytes], sync: bool, version: Version) -> None:
-        """``log.append``, timed into ``last_write``."""
+        """``log.append``, timed into ``last_write``; the group's size is counted."""
         start = perf_counter()
         try:
             self.log.append(bodies, sync, version)
         finally:
             self.last_write = perf_counter() - start
+        self._groups.add(len(bodies))
+
+    def statistics(self) -> ProposerStatistics:
+        """The log's fsyncs, groups of commits and compactions (see
+        ``core.proposer.Instrumented``)."""
+        log = getattr(self, "log", None)
+        return ProposerStatistics(
+            fsyncs=EMPTY if log is None else log.fsyncs.summary(),
+            commit_groups=self._groups.summary(),
+            compactions=self._compactions,
+            compaction_failures=self._compaction_failures,
+            last_compaction_seconds=self._last_compaction,
+        )
 
     def _written(self, batch: list[Submission]) -> None:
         """After ``batch`` is in the log: note it for compaction, then commit it in order."""
@@ -379,28 +398,45 @@ class LogProposer:
         keep: int,
     ) -> Version:
         async with self._compaction:
-            if self.log.failed is not None:
-                raise CompactionFailed(
-                    f"the log failed earlier ({reason(self.log.failed)}); reopen the store"
-                )
-            # From here on, commits are noted for the new segment's tail: the snapshot
-            # pinned below cannot miss one.
-            self._compacting = True
-            self._tail = []
+            start = perf_counter()
             try:
-                with pin() as snapshot:
-                    version = snapshot.version
-                    try:
-                        epoch = await write(snapshot, self.log)
-                    except OSError as exc:
-                        raise CompactionFailed(
-                            f"writing the new epoch failed: {reason(exc)}; the store goes on "
-                            "with its current epoch (nothing is lost)"
-                        ) from exc
-                await self._switch_to(_Switch(epoch, keep, self._rt.event()))
-            finally:
-                self._compacting = False
-                self._tail = []
+                version = await self._compact_now(pin, write, keep)
+            except CompactionFailed:
+                self._compaction_failures += 1
+                raise
+            self._compactions += 1
+            self._last_compaction = perf_counter() - start
+            return version
+
+    async def _compact_now(
+        self,
+        pin: Callable[[], Snapshot],
+        write: Callable[[Snapshot, EpochLog], Awaitable[PreparedEpoch]],
+        keep: int,
+    ) -> Version:
+        """``_compact``'s work, under its lock."""
+        if self.log.failed is not None:
+            raise CompactionFailed(
+                f"the log failed earlier ({reason(self.log.failed)}); reopen the store"
+            )
+        # From here on, commits are noted for the new segment's tail: the snapshot
+        # pinned below cannot miss one.
+        self._compacting = True
+        self._tail = []
+        try:
+            with pin() as snapshot:
+                version = snapshot.version
+                try:
+                    epoch = await write(snapshot, self.log)
+                except OSError as exc:
+                    raise CompactionFailed(
+                        f"writing the new epoch failed: {reason(exc)}; the store goes on "
+                        "with its current epoch (nothing is lost)"
+                    ) from exc
+            await self._switch_to(_Switch(epoch, keep, self._rt.event()))
+        finally:
+            self._compacting = False
+            self._tail = []
         return version
 
     async def _compact_when_due(self, host: Host) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from contextlib import asynccontextmanager, contextmanager
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 import anyio
@@ -41,6 +42,7 @@ from ..core.proposer import (
     CommitsAtOnce,
     Compacting,
     Conflict,
+    Instrumented,
     Leading,
     Lifecycle,
     Loaded,
@@ -51,6 +53,7 @@ from ..core.proposer import (
 )
 from ..core.schema import Schema
 from ..core.state import Snapshot, StoreState, difference
+from ..core.statistics import MASK, NO_PROPOSER_STATISTICS, Recent, Statistics
 from ..core.tables import restore_tables
 from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
 from ..log.proposer import Durability, LogProposer
@@ -79,6 +82,9 @@ MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 SCHEDULE_EVERY: Final = 16
 """Default for ``open_store(schedule_every=)``: an ``update`` that did not have to wait
 lets other tasks run once every this many calls (see :meth:`Store.update`)."""
+TIME_EVERY: Final = 16
+"""On a store whose proposer commits in memory, ``statistics().commit_latency`` samples
+one ``update()`` in this many (a power of two); elsewhere every one is timed."""
 
 
 class Store:
@@ -100,6 +106,7 @@ class Store:
         history: int = DEFAULT_HISTORY,
         schedule_every: int = SCHEDULE_EVERY,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        statistics: bool = True,
     ) -> None:
         if schedule_every < 1:
             raise ValueError(f"schedule_every must be at least 1, got {schedule_every}")
@@ -132,6 +139,16 @@ class Store:
         # One shared by several processes elects leaders; on one machine, they are local.
         self._leading = proposer if isinstance(proposer, Leading) else None
         self._local_leaders = LocalLeaders()
+        # One that measures its own work (fsyncs, compactions, etcd) reports it.
+        self._instrumented = proposer if isinstance(proposer, Instrumented) else None
+        # update() latencies: a perf_counter pair and a ring slot per timed call. A clock
+        # read costs about 1% of a memory commit, so on one only every TIME_EVERY-th call is
+        # timed (update() calls whose number & _untimed is 0: -1 times none).
+        self._timed = statistics
+        self._untimed = -1 if not statistics else 0 if self._memory is None else TIME_EVERY - 1
+        self._updates = 0  # update() calls, for choosing those to time
+        self._latencies = Recent()
+        self._conflict_retries = 0
         self._waiters: list[tuple[int, int, _runtime.Event]] = []
         self._updating = 0  # update() calls under way
         self._classes = {t.cls: t.name for t in schema.tables}
@@ -218,6 +235,51 @@ class Store:
         await event.wait()
         self._check_open()
 
+    def statistics(self) -> Statistics:
+        """The store's counters and recent latencies, now (a frozen record; see
+        :class:`Statistics` and docs/operations.md for each field).
+
+        Cheap to call: it reads counters, and sorts a copy of each ring of recent samples
+        (at most 1024 each); it visits every open watch for the queue depths. Nothing is
+        measured for it on the commit path beyond counters and, unless the store was opened
+        with ``statistics=False``, a ``perf_counter()`` pair per timed ``update()`` (every
+        one, or one in 16 on a store in memory, where a commit takes microseconds).
+        """
+        hub = self._hub
+        proposer = (
+            NO_PROPOSER_STATISTICS
+            if self._instrumented is None
+            else self._instrumented.statistics()
+        )
+        pending = [watch.pending() for watch in hub.watchers()]
+        return Statistics(
+            version=self.version,
+            commits=hub.commits,
+            commit_latency=self._latencies.summary(),
+            conflict_retries=self._conflict_retries,
+            fsyncs=proposer.fsyncs,
+            commit_groups=proposer.commit_groups,
+            watchers=len(pending),
+            watch_pending_total=sum(pending),
+            watch_pending_max=max(pending, default=0),
+            overflows=hub.overflows,
+            lag=self._lag(),
+            resyncs=self._resyncs() + proposer.resyncs,
+            compactions=proposer.compactions,
+            compaction_failures=proposer.compaction_failures,
+            last_compaction_seconds=proposer.last_compaction_seconds,
+            etcd_requests=proposer.etcd_requests,
+            etcd_retries=proposer.etcd_retries,
+        )
+
+    def _lag(self) -> int:
+        """Commits of a source not applied yet (a replica's; a store has none)."""
+        return 0
+
+    def _resyncs(self) -> int:
+        """Times this store caught up from a new snapshot (a replica's)."""
+        return 0
+
     # -- writes ------------------------------------------------------------------------------
 
     async def update(self, fn: Callable[[Tx], R]) -> R:
@@ -250,6 +312,8 @@ class Store:
             )
         if self._remote is not None:
             return await self._update_remote(fn, self._remote)
+        self._updates = updates = self._updates + 1
+        start = 0.0 if updates & self._untimed else perf_counter()
         self._updating += 1  # a writer on its way: see _submit_pipelined
         try:
             lock = self._write_lock
@@ -289,8 +353,15 @@ class Store:
                     self._undo_uncommitted()
                     raise submission.error
                 if waited:
+                    if start:
+                        self._latencies.add(perf_counter() - start)
                     self._until_schedule = self._schedule_every
                     return result  # the wait was a schedule point: no other one is needed
+            if start:  # Recent.add, inline: this is the memory commit's path
+                latencies = self._latencies
+                count = latencies.count
+                latencies.ring[count & MASK] = perf_counter() - start
+                latencies.count = count + 1
             self._until_schedule -= 1
             # A lone commit fsynced inline held the thread for the disk: let the other
             # writers in at once, so that their commits share the next fsync.
@@ -303,6 +374,7 @@ class Store:
 
     async def _update_remote(self, fn: Callable[[Tx], R], remote: TransactionalProposer) -> R:
         attempt = 0
+        start = perf_counter() if self._timed else 0.0
         while True:
             await self._take_write_lock()
             try:
@@ -318,6 +390,8 @@ class Store:
                 self._write_lock.release()
             if prepared is None:
                 await self._checkpoint()
+                if start:
+                    self._latencies.add(perf_counter() - start)
                 return result
             try:
                 version = await remote.commit_prepared(prepared)
@@ -328,10 +402,13 @@ class Store:
                     await remote.catch_up(self, conflict, 0)
                     raise self._conflict_error(seen, remote.max_retries) from None
                 attempt += 1
+                self._conflict_retries += 1
                 await remote.catch_up(self, conflict, attempt)
                 continue
             if self._state.version < version:  # the commit was a checkpoint: no other needed
                 await self.wait_for(version)
+            if start:
+                self._latencies.add(perf_counter() - start)
             return cast("R", restamped(result, self._stamped(written, version)))
 
     def _stamped(
@@ -558,6 +635,7 @@ class Store:
         self._hub.floor = loaded.snapshot_version
         for change in committed:
             self._committed(change)
+        self._hub.commits = 0  # statistics count the commits made since the store opened
 
     # -- what a proposer uses (core.proposer.Host) -------------------------------------------
 
@@ -734,6 +812,7 @@ class Store:
             async with anyio.create_task_group() as task_group:
                 replica = Replica(self.schema, _NoProposer(), task_group, history=history)
                 watch: Watch[Change] = Watch(self._hub, queue, self._rt)
+                replica._feed = watch
                 snapshot = self._state.pin()
                 self._hub.subscribe(watch, (), changes=True)  # same step as the pin
                 try:
@@ -980,6 +1059,7 @@ async def open_store(
     schedule_every: int = SCHEDULE_EVERY,
     etcd: Sequence[str] | None = None,
     prefix: str = "watchstore",
+    statistics: bool = True,
 ) -> AsyncIterator[Store]:
     """Open a store of ``schema`` for the duration of an ``async with`` block.
 
@@ -998,8 +1078,10 @@ async def open_store(
     commits are kept in memory for ``watch_from``, holding at most about ``history_bytes``
     of objects (older ones are read back from the log, where there is one).
     ``schedule_every`` says how often an ``update`` that did not wait lets other tasks run
-    (see :meth:`Store.update`). The store
-    owns a task group for its proposer's background work; leaving the block closes it (and
+    (see :meth:`Store.update`). ``store.statistics()`` reports the store's counters and
+    recent latencies; ``statistics=False`` leaves out the one thing timed per ``update()``,
+    its latency (two ``perf_counter()`` calls), and keeps the counters. The
+    store owns a task group for its proposer's background work; leaving the block closes it (and
     the log). It runs under ``trio.run``, ``asyncio.run`` and ``anyio.run`` alike.
 
     With ``etcd`` (endpoints such as ``["http://127.0.0.1:2379"]``) several processes share
@@ -1048,6 +1130,7 @@ async def open_store(
                     history=history,
                     history_bytes=history_bytes,
                     schedule_every=schedule_every,
+                    statistics=statistics,
                 )
                 try:
                     if loaded is not None:
@@ -1167,10 +1250,19 @@ class Replica(Store):
 
     ``view``, ``snapshot``, ``watch``, ``view_and_watch``, ``watch_from`` and
     ``wait_for(version)`` work as on the source; versions are the source's. ``resyncs``
-    counts how often it fell behind and caught up from a new snapshot.
+    counts how often it fell behind and caught up from a new snapshot; ``statistics()``
+    reports it, and ``lag``: the source's commits it has not applied yet.
     """
 
     resyncs: int = 0
+    _feed: Watch[Change] | None = None  # the source's changes, as they wait to be applied
+
+    def _lag(self) -> int:
+        feed = self._feed
+        return 0 if feed is None else feed.pending()
+
+    def _resyncs(self) -> int:
+        return self.resyncs
 
     async def update(self, fn: Callable[[Tx], R]) -> R:
         """Replicas are read-only: raises StoreError."""
@@ -1197,6 +1289,7 @@ class Replica(Store):
         snapshot.close()
 
     async def _follow(self, source: Store, watch: Watch[Change], queue: int) -> None:
+        self._feed = watch
         try:
             while True:
                 try:
@@ -1204,7 +1297,7 @@ class Replica(Store):
                 except WatchOverflow:
                     self.resyncs += 1
                     source._hub.unsubscribe(watch)
-                    watch = Watch(source._hub, queue, self._rt)
+                    watch = self._feed = Watch(source._hub, queue, self._rt)
                     with source._state.pin() as snapshot:
                         source._hub.subscribe(watch, (), changes=True)  # same step as pin
                         self._resync(snapshot)

@@ -97,6 +97,7 @@ class Watch(Generic[T]):
         if len(queue) + len(items) > self._limit:
             # Drop the whole transaction: everything up to the commit before it (``previous``:
             # a real commit, whatever the versions' step) was delivered in full.
+            self._hub.overflows += 1
             self._fail(WatchOverflow(previous))
             return
         queue.extend(items)
