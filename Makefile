@@ -9,8 +9,9 @@ PIP    := $(PY) -m pip
 # needs pip >= 25.1; the pip bundled by `python3 -m venv` (23.x) lacks it, so the
 # install step upgrades pip first (pinned to a floor so --group is guaranteed).
 GROUPS := test lint bench
-# Extras to install with the package: etcd (h11) is needed by the etcd tests.
-EXTRAS ?= etcd
+# Extras to install with the package: etcd (h11) is needed by the etcd tests, cli (rich,
+# shtab) by the command's tables, progress bars and completion.
+EXTRAS ?= etcd,cli
 
 .PHONY: help install demo test lint typecheck contracts fmt pytest bench deps deps-etcd clean
 
