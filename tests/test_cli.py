@@ -33,7 +33,23 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).parent.parent
-COMMANDS = ["inspect", "verify", "dump", "compact", "snapshots", "rollback", "unlock", "demo"]
+COMMANDS = [
+    "inspect",
+    "verify",
+    "dump",
+    "get",
+    "watch",
+    "load",
+    "backup",
+    "restore",
+    "salvage",
+    "compact",
+    "snapshots",
+    "rollback",
+    "unlock",
+    "completion",
+    "demo",
+]
 KEY = bytes(range(32))
 
 Result = tuple[int, str, str]

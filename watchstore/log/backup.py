@@ -254,6 +254,7 @@ def restore_backup(
         offset = head.data_start
         epochs: list[RawEpoch] = []
         with open(file, "rb") as source:
+            source.seek(offset)
             for name, size, crc in head.segments:
                 copy = staging / name
                 crc_ = _copy(source, copy, size, advance)
