@@ -404,9 +404,10 @@ def test_restore_of_a_damaged_backup_names_the_file_and_offset(
     backup.write_bytes(bytes(data))
     done = watchstore("restore", backup, tmp_path / "restored")
     assert done.returncode == ExitCode.FAILED
-    assert f"log corrupt in {backup} at offset {offset}: not a valid watchstore backup" in (
+    assert f"backup corrupt: {backup} at offset {offset}: not a valid watchstore backup" in (
         done.stderr
     )
+    assert "nothing was restored" in done.stderr
     assert reason in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "restored").exists()

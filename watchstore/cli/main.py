@@ -36,6 +36,7 @@ from ..core.errors import (
     StoreLocked,
     UnsupportedFormat,
 )
+from ..log.backup import BackupCorrupt
 from ..log.rawlog import StoreNotFound, UnreadableLog
 from .arguments import positive, version
 from .following import cmd_watch
@@ -340,6 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(out, ExitCode.NOT_FOUND, str(exc), {})
     except UnreadableLog as exc:
         return _fail(out, ExitCode.UNREADABLE, str(exc), {})
+    except BackupCorrupt as exc:
+        return _fail(
+            out,
+            ExitCode.FAILED,
+            f"backup corrupt: {exc.file} at offset {exc.offset}: {exc.reason}; nothing was "
+            "restored (restore another backup)",
+            {"file": exc.file, "offset": exc.offset, "reason": exc.reason},
+        )
     except LogCorrupt as exc:
         return _fail(
             out,

@@ -16,7 +16,8 @@ store stays encrypted; its key is needed to check them)::
 ``head_crc`` is the CRC32C of the head; each segment's bytes follow in the order the head
 lists them, and the file ends right after the last. Restoring checks all of that, then every
 record of every segment as ``watchstore verify`` does, and that the newest segment reaches
-``version``; anything else is LogCorrupt naming the backup file and the offset in it.
+``version``; anything else is BackupCorrupt (a LogCorrupt) naming the backup file and the
+offset in it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class BackupInfo:
     lineage: str
     encrypted: bool
     tables: dict[str, int]
+
+
+class BackupCorrupt(LogCorrupt):
+    """A backup file that is damaged, cut short, or not a backup: ``file`` and ``offset``
+    say where."""
 
 
 class RestoreTargetExists(StoreError):
@@ -178,8 +184,8 @@ class _Head:
     data_start: int
 
 
-def _corrupt(file: Path, offset: int, reason: str) -> LogCorrupt:
-    return LogCorrupt(str(file), offset, f"not a valid watchstore backup: {reason}")
+def _corrupt(file: Path, offset: int, reason: str) -> BackupCorrupt:
+    return BackupCorrupt(str(file), offset, f"not a valid watchstore backup: {reason}")
 
 
 def read_head(file: Path) -> _Head:
