@@ -8,6 +8,7 @@ demo; tests/test_cli_etcd.py the commands on a store on etcd.)"""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -621,3 +622,67 @@ def test_watch_of_a_rolled_back_store_gives_a_resync(store: Path, anyio_backend:
         ("delete", "t99"),
     }
     assert all(d["resync"] is True and d["version"] == 2 for d in lines)
+
+
+# -- encryption, progress --------------------------------------------------------------------
+
+
+def test_backup_and_restore_of_an_encrypted_store_need_its_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, anyio_backend: str
+) -> None:
+    from tests.test_cli import KEY
+
+    path = tmp_path / "secret"
+    anyio.run(build, path, KEY, backend=anyio_backend)
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY.hex())
+    backup = tmp_path / "secret.wsbackup"
+    code, _out, err = run(capsys, "backup", path, backup)
+    assert code == ExitCode.UNREADABLE
+    assert "is encrypted: pass its key with --key-file" in err
+    assert run_json(capsys, "backup", path, backup, "--key-file", key_file)["encrypted"] is True
+    assert KEY.hex().encode() not in backup.read_bytes()
+    restored = tmp_path / "restored"
+    assert run(capsys, "restore", backup, restored)[0] == ExitCode.UNREADABLE
+    assert not restored.exists()
+    assert run(capsys, "restore", backup, restored, "--key-file", key_file)[0] == ExitCode.OK
+    assert run(capsys, "verify", restored, "--key-file", key_file)[0] == ExitCode.OK
+    assert (
+        run(capsys, "dump", restored, "--key-file", key_file)[1]
+        == (run(capsys, "dump", path, "--key-file", key_file)[1])
+    )
+
+
+def test_long_work_shows_progress_on_stderr_only_when_it_is_a_terminal(
+    store: Path, tmp_path: Path
+) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "watchstore", "backup", str(store), str(tmp_path / "b")],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            cwd=REPO,
+            timeout=WAIT,
+            check=False,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"backing up" in shown  # rich's bar, drawn on the terminal then cleared
+    assert done.stdout.startswith("backed up")
+    piped = watchstore("backup", store, tmp_path / "c")
+    assert (piped.returncode, piped.stderr) == (0, "")
