@@ -23,6 +23,7 @@ import watchstore as ws
 from tests.schema import SCHEMA, Task
 from tests.test_cli import build, contents, flip_byte, records, run, run_json, segments
 from watchstore.cli.main import ExitCode
+from watchstore.log.records import parse_header, record_size
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -686,3 +687,25 @@ def test_long_work_shows_progress_on_stderr_only_when_it_is_a_terminal(
     assert done.stdout.startswith("backed up")
     piped = watchstore("backup", store, tmp_path / "c")
     assert (piped.returncode, piped.stderr) == (0, "")
+
+
+def test_a_torn_append_in_the_zeros_written_ahead_is_counted_apart_from_them(
+    capsys: pytest.CaptureFixture[str], store: Path, anyio_backend: str
+) -> None:
+    """A crash (or an append still being written) leaves the start of a record in the zeros
+    written ahead: the torn tail is that start (a record head at least: 21 bytes in format
+    2), not the zeros after it."""
+    with writer(store, anyio_backend, "lines") as child:
+        assert tell(child, "create x1") == "done 6"
+    current = segments(store)[-1]  # killed: its zeros written ahead are still there
+    end = records(current)[-1]
+    data = current.read_bytes()
+    record_end = end.offset + record_size(len(end.body), parse_header(data))
+    assert data[record_end:] == bytes(len(data) - record_end)
+    with open(current, "r+b") as f:
+        f.seek(record_end)
+        f.write(b"\x7f" * 10)  # the start of a head, cut short
+    report = run_json(capsys, "inspect", store)
+    assert report["epochs"][-1]["torn_tail"] == 21
+    assert report["written_ahead"] == len(data) - record_end - 21
+    assert report["epochs"][-1]["size"] == record_end + 21

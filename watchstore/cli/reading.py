@@ -320,6 +320,7 @@ def verify_segment(
             torn_tail=epoch.torn,
             format=epoch.header.format,
             size=epoch.size,
+            end=epoch.end,
         )
         if epoch.header.segment != int(file.stem):
             raise LogCorrupt(str(file), 0, f"the header says segment {epoch.header.segment}")
@@ -359,13 +360,12 @@ def verify_manifest(path: Path, files: list[Path], results: list[dict[str, Any]]
         check_segments(path, headers, manifest)
         newest = results[-1]
         if "last_version" in newest and not newest["problem"]:
-            end = newest["size"] - newest.get("torn_tail", 0)
             check_restored(
                 files[-1],
                 manifest,
                 int(files[-1].stem),
                 newest["last_version"],
-                end,
+                newest["end"],
                 newest["records"] - 1,
             )
     except LogCorrupt as exc:

@@ -19,8 +19,8 @@ from ..core.model import ActionKind, Version
 from ..core.state import StoreState
 from .bodies import Columns, bodies_for, generic_change, generic_snapshot
 from .crypto import Sealer, SealError
-from .records import CHANGE, Record, SegmentHeader, record_size
-from .segment import body_of, read_segment, sealer_for
+from .records import CHANGE, Record, SegmentHeader, data_end, head_size, record_size
+from .segment import body_of, open_segment, read_segment, sealer_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -172,7 +172,17 @@ def read_epoch(
             raise LogCorrupt(str(file), result.end, result.corrupt, Version(version))
     except LogCorrupt as exc:
         damage = exc
-    torn = size - result.end if result.torn and damage is None else 0
+    torn = written_ahead = 0
+    if damage is None:
+        written_ahead = result.padding
+        if result.torn:
+            # A torn append may lie in the zeros an open store wrote ahead: it is what was
+            # written of it (a record head at least), and the zeros after it are still
+            # zeros written ahead.
+            with open_segment(file) as source:
+                written = max(data_end(source), result.end + head_size(header))
+            written = min(written, size)
+            torn, written_ahead = written - result.end, size - written
     return RawEpoch(
         file,
         header,
@@ -185,7 +195,7 @@ def read_epoch(
         damage,
         sealer,
         end,
-        result.padding if damage is None else 0,
+        written_ahead,
         columns,
     )
 
