@@ -85,6 +85,8 @@ WRITER = textwrap.dedent(
                         i += 1
                         if i == 20:
                             print("writing", flush=True)
+                        if i % 100 == 0:  # segments switch and retire meanwhile too
+                            await store.compact()
                 print("stopped", store.version.index, flush=True)
                 return
             while line := await anyio.to_thread.run_sync(sys.stdin.readline):
@@ -104,7 +106,8 @@ WRITER = textwrap.dedent(
 
 @contextmanager
 def writer(path: Path, backend: str, mode: str) -> Iterator[subprocess.Popen[str]]:
-    """Another process with the store open (see WRITER), until the block ends."""
+    """Another process with the store open (see WRITER), until the block ends. In
+    ``loop`` mode it commits (and compacts every 100 commits) until its stdin closes."""
     with subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), backend, mode],
         stdin=subprocess.PIPE,
