@@ -199,6 +199,25 @@ def test_every_command_answers_json_in_one_envelope(
     }
 
 
+def test_a_usage_error_is_in_the_envelope_too_with_json(
+    capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
+    code, out, err = run(capsys, "rollback", store, "--json")
+    assert code == ExitCode.USAGE
+    assert json.loads(out) == {
+        "ok": False,
+        "exit_code": 2,
+        "error": {"message": "rollback: the following arguments are required: --to"},
+    }
+    assert err.startswith("usage: watchstore rollback")
+    assert "watchstore rollback: error: the following arguments are required: --to" in err
+    code, out, err = run(capsys, "get", store, "Task", "--json")  # no ID
+    assert code == ExitCode.USAGE
+    assert json.loads(out)["error"]["message"] == (
+        "get takes PATH TABLE ID, or --etcd URL --prefix P TABLE ID"
+    )
+
+
 def test_unlock_of_a_directory_without_a_store_is_not_found(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

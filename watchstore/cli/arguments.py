@@ -80,6 +80,10 @@ def read_key(args: argparse.Namespace) -> bytes | None:
 def store_path(args: argparse.Namespace) -> Path:
     """PATH, for a command that also takes --etcd (which ``on_etcd`` found not given)."""
     if args.path is None:
+        if args.command == "get":  # `get PATH TABLE` reads as `get TABLE ID` on etcd
+            raise CommandError(
+                ExitCode.USAGE, "get takes PATH TABLE ID, or --etcd URL --prefix P TABLE ID"
+            )
         raise CommandError(ExitCode.USAGE, "give PATH (a store directory) or --etcd URL --prefix P")
     return Path(args.path)
 
@@ -102,6 +106,17 @@ def positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a positive integer, not {text!r}")
     return int(text)
+
+
+def seconds(text: str) -> float:
+    """An argument that is a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, not {text!r}")
+    return value
 
 
 def version(text: str) -> int:

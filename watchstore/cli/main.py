@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import runpy
 import sys
 import textwrap
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ..core.errors import (
     EtcdError,
@@ -38,7 +39,7 @@ from ..core.errors import (
 )
 from ..log.backup import BackupCorrupt
 from ..log.rawlog import StoreNotFound, UnreadableLog
-from .arguments import positive, version
+from .arguments import positive, seconds, version
 from .following import cmd_watch
 from .maintaining import (
     cmd_backup,
@@ -132,9 +133,27 @@ def _version() -> str:
     return f"watchstore {__version__}"
 
 
+class _UsageError(Exception):
+    """Arguments argparse refused: its message, and the usage of the (sub)command."""
+
+    def __init__(self, message: str, usage: str, prog: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, raising its usage errors to ``main`` (which reports them as
+    argparse does, and with --json in the envelope too) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message, self.format_usage(), self.prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``watchstore`` command and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="watchstore",
         description="Look inside a watchstore store (a directory, or a prefix on etcd), check "
         "it, dump it, follow it, load, back up and restore it, and manage its epochs and lock.",
@@ -227,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--count", type=positive, metavar="N", help="end after N commits")
     sub.add_argument(
         "--interval",
-        type=float,
+        type=seconds,
         default=0.2,
         metavar="SECONDS",
         help="how often a local store's log is read (0.2)",
@@ -320,10 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``watchstore`` command with ``argv`` (default: ``sys.argv[1:]``); return its
     exit code (see ``ExitCode``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error argparse reported
+    except SystemExit as exc:  # --help or --version, printed
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    except _UsageError as exc:
+        sys.stderr.write(exc.usage)
+        command = exc.prog.removeprefix("watchstore").strip()
+        message = f"{command}: {exc.message}" if command else exc.message
+        sys.stderr.write(f"{exc.prog}: error: {exc.message}\n")
+        if "--json" in argv:
+            envelope = {"ok": False, "exit_code": 2, "error": {"message": message}}
+            sys.stdout.write(json.dumps(envelope, indent=2) + "\n")
+        return ExitCode.USAGE
     out = Output(sys.stdout, sys.stderr, bool(getattr(args, "json", False)))
     try:
         code: int = args.handler(args, out)
