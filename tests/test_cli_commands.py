@@ -252,6 +252,36 @@ def test_dump_into_a_pipe_whose_reader_goes_away_ends_quietly_with_0(tmp_path: P
     assert err == b""
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["inspect"], ["verify"], ["snapshots"], ["dump"], ["dump", "--json"], ["get", "Task", "t05"]],
+)
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+def test_a_reader_gone_before_anything_was_written_ends_every_command_quietly(
+    store: Path, argv: list[str], rich: bool
+) -> None:
+    script = (
+        "import sys; from watchstore.cli.main import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    if not rich:
+        script = "import sys; sys.modules['rich'] = None; " + script
+    reader, writer_end = os.pipe()
+    os.close(reader)  # the reader is gone: the command's first write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, argv[0], str(store), *argv[1:]],
+            stdout=writer_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=WAIT,
+            check=False,
+        )
+    finally:
+        os.close(writer_end)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_without_rich_the_commands_print_plain_tables(store: Path) -> None:
     script = (
         "import sys; sys.modules['rich'] = None; "

@@ -90,8 +90,15 @@ class Output:
         if which not in self._consoles:
             from rich.console import Console
 
+            class Quiet(Console):
+                """rich's console, leaving a broken pipe to ``main`` (rich itself would
+                exit with 1)."""
+
+                def on_broken_pipe(self) -> None:
+                    raise BrokenPipeError
+
             file = self.stdout if which == "out" else self.stderr
-            self._consoles[which] = Console(file=file, emoji=False, markup=False)
+            self._consoles[which] = Quiet(file=file, emoji=False, markup=False)
         return self._consoles[which]
 
     @property
