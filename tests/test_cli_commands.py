@@ -162,6 +162,19 @@ def test_completion_prints_a_script_the_shell_accepts(tmp_path: Path, shell: str
         )
         loaded = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
         assert loaded.stdout.split() == ["backup"], loaded.stderr
+        # A store's PATH completes to directories, a backup FILE to files too.
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state.wsbackup").write_text("")
+        for words, expected in [
+            ("watchstore inspect st", ["state"]),  # directories only
+            ("watchstore restore st", ["state", "state.wsbackup"]),
+        ]:
+            probe = (
+                f"cd {tmp_path}; source {script}; COMP_WORDS=({words}); COMP_CWORD=2; "
+                "_shtab_watchstore; printf '%s\\n' \"${COMPREPLY[@]}\""
+            )
+            loaded = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+            assert sorted(loaded.stdout.split()) == expected, (words, loaded.stderr)
     else:
         assert done.stdout.startswith("#compdef watchstore")
 

@@ -151,6 +151,16 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message, self.format_usage(), self.prog)
 
 
+def _completes(action: argparse.Action, kind: str) -> None:
+    """Tell shtab (if installed) that ``action`` completes to a ``kind``: "FILE" or
+    "DIRECTORY" (what the generated completion offers for it)."""
+    try:
+        import shtab
+    except ImportError:
+        return
+    action.complete = getattr(shtab, kind)  # type: ignore[attr-defined]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``watchstore`` command and its subcommands."""
     parser = _Parser(
@@ -165,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for machines")
     keyed = argparse.ArgumentParser(add_help=False)
-    keyed.add_argument(
-        "--key-file", metavar="FILE", help="the key of an encrypted store (raw bytes or hex)"
+    _completes(
+        keyed.add_argument(
+            "--key-file", metavar="FILE", help="the key of an encrypted store (raw bytes or hex)"
+        ),
+        "FILE",
     )
     etcd = argparse.ArgumentParser(add_help=False)
     etcd.add_argument("--etcd", metavar="URL", help="read the store on etcd at URL instead of PATH")
@@ -194,12 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if path is not None:
             on_etcd = etcd in parents
-            sub.add_argument(
+            argument = sub.add_argument(
                 "path",
                 metavar="PATH",
                 nargs="?" if on_etcd else None,
                 help=path + (" (or --etcd URL --prefix P)" if on_etcd else ""),
             )
+            _completes(argument, "DIRECTORY")
         return sub
 
     command(
@@ -288,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
         "store another process has open and writes.",
         [as_json, keyed],
     )
-    sub.add_argument("file", metavar="FILE", help="the backup file to write (replaced)")
+    _completes(
+        sub.add_argument("file", metavar="FILE", help="the backup file to write (replaced)"),
+        "FILE",
+    )
     sub = command(
         "restore",
         cmd_restore,
@@ -296,8 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
         [as_json, keyed],
         path=None,
     )
-    sub.add_argument("file", metavar="FILE", help="the backup file")
-    sub.add_argument("dir", metavar="DIR", help="the new store directory (must not exist)")
+    _completes(sub.add_argument("file", metavar="FILE", help="the backup file"), "FILE")
+    _completes(
+        sub.add_argument("dir", metavar="DIR", help="the new store directory (must not exist)"),
+        "DIRECTORY",
+    )
     sub = command(
         "load",
         cmd_load,
@@ -332,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         [],
         path=None,
     )
-    sub.add_argument("--path", dest="demo_path", metavar="DIR", help="the demo's store directory")
+    _completes(
+        sub.add_argument(
+            "--path", dest="demo_path", metavar="DIR", help="the demo's store directory"
+        ),
+        "DIRECTORY",
+    )
     return parser
 
 
