@@ -11,8 +11,8 @@ PIP    := $(PY) -m pip
 GROUPS := test lint bench
 # Extras to install with the package, comma-separated: etcd (h11) is needed by the etcd tests,
 # encryption (cryptography) by those of encrypted stores, metrics (prometheus-client) by
-# tests/test_metrics.py.
-EXTRAS ?= etcd,encryption,metrics
+# tests/test_metrics.py, cli (rich, shtab) by the command's tables, progress bars and completion.
+EXTRAS ?= etcd,encryption,metrics,cli
 
 .PHONY: help install demo test lint typecheck contracts fmt pytest bench apiref deps deps-etcd clean
 

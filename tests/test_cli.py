@@ -33,7 +33,23 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).parent.parent
-COMMANDS = ["inspect", "verify", "dump", "compact", "snapshots", "rollback", "unlock", "demo"]
+COMMANDS = [
+    "inspect",
+    "verify",
+    "dump",
+    "get",
+    "watch",
+    "load",
+    "backup",
+    "restore",
+    "salvage",
+    "compact",
+    "snapshots",
+    "rollback",
+    "unlock",
+    "completion",
+    "demo",
+]
 KEY = bytes(range(32))
 
 Result = tuple[int, str, str]
@@ -75,9 +91,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Any:
+    """Run the command with --json: the ``result`` of its envelope, which must say ok."""
     code, out, err = run(capsys, *argv, "--json")
     assert code == ExitCode.OK, err
-    return json.loads(out)
+    envelope = json.loads(out)
+    assert (envelope["ok"], envelope["exit_code"]) == (True, 0)
+    assert set(envelope) == {"ok", "exit_code", "result"}
+    return envelope["result"]
 
 
 def contents(path: Path, backend: str) -> dict[tuple[str, str], Any]:
@@ -201,7 +221,6 @@ def test_verify_with_the_schema_rebuilds_every_epoch_as_typed_objects(
     capsys: pytest.CaptureFixture[str], store: Path
 ) -> None:
     report = run_json(capsys, "verify", store, "--schema", "tests.schema:SCHEMA")
-    assert report["ok"] is True
     assert report["indexes_rebuilt"] is True
     assert [s["objects"] for s in report["segments"]] == [23, 23]
     assert [s["indexes"] for s in report["segments"]] == [7, 7]
@@ -229,8 +248,11 @@ def test_verify_checks_every_segment_and_reports_each_damage(
     flip_byte(old, damaged + 20)
     flip_byte(current, records(current)[0].offset + 30)  # the snapshot itself
     code, out, err = run(capsys, "verify", store, "--json")
-    problems = [(s["file"], s["problem"]["offset"]) for s in json.loads(out)["segments"]]
+    envelope = json.loads(out)
+    problems = [(s["file"], s["problem"]["offset"]) for s in envelope["result"]["segments"]]
     assert code == ExitCode.FAILED
+    assert (envelope["ok"], envelope["exit_code"]) == (False, 1)
+    assert envelope["error"]["message"].startswith(f"verify failed: {old} at offset {damaged}")
     assert problems == [(old.name, damaged), (current.name, 44)]
     assert err.count("verify failed") == 2
 
@@ -514,7 +536,7 @@ def test_an_encrypted_store_needs_its_key(
     code, _out, err = run(capsys, "inspect", path)
     assert code == ExitCode.UNREADABLE
     assert "is encrypted: pass its key with --key-file" in err
-    assert run_json(capsys, "verify", path, "--key-file", key_file)["ok"] is True
+    assert run_json(capsys, "verify", path, "--key-file", key_file)["records"] == 7
     key_file.write_bytes(bytes(32))
     code, _out, err = run(capsys, "inspect", path, "--key-file", key_file)
     assert code == ExitCode.UNREADABLE
@@ -541,9 +563,11 @@ def test_errors_are_json_too_with_json(capsys: pytest.CaptureFixture[str], store
     assert json.loads(out) == {
         "ok": False,
         "exit_code": 4,
-        "error": f"no kept snapshot at version 4; the kept ones are at 0, 2 (see "
-        f"`watchstore snapshots {store}`)",
-        "kept": [0, 2],
+        "error": {
+            "message": f"no kept snapshot at version 4; the kept ones are at 0, 2 (see "
+            f"`watchstore snapshots {store}`)",
+            "kept": [0, 2],
+        },
     }
 
 
@@ -575,7 +599,7 @@ def test_python_m_watchstore_verify_exits_1_on_a_corrupted_store(store: Path) ->
 def test_python_m_watchstore_inspect_json(store: Path) -> None:
     done = python_m("inspect", store, "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["tables"] == {"Task": 20, "Node": 3}
+    assert json.loads(done.stdout)["result"]["tables"] == {"Task": 20, "Node": 3}
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -1019,7 +1019,7 @@ def test_inspect_works_without_write_access_to_the_lock(tmp_path: Path, anyio_ba
     with read_only_view(directory, tmp_path / "view") as view:
         done = run_inspect(view)
     assert done.returncode == 0, f"inspect failed ({done.returncode}): {done.stderr}"
-    assert json.loads(done.stdout)["version"] == 3
+    assert json.loads(done.stdout)["result"]["version"] == 3
 
 
 @attrs.frozen

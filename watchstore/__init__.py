@@ -22,6 +22,9 @@ commits go through a :class:`Proposer`.
     trio.run(main)  # or asyncio.run(main()), or anyio.run(main, backend=...)
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .core.errors import CompactionFailed as CompactionFailed
 from .core.errors import EtcdAuthFailed as EtcdAuthFailed
 from .core.errors import EtcdError as EtcdError
@@ -107,6 +110,12 @@ from .service.syncer import SyncUpdate as SyncUpdate
 from .service.syncer import UpdateKind as UpdateKind
 from .service.watch import Watch as Watch
 from .service.watch import WouldBlock as WouldBlock
+
+try:
+    __version__: str = _version("watchstore")
+    """The installed watchstore's version (its package metadata's)."""
+except _PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "MAX_BATCH_BYTES",

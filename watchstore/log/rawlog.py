@@ -19,8 +19,8 @@ from ..core.model import ActionKind, Version
 from ..core.state import StoreState
 from .bodies import Columns, bodies_for, generic_change, generic_snapshot
 from .crypto import Sealer, SealError
-from .records import CHANGE, Record, SegmentHeader, record_size
-from .segment import body_of, read_segment, sealer_for
+from .records import CHANGE, Record, SegmentHeader, data_end, head_size, record_size
+from .segment import body_of, open_segment, read_segment, sealer_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,6 +78,12 @@ class RawEpoch:
     torn: int
     damage: LogCorrupt | None
     sealer: Sealer | None = None
+    end: int = 0
+    """The offset just after the last good record."""
+    written_ahead: int = 0
+    """Zeros after the records: space an open store wrote ahead (not a torn tail)."""
+    columns: Columns = attrs.field(factory=dict)
+    """The columns of the rows of the segment's changes (format 2; its snapshot's)."""
 
     @property
     def last_version(self) -> int:
@@ -151,20 +157,32 @@ def read_epoch(
         tables = {str(name): [_object(o) for o in objects] for name, objects in snapshot.items()}
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise LogCorrupt(str(file), first.offset, f"snapshot does not decode: {exc}") from None
-    advance(first.offset + record_size(len(first.body), header))
+    end = first.offset + record_size(len(first.body), header)
+    advance(end)
     changes: list[RawChange] = []
     damage = None
     try:
         for record in records[1:]:
-            change = _read_change(file, header, record, sealer, version, columns)
+            change = read_change(file, header, record, sealer, version, columns)
             changes.append(change)
             version = change.version
+            end = record.offset + record_size(len(record.body), header)
             advance(record_size(len(record.body), header))
         if result.corrupt is not None:
             raise LogCorrupt(str(file), result.end, result.corrupt, Version(version))
     except LogCorrupt as exc:
         damage = exc
-    torn = size - result.end if result.torn and damage is None else 0
+    torn = written_ahead = 0
+    if damage is None:
+        written_ahead = result.padding
+        if result.torn:
+            # A torn append may lie in the zeros an open store wrote ahead: it is what was
+            # written of it (a record head at least), and the zeros after it are still
+            # zeros written ahead.
+            with open_segment(file) as source:
+                written = max(data_end(source), result.end + head_size(header))
+            written = min(written, size)
+            torn, written_ahead = written - result.end, size - written
     return RawEpoch(
         file,
         header,
@@ -176,10 +194,13 @@ def read_epoch(
         torn,
         damage,
         sealer,
+        end,
+        written_ahead,
+        columns,
     )
 
 
-def _read_change(
+def read_change(
     file: Path,
     header: SegmentHeader,
     record: Record,
@@ -187,6 +208,8 @@ def _read_change(
     previous: int,
     columns: Columns,
 ) -> RawChange:
+    """One CHANGE record read generically, checked to follow version ``previous``;
+    LogCorrupt naming the file and offset otherwise."""
     if record.kind != CHANGE:
         raise LogCorrupt(str(file), record.offset, "a snapshot in mid-segment", Version(previous))
     try:
