@@ -96,16 +96,19 @@ def write_backup(
     the store's file."""
     for _attempt in range(3):
         staging = target.parent / f".{target.name}.{time.time_ns()}.tmp"
-        copied = _copy_segments(directory, staging, key, advance)
-        if copied is not None:
-            break
-    else:
-        raise StoreError(f"{directory} kept switching segments while it was copied; try again")
-    epochs, data = copied
-    newest = epochs[-1]
+        with _staging(staging):
+            copied = _copy_segments(directory, staging, key, advance)
+            if copied is not None:
+                return _write(directory, target, copied)
+    raise StoreError(f"{directory} kept switching segments while it was copied; try again")
+
+
+def _write(directory: Path, target: Path, copied: list[tuple[RawEpoch, Path]]) -> BackupInfo:
+    """Write the backup of the checked copies ``copied`` (each segment's epoch, and its copy
+    in the staging directory) into ``target``, streamed."""
+    newest = copied[-1][0]
     segments = [
-        {"name": e.file.name, "size": len(d), "crc32c": crc32c(d)}
-        for e, d in zip(epochs, data, strict=True)
+        {"name": e.file.name, "size": e.end, "crc32c": _crc(copy, e.end)} for e, copy in copied
     ]
     encrypted = bool(newest.header.flags & FLAG_ENCRYPTED)
     head = json.dumps(
@@ -121,49 +124,82 @@ def write_backup(
         sort_keys=True,
     ).encode()
     preamble = PREAMBLE.pack(MAGIC, FORMAT, 0, len(head), crc32c(head))
-    write_file_atomically(target, [preamble, head, *data])
+
+    def chunks() -> Iterator[bytes]:
+        yield preamble
+        yield head
+        for epoch, copy in copied:
+            yield from _chunks(copy, epoch.end)
+
+    write_file_atomically(target, chunks())
     tables = {name: len(rows) for name, rows in replay(newest).items()}
     return BackupInfo(
         target,
         newest.last_version,
-        tuple(e.file.name for e in epochs),
-        len(preamble) + len(head) + sum(map(len, data)),
+        tuple(e.file.name for e, _copy in copied),
+        len(preamble) + len(head) + sum(e.end for e, _copy in copied),
         newest.header.lineage.hex(),
         encrypted,
         tables,
     )
 
 
+def _chunks(file: Path, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of ``file`` (a copy this process made), ``CHUNK`` at a time."""
+    with open(file, "rb") as f:
+        left = size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                raise StoreError(f"{file} shrank while it was backed up")
+            left -= len(chunk)
+            yield chunk
+
+
+def _crc(file: Path, size: int) -> int:
+    """The CRC32C of the first ``size`` bytes of ``file``."""
+    crc = 0
+    for chunk in _chunks(file, size):
+        crc = crc32c(chunk, crc)
+    return crc
+
+
 def _copy_segments(
     directory: Path, staging: Path, key: bytes | None, advance: Callable[[int], None]
-) -> tuple[list[RawEpoch], list[bytes]] | None:
-    """Each kept segment's good records, read once and checked in a copy in ``staging``
-    (a new directory, removed after); None if the newest segment vanished meanwhile."""
+) -> list[tuple[RawEpoch, Path]] | None:
+    """Copy each kept segment into ``staging``, ``CHUNK`` at a time, and check the copy:
+    each segment's epoch (naming the store's file) and its copy, whose good records end at
+    the epoch's ``end``; None if the newest segment vanished meanwhile."""
     files = segment_files(directory)
     fence = read_fence(directory)
-    epochs, data = [], []
-    with _staging(staging):
-        for file in files:
-            try:
-                with open_segment(file) as source:
-                    size = source.size
-                    if fence is not None and fence.segment == int(file.stem):
-                        size = min(size, fence.size)
-                    raw = source.read(0, size)
-            except FileNotFoundError:
-                if file == files[-1]:
-                    return None
-                continue  # retired meanwhile: older than the newest, which has the state
-            copy = staging / file.name
-            copy.write_bytes(raw)
-            epoch = read_epoch(copy, key)
-            if epoch.damage is not None:
-                d = epoch.damage
-                raise LogCorrupt(str(file), d.offset, d.reason, d.version)
-            epochs.append(attrs.evolve(epoch, file=file))
-            data.append(raw[: epoch.end])
-            advance(len(raw))
-    return epochs, data
+    copied = []
+    for file in files:
+        copy = staging / file.name
+        try:
+            with open_segment(file) as source, open(copy, "xb") as out:
+                size = source.size
+                if fence is not None and fence.segment == int(file.stem):
+                    size = min(size, fence.size)
+                offset = 0
+                while offset < size:
+                    chunk = source.read(offset, min(CHUNK, size - offset))
+                    if not chunk:
+                        break  # the file shrank meanwhile: as if it ended here
+                    out.write(chunk)
+                    offset += len(chunk)
+                    advance(len(chunk))
+        except FileNotFoundError:
+            with contextlib.suppress(FileNotFoundError):
+                copy.unlink()
+            if file == files[-1]:
+                return None
+            continue  # retired meanwhile: older than the newest, which has the state
+        epoch = read_epoch(copy, key)
+        if epoch.damage is not None:
+            d = epoch.damage
+            raise LogCorrupt(str(file), d.offset, d.reason, d.version)
+        copied.append((attrs.evolve(epoch, file=file), copy))
+    return copied
 
 
 @contextlib.contextmanager
