@@ -764,14 +764,14 @@ class Batch:
             tx.rollback_to(mark)
             raise
         remote = store._remote
-        if remote is not None and mark:
+        if remote is not None and mark.undo:
             try:
                 remote.prepare(cast("TrackingTx", tx), store._state.version)
             except TransactionTooLarge:  # the chunk is full: commit it, then run fn again
                 tx.rollback_to(mark)
                 await self.flush()
                 return await self.update(fn)
-        for table, id, _old, _opened in tx._undo[mark:]:
+        for table, id, _old, _opened in tx._undo[mark.undo :]:
             new = table.rows.get(id)
             if new is not None:
                 self._bytes += encoded_size(new)
