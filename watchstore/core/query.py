@@ -148,4 +148,3 @@ def key_matcher(condition: Any) -> Callable[[Any], bool]:
         ((low, high, low_in, high_in),) = ranges
         return lambda key: in_range(key, low, high, low_in, high_in)
     return lambda key: any(in_range(key, *r) for r in ranges)
-

@@ -28,7 +28,7 @@ from .errors import StoreError
 from .model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
 from .query import key_matcher
 from .tables import TableState, position
-from .txn import ORIGIN_POINT, SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Tx, parse_condition
+from .txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Savepoint, Tx, parse_condition
 
 DELETE = ActionKind.DELETE
 T = TypeVar("T")
@@ -265,7 +265,9 @@ class StoreState:
         """Undo ``tx`` entirely. It must be the newest pending transaction."""
         if not self.pending or self.pending[-1] is not tx:
             raise StoreError("only the newest pending transaction can be rolled back")
-        tx.rollback_to(ORIGIN_POINT)
+        # Its on_commit callbacks stay: only a transaction that committed, or changed
+        # nothing, runs them (see Tx.on_commit).
+        tx.rollback_to(Savepoint(0, len(tx._on_commit)))
         self.pending.pop()
         tx._end(TX_ENDED)
 

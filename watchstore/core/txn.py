@@ -413,10 +413,6 @@ class Savepoint(NamedTuple):
     callbacks: int
 
 
-ORIGIN_POINT: Final = Savepoint(0, 0)
-"""The start of every transaction."""
-
-
 class Tx(ReadTx):
     """A write transaction: a :class:`ReadTx` that also creates, updates and deletes.
 

@@ -51,14 +51,14 @@ from ..core.proposer import (
 from ..core.schema import Schema
 from ..core.state import Snapshot, StoreState, difference
 from ..core.tables import restore_tables
-from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
+from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx, replace_content
 from ..log.proposer import Durability, LogProposer
 from .leadership import Lead, LocalLeaders, default_identity
 from .watch import DEFAULT_QUEUE, Watch
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 
     from ..core.events import Event, Spec
     from ..core.proposer import Submission
@@ -277,7 +277,11 @@ class Store:
                     raise submission.error
                 if waited:
                     self._until_schedule = self._schedule_every
+                    if tx._on_commit:
+                        tx.run_on_commit()
                     return result  # the wait was a schedule point: no other one is needed
+            if tx._on_commit:
+                tx.run_on_commit()
             self._until_schedule -= 1
             # A lone commit fsynced inline held the thread for the disk: let the other
             # writers in at once, so that their commits share the next fsync.
@@ -305,6 +309,7 @@ class Store:
                 self._write_lock.release()
             if prepared is None:
                 await self._checkpoint()
+                tx.run_on_commit()
                 return result
             try:
                 version = await remote.commit_prepared(prepared)
@@ -319,6 +324,7 @@ class Store:
                 continue
             if self._state.version < version:  # the commit was a checkpoint: no other needed
                 await self.wait_for(version)
+            tx.run_on_commit()
             return cast("R", restamped(result, self._stamped(written, version)))
 
     def _stamped(
@@ -442,6 +448,20 @@ class Store:
         finally:
             del self._batching[task]
         return cast("R", restamped(result, batch._restamped))
+
+    async def replace_all(self, objects: Iterable[Any]) -> int:
+        """Make the store's content exactly ``objects`` in one commit (SwarmKit's
+        ``Restore``); return how many objects changed.
+
+        Objects whose id is new are created, those differing from the stored one in a field
+        other than ``meta`` are updated, stored objects not given are deleted, and the rest
+        are left alone: watchers see ``Created``/``Updated``/``Deleted`` for the difference
+        only, then one ``Committed``. Every object is checked as ``create`` checks it
+        before anything changes (InvalidObject; two of one table with the same id too).
+        Errors and cancellation are as for :meth:`update`.
+        """
+        given = list(objects)
+        return await self.update(lambda tx: replace_content(tx, given))
 
     async def _propose(self, tx: Tx) -> int:
         """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
@@ -798,6 +818,7 @@ class Batch:
         finally:
             self._tx = None
             store._write_lock.release()
+        tx.run_on_commit()
         await store._cancel_shielded_checkpoint()
 
     async def _flush_remote(self, tx: Tx, remote: TransactionalProposer) -> None:
@@ -819,6 +840,7 @@ class Batch:
             self.committed += count
             self.version = version
             self._restamped.update(store._stamped(written, version))
+        tx.run_on_commit()
         await store._checkpoint()
 
     def _abort(self) -> None:
