@@ -180,7 +180,8 @@ def pick_after(draw: Any, objects: dict[str, Part], index: str, condition: Any) 
     candidates = [o for o in objects.values() if position(o, index, condition) is not None]
     if not candidates or draw(st.booleans()):
         return None
-    return draw(st.sampled_from(candidates))
+    chosen: Part = draw(st.sampled_from(candidates))
+    return chosen
 
 
 # -- the store's core ------------------------------------------------------------------------
