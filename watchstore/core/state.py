@@ -34,7 +34,7 @@ DELETE = ActionKind.DELETE
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from .schema import Schema
 
@@ -294,7 +294,7 @@ class StoreState:
         self,
         tx: Tx,
         version: Version,
-        actions: list[StoreAction] | None = None,
+        actions: Sequence[StoreAction] | None = None,
         *,
         restamp: bool = True,
     ) -> Change:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
+from .codec import LoggedActions
 from .errors import (
     InvalidObject,
     InvalidQuery,
@@ -23,18 +24,20 @@ from .errors import (
     SequenceConflict,
     StoreError,
 )
-from .model import Meta, StoreAction, Version, action_fields, new_action, new_meta
+from .fieldtypes import object_size
+from .model import ActionKind, Meta, StoreAction, Version, new_action, new_meta
 from .query import AnyOf, Between, Prefix
 from .schema import IndexSpec, families_agree, key_family
 from .tables import TableState, position
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from .state import StoreState
 
 
 T = TypeVar("T")
+CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
 
 # (table name, id) -> [value before the transaction, value now]; None means absent.
 Changes = dict[tuple[str, str], list[Any]]
@@ -442,7 +445,7 @@ class Tx(ReadTx):
         # Undo list: (table, id, value before this write, whether the write opened the entry)
         self._undo: list[tuple[TableState, str, Any, bool]] = []
         self._now = 0.0  # read from the clock at the first write; reads need no time
-        self.proposed: list[StoreAction] | None = None  # the actions handed to the proposer
+        self.proposed: Sequence[StoreAction] | None = None  # the actions handed to the proposer
         self.restamped: dict[int, tuple[Any, Any]] | None = None
         """If the proposer committed at another version than predicted: ``id()`` of each
         object the transaction wrote -> (that object, it stamped with the committed
@@ -474,8 +477,19 @@ class Tx(ReadTx):
         current = table.rows.get(id)
         if current is not None:
             raise ObjectExists(current)
-        new = table.table.restamp(obj, self._meta_create or self._first_meta())
-        self._apply(table, id, None, new)
+        spec = table.table
+        new = spec.restamp(obj, self._meta_create or self._first_meta())
+        table.write(id, None, new)
+        # self._apply(table, id, None, new), without the call: creates fill bulk loads
+        key = (spec.name, id)
+        changes = self.changes
+        entry = changes.get(key)
+        if entry is None:
+            changes[key] = [None, new]
+            self._undo.append((table, id, None, True))
+        else:  # deleted earlier in this transaction
+            entry[1] = new
+            self._undo.append((table, id, None, False))
         return new  # type: ignore[no-any-return]
 
     def _first_meta(self) -> Meta:
@@ -613,12 +627,34 @@ class Tx(ReadTx):
             else:
                 changes[key][1] = before
 
-    def actions(self) -> list[StoreAction]:
-        """The net effect of this transaction, one action per changed object, in order."""
+    def actions(self) -> Sequence[StoreAction]:
+        """The net effect of this transaction, one action per changed object, in order.
+
+        A transaction that only created objects (a bulk load) gets them as a
+        ``LoggedActions``, the compact form a decoded log change has: three lists rather than
+        a StoreAction per object, which the history would keep and Python's cyclic collector
+        scan again and again; ``size`` is what the history counts them as.
+        """
+        changes = self.changes
+        for old, new in changes.values():
+            if old is not None or new is None:
+                break
+        else:
+            objs = [entry[1] for entry in changes.values()]
+            tables = [table for table, _id in changes]
+            kinds = [CREATE] * len(objs)
+            return LoggedActions(kinds, tables, objs, sum(map(object_size, objs)))
         out: list[StoreAction] = []
+        append = out.append
         for (table, _id), (old, new) in self.changes.items():
-            if old is not new:
-                out.append(new_action(*action_fields(table, old, new)))
+            # new_action(*action_fields(table, old, new)), without the call
+            if old is None:
+                if new is not None:
+                    append(new_action(CREATE, table, new, None))
+            elif new is None:
+                append(new_action(DELETE, table, old, None))
+            elif old is not new:
+                append(new_action(UPDATE, table, new, old))
         return out
 
     @property
