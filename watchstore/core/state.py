@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from .errors import StoreError
 from .model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
 from .query import key_matcher
-from .tables import TableState, position
+from .tables import TableState, locator
 from .txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Savepoint, Tx, parse_condition
 
 DELETE = ActionKind.DELETE
@@ -105,11 +105,12 @@ def _merged(
     ids: Iterator[str],
 ) -> Iterator[Any]:
     matches = key_matcher(condition)
+    locate = locator(table, index_name, condition)
     olds = []
     for id, obj in overlay.items():
         if obj is None:
             continue
-        key = position(table, index_name, condition, obj)
+        key = locate(obj)
         if key is None or not matches(key):
             continue
         if start is not None and ((key, id) >= start if reverse else (key, id) <= start):
@@ -136,10 +137,11 @@ def _live_entries(
     table: TableState, index_name: str, condition: Any, overlay: dict[str, Any], ids: Iterator[str]
 ) -> Iterator[tuple[Any, str, Any]]:
     rows = table.rows
+    locate = locator(table, index_name, condition)
     for id in ids:
         if id not in overlay:
             obj = rows[id]
-            yield position(table, index_name, condition, obj), id, obj
+            yield locate(obj), id, obj
 
 
 class Snapshot(OverlayReadTx):

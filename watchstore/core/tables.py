@@ -269,14 +269,24 @@ def position(table: Table | TableState, index_name: str, condition: Any, obj: An
     """The key ``obj`` is ordered by in a scan of ``index_name`` with ``condition``: its id
     for the id index, its key, or (multi-valued) its smallest key matching the condition;
     None if it has none."""
+    return locator(table, index_name, condition)(obj)
+
+
+def locator(table: Table | TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
+    """``position`` for one scan, as a function of the object alone."""
     if index_name == "id":
-        return obj.id
+        return attrgetter("id")
     specs = table.table.index_specs if isinstance(table, TableState) else table.index_specs
     spec = specs[index_name]
     if not spec.multi:
-        return spec.extract(obj)
+        return spec.extract
+    extract = spec.extract
     matches = key_matcher(condition)
-    return min((k for k in spec.extract(obj) if matches(k)), default=None)
+
+    def smallest(obj: Any) -> Any:
+        return min((k for k in extract(obj) if matches(k)), default=None)
+
+    return smallest
 
 
 def _bounded(start: Any, reverse: bool) -> Callable[[KeyRange], KeyRange | None]:
