@@ -10,6 +10,11 @@ keys in order and, per key, the holding id (a str: always for a unique index, an
 with one holder) or the holders in id order. Ordered structures are ``LazySortedSet``s, so a
 write is O(1) and the sorting is paid by the next ordered read. Indexes hold ids, not objects,
 so re-stamping an object's metadata never touches them.
+
+Reads go through ``TableState.ordered_ids``: a condition is a union of key ranges
+(``query.key_ranges``), each bisected once in the ordered keys, then the holders of each key
+in id order; so the first k matches cost O(log n + k), forwards or in reverse, from any
+position ``(key, id)`` on.
 """
 
 from __future__ import annotations
@@ -234,10 +239,14 @@ class TableState:
                     if id != start_id:
                         yield id
             return
-        spec = self.indexes[index_name].spec
-        if spec.multi:
-            entries = _entries_of_keys(found, buckets, reverse, start_key, start_id)
-            yield from self._first_positions(entries, spec, condition)
+        if self.indexes[index_name].spec.multi:
+            # Each object once, at its position (its smallest matching key), in whichever
+            # direction the entries come.
+            locate = locator(self, index_name, condition)
+            rows = self.rows
+            for key, id in _entries_of_keys(found, buckets, reverse, start_key, start_id):
+                if key == locate(rows[id]):
+                    yield id
             return
         if start_id is not None:
             for _key, id in _entries_of_keys(found, buckets, reverse, start_key, start_id):
@@ -251,18 +260,6 @@ class TableState:
                 yield from reversed(bucket.ordered())
             else:
                 yield from bucket.ordered()
-
-    def _first_positions(
-        self, entries: Iterator[tuple[Any, str]], spec: IndexSpec, condition: Any
-    ) -> Iterator[str]:
-        """The ids of a multi-valued index's entries, each only at its position (its smallest
-        matching key): once per object, in whichever direction the entries come."""
-        rows = self.rows
-        extract = spec.extract
-        matches = key_matcher(condition)
-        for key, id in entries:
-            if key == min(k for k in extract(rows[id]) if matches(k)):
-                yield id
 
 
 def position(table: Table | TableState, index_name: str, condition: Any, obj: Any) -> Any:
