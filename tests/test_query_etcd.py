@@ -46,13 +46,12 @@ async def test_on_commit_runs_once_the_etcd_txn_committed(single: EtcdCluster, p
         await store.update(write)
         assert calls == [store.version]
 
+        def write_more(tx: ws.Tx) -> None:
+            tx.create(Task("t2", "web"))
+            tx.on_commit(lambda: calls.append(store.version))
+
         async def load(batch: ws.Batch) -> None:
-            await batch.update(
-                lambda tx: [
-                    tx.create(Task("t2", "web")),
-                    tx.on_commit(lambda: calls.append(store.version)),
-                ]
-            )
+            await batch.update(write_more)
 
         await store.batch(load)
         assert calls[-1] == store.version
