@@ -42,12 +42,17 @@ if TYPE_CHECKING:
 class UndoLayer:
     """Old values replaced by commits after ``base``, for snapshots pinned at ``base``."""
 
-    __slots__ = ("base", "olds", "pins")
+    __slots__ = ("base", "olds", "overlays", "pins")
 
     def __init__(self, base: Version) -> None:
         self.base = base
         self.olds: dict[tuple[str, str], Any] = {}
         self.pins = 0
+        self.overlays: dict[str, tuple[Version, dict[str, Any]]] = {}
+        """Per table, the committed part of its snapshots' overlay (``overlay_table``) and
+        the version it was built at: what this layer and the later ones hold changes only
+        when a commit adds to them (merging layers keeps their union), so each query of a
+        snapshot between two commits reuses it."""
 
 
 class OverlayReadTx(ReadTx):
@@ -242,12 +247,22 @@ class StoreState:
         return False, None
 
     def overlay_table(self, layer: UndoLayer | None, table: str) -> dict[str, Any]:
-        """Every id of ``table`` changed since the reader's version, with its value then."""
+        """Every id of ``table`` changed since the reader's version, with its value then
+        (a dict the caller must not change)."""
         overlay: dict[str, Any] = {}
-        for olds in self._sources(layer):
-            for (name, id), old in olds.items():
-                if name == table and id not in overlay:
-                    overlay[id] = old
+        if layer is not None:
+            cached = layer.overlays.get(table)
+            if cached is not None and cached[0] == self.version:
+                overlay = cached[1]
+            else:
+                for olds in self._sources(layer):
+                    for (name, id), old in olds.items():
+                        if name == table and id not in overlay:
+                            overlay[id] = old
+                layer.overlays[table] = (self.version, overlay)
+        if not self.pending:
+            return overlay
+        overlay = dict(overlay)  # the pending part is not cached: it changes with each write
         for tx in self.pending:
             for (name, id), (old, _new) in tx.changes.items():
                 if name == table and id not in overlay:
