@@ -406,3 +406,27 @@ async def test_replace_all_checks_every_object_before_changing_anything(store: w
         await store.replace_all([Task("", "s")])
     assert store.version == before
     assert store.view(lambda tx: tx.count(Task)) == 40
+
+
+@attrs.frozen
+class Mixed:
+    id: str
+    parts: tuple[str | int, ...] = ()
+    meta: ws.Meta = ws.Meta()
+
+
+async def test_compound_keys_must_agree_position_by_position_whatever_their_length() -> None:
+    schema = ws.Schema(ws.Table(Mixed, indexes=[ws.Index(key=lambda m: m.parts, name="parts")]))
+    async with ws.open_store(schema) as store:
+        await store.update(
+            lambda tx: [tx.create(Mixed("m1", ("a", 1))), tx.create(Mixed("m2", ("a",)))]
+        )
+        await store.update(lambda tx: tx.create(Mixed("m3", ("b", 2, "x"))))
+        with pytest.raises(ws.InvalidObject, match="cannot be ordered"):
+            await store.update(lambda tx: tx.create(Mixed("m4", ("a", "one"))))
+        with pytest.raises(ws.InvalidObject, match="cannot be ordered"):
+            await store.update(lambda tx: tx.create(Mixed("m4", ("c", 3, 4))))
+        found = store.view(lambda tx: tx.find(Mixed, parts=ws.between(("a",), ("b", 3))))
+        assert ids(found) == ["m2", "m1", "m3"]
+        with pytest.raises(ws.InvalidQuery, match="cannot be compared"):
+            store.view(lambda tx: tx.find(Mixed, parts=("a", "one")))
