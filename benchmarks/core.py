@@ -20,13 +20,21 @@ says otherwise.
 5. snapshots at 10k and 1M objects: ``s = store.snapshot(); s.close()`` and the first write
    while a snapshot is open, next to the naive alternative of copying (``dict.copy()`` of the
    rows plus ``SortedDict.copy()`` of one index).
-6. the cost of statistics: workloads 1 and 2 on a store opened with ``statistics=True`` (the
+6. paging (issue 22) at 10k and 1M objects: ``find(limit=10)`` and ``last()`` by service_id,
+   each in its own ``view``, and the same on a snapshot taken before 100 concurrent updates
+   (which move objects between services, so the snapshot reads through its overlay); vs
+   sqlite3 ``ORDER BY id LIMIT 10`` (and ``DESC LIMIT 1``) over an index on
+   ``(service_id, id)``, vs ``islice`` of ``SortedList.irange`` over ``(key, id)``.
+7. the cost of statistics: workloads 1 and 2 on a store opened with ``statistics=True`` (the
    default) and with ``statistics=False`` (no latency timing per ``update()``; the counters
    stay), in alternating order, round after round. ``--statistics-only`` runs only this.
 
 Why: these are the targets of the performance issue: (a) single-create transactions at least
 as fast as sqlite's commit-per-insert, (b) gets inside a view at least 3x sqlite point
-selects, (c) snapshots independent of size (1M within 2x of 10k). The dict ceiling shows how
+selects, (c) snapshots independent of size (1M within 2x of 10k); and of issue 22: (d) batched
+creates at least as fast as sqlite's executemany in one transaction, (e) the first page and
+the last object of an index independent of its size (1M within 2x of 10k, live and on a
+snapshot). The dict ceiling shows how
 much of watchstore's time is its own bookkeeping rather than Python itself.
 
 Method: the peers run interleaved inside every repetition, in one process, on the same objects
@@ -46,6 +54,7 @@ import random
 import sqlite3
 import statistics
 import time
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -422,7 +431,175 @@ async def snapshot_costs(size: int, seed: int, quick: bool) -> SnapshotResult:
     )
 
 
-# -- section 6: the cost of statistics ------------------------------------------------------
+# -- section 6: paging (issue 22) -------------------------------------------------------------
+
+PAGE: Final = 10
+SQL_BY_SERVICE_AND_ID: Final = "CREATE INDEX objs_service_id ON objs (service_id, id)"
+SQL_PAGE: Final = (
+    "SELECT id, service_id, node_id, data FROM objs WHERE service_id = ? ORDER BY id LIMIT 10"
+)
+SQL_LAST: Final = (
+    "SELECT id, service_id, node_id, data FROM objs WHERE service_id = ? ORDER BY id DESC LIMIT 1"
+)
+CONCURRENT_WRITES: Final = 100
+"""Updates committed after the snapshot is taken, before it is read."""
+
+
+@attrs.define
+class PagingResult:
+    """Section 6 at one store size: per peer, the time of one query."""
+
+    size: int
+    find: dict[str, Measure]  # find(limit=10): ws (live view), sqlite, dict
+    last: dict[str, Measure]  # last(): same peers
+    snapshot_find: Measure  # find(limit=10) on a snapshot that writes went past
+    snapshot_last: Measure
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "find": {peer: m.to_json() for peer, m in self.find.items()},
+            "last": {peer: m.to_json() for peer, m in self.last.items()},
+            "snapshot_find": self.snapshot_find.to_json(),
+            "snapshot_last": self.snapshot_last.to_json(),
+        }
+
+    def ws_times(self) -> dict[str, float]:
+        """watchstore's four query times, by name."""
+        return {
+            "find(limit=10)": self.find[WS].seconds(),
+            "last()": self.last[WS].seconds(),
+            "snapshot find(limit=10)": self.snapshot_find.seconds(),
+            "snapshot last()": self.snapshot_last.seconds(),
+        }
+
+
+async def paging_costs(size: int, seed: int, quick: bool) -> PagingResult:
+    """Time the first page and the last object by service_id, in a store of ``size``."""
+    perf = time.process_time  # CPU time: see the module docstring
+    rounds, per_round = (7, 200) if quick else (15, 500)
+    sids = [SERVICE_IDS[i % SERVICES] for i in range(per_round)]
+    objs = list(make_objects(size, seed))
+    progress(f"6. paging: loading {size:,} objects into watchstore, sqlite and the ceiling")
+    conn = open_sqlite()
+    conn.execute(SQL_BY_SERVICE_AND_ID)
+    conn.executemany(SQL_INSERT, sql_rows(objs))
+    conn.commit()
+    ceiling = Ceiling()
+    ceiling.insert_all(objs)
+    rows = ceiling.rows
+    irange = ceiling.by_service.irange
+    execute = conn.cursor().execute
+
+    def ceiling_page(sid: str) -> list[Obj]:
+        return [rows[id] for _key, id in islice(irange((sid, ""), (sid, MAX_ID)), PAGE)]
+
+    def ceiling_last(sid: str) -> Obj | None:
+        found = next(irange((sid, ""), (sid, MAX_ID), reverse=True), None)
+        return None if found is None else rows[found[1]]
+
+    find = {p: Measure(per_round, "median") for p in PEERS}
+    last = {p: Measure(per_round, "median") for p in PEERS}
+    snapshot_find = Measure(per_round, "median")
+    snapshot_last = Measure(per_round, "median")
+    async with ws.open_store(SCHEMA) as store:
+        await ws_load(store, objs, total=size if size >= 500_000 else 0)
+        del objs
+        # Each answer checked against the peers once; this also pays the deferred sort.
+        for sid in SERVICE_IDS:
+            page = store.view(lambda tx: tx.find(Obj, limit=PAGE, service_id=sid))
+            assert [o.id for o in page] == [r[0] for r in execute(SQL_PAGE, (sid,))]
+            assert [o.id for o in page] == [o.id for o in ceiling_page(sid)]
+            found = store.view(lambda tx: tx.last(Obj, service_id=sid))
+            highest = ceiling_last(sid)
+            assert found is not None
+            assert highest is not None
+            assert found.id == highest.id == execute(SQL_LAST, (sid,)).fetchone()[0]
+        progress(f"  find(limit=10) and last(), live: {rounds} rounds of {per_round}")
+        for _ in range(rounds):
+            start = perf()
+            for sid in sids:
+                store.view(lambda tx: tx.find(Obj, limit=PAGE, service_id=sid))
+            find[WS].times.append(perf() - start)
+            start = perf()
+            for sid in sids:
+                store.view(lambda tx: tx.last(Obj, service_id=sid))
+            last[WS].times.append(perf() - start)
+            start = perf()
+            for sid in sids:
+                execute(SQL_PAGE, (sid,)).fetchall()
+            find[SQL].times.append(perf() - start)
+            start = perf()
+            for sid in sids:
+                execute(SQL_LAST, (sid,)).fetchone()
+            last[SQL].times.append(perf() - start)
+            start = perf()
+            for sid in sids:
+                ceiling_page(sid)
+            find[DICT].times.append(perf() - start)
+            start = perf()
+            for sid in sids:
+                ceiling_last(sid)
+            last[DICT].times.append(perf() - start)
+
+        progress(f"  the same on a snapshot {CONCURRENT_WRITES} updates went past")
+        before = {
+            sid: store.view(lambda tx: tx.find(Obj, limit=PAGE, service_id=sid))
+            for sid in SERVICE_IDS
+        }
+        with store.snapshot() as snap:
+            moved = store.view(
+                lambda tx: tx.find(Obj, limit=CONCURRENT_WRITES, service_id=SERVICE_IDS[0])
+            )
+            for i, obj in enumerate(moved):
+                there = attrs.evolve(obj, service_id=SERVICE_IDS[1 + i % (SERVICES - 1)])
+                await store.update(lambda tx: tx.upsert(there))
+            assert snap.find(Obj, limit=PAGE, service_id=SERVICE_IDS[0]) == before[SERVICE_IDS[0]]
+            for _ in range(rounds):
+                start = perf()
+                for sid in sids:
+                    snap.find(Obj, limit=PAGE, service_id=sid)
+                snapshot_find.times.append(perf() - start)
+                start = perf()
+                for sid in sids:
+                    snap.last(Obj, service_id=sid)
+                snapshot_last.times.append(perf() - start)
+    conn.close()
+    return PagingResult(size, find, last, snapshot_find, snapshot_last)
+
+
+def paging_rows(small: PagingResult, big: PagingResult) -> list[Row]:
+    """Section 6 as rows of the table, the two sizes of each query side by side."""
+    out = []
+    for result in (small, big):
+        label = size_label(result.size)
+        out.append(Row(f"6. find(limit=10) by service_id @{label}", False, result.find))
+        out.append(Row(f"6. last() by service_id @{label}", False, result.last))
+    for result in (small, big):
+        label = size_label(result.size)
+        out.append(Row(f"6. snapshot find(limit=10) @{label}", False, {WS: result.snapshot_find}))
+        out.append(Row(f"6. snapshot last() @{label}", False, {WS: result.snapshot_last}))
+    return out
+
+
+def paging_growth(small: PagingResult, big: PagingResult) -> dict[str, float]:
+    """Each watchstore query's time at the big size over its time at the small one."""
+    big_times = big.ws_times()
+    return {name: big_times[name] / seconds for name, seconds in small.ws_times().items()}
+
+
+def paging_notes(small: PagingResult, big: PagingResult) -> list[str]:
+    growth = paging_growth(small, big)
+    sl, bl = size_label(small.size), size_label(big.size)
+    ratios = ", ".join(f"{name} {value:.2f}" for name, value in growth.items())
+    return [
+        f"- 6: time at {bl} / time at {sl}: {ratios} (the snapshot is read after "
+        f"{CONCURRENT_WRITES} updates moved objects between the services it queries; sqlite "
+        "has an index on (service_id, id))"
+    ]
+
+
+# -- section 7: the cost of statistics ------------------------------------------------------
 
 STATISTICS_ROUNDS: Final = 8
 STATISTICS_ROUNDS_QUICK: Final = 2
@@ -432,7 +609,7 @@ STATISTICS_TARGET: Final = 1.03
 
 @attrs.define
 class StatisticsCost:
-    """Section 6: one workload with statistics on and off."""
+    """Section 7: one workload with statistics on and off."""
 
     label: str
     on: Measure
@@ -475,7 +652,7 @@ async def statistics_cost(objs: Sequence[Obj], rounds: int) -> list[StatisticsCo
     for label, workload in (("1. create, 1 tx each", per_tx), ("2. create, batched", batched)):
         measures = {True: Measure(len(objs)), False: Measure(len(objs))}
         for rep in range(rounds):
-            progress(f"6. statistics on/off, {label}: round {rep + 1}/{rounds}")
+            progress(f"7. statistics on/off, {label}: round {rep + 1}/{rounds}")
             for enabled in rotated((True, False), rep):
                 gc.collect()
                 async with ws.open_store(SCHEMA, statistics=enabled) as store:
@@ -489,7 +666,7 @@ async def statistics_cost(objs: Sequence[Obj], rounds: int) -> list[StatisticsCo
 
 
 def render_statistics_cost(costs: Sequence[StatisticsCost], rounds: int) -> str:
-    """Section 6 as a table and its target."""
+    """Section 7 as a table and its target."""
     headers = ("workload", "statistics on", "statistics off", "on/off, best", "on/off, rounds")
     cells = [
         (
@@ -504,7 +681,7 @@ def render_statistics_cost(costs: Sequence[StatisticsCost], rounds: int) -> str:
     worst = max(c.paired() for c in costs)
     return "\n".join(
         [
-            f"6. statistics on vs off (open_store(statistics=...)): {rounds} rounds, each "
+            f"7. statistics on vs off (open_store(statistics=...)): {rounds} rounds, each "
             "running both back to back in alternating order; CPU time. Rates: best run; "
             "'rounds': the median of each round's on/off (the target's figure).",
             *grid(headers, cells),
@@ -587,15 +764,23 @@ async def run(config: Config) -> dict[str, Any]:
         label = size_label(result.size)
         table.append(Row(f"5. 1st write, snapshot open @{label}", False, {WS: result.write_open}))
 
+    gc.collect()
+    paging = (
+        await paging_costs(small_size, 5, config.quick),
+        await paging_costs(big_size, 6, config.quick),
+    )
+    table.extend(paging_rows(*paging))
+
     env = environment(config)
-    report = render(env, table, find_first, small, big)
+    report = render(env, table, find_first, small, big, paging)
     print(report)
     return {
         "environment": env,
         "table": {row.label: {p: m.to_json() for p, m in row.peers.items()} for row in table},
         "find_first_run_seconds_per_query": find_first,
         "snapshots": [small.to_json(), big.to_json()],
-        "targets": targets(table, small, big),
+        "paging": [paging[0].to_json(), paging[1].to_json()],
+        "targets": targets(table, small, big, paging),
         **(await run_statistics_cost(config, list(make_objects(config.n, 1)), header=False)),
     }
 
@@ -603,7 +788,7 @@ async def run(config: Config) -> dict[str, Any]:
 async def run_statistics_cost(
     config: Config, objs: Sequence[Obj], *, header: bool = True
 ) -> dict[str, Any]:
-    """Section 6, printed; its raw numbers under ``statistics`` (and, run alone, the
+    """Section 7, printed; its raw numbers under ``statistics`` (and, run alone, the
     environment)."""
     rounds = STATISTICS_ROUNDS_QUICK if config.quick else STATISTICS_ROUNDS
     costs = await statistics_cost(objs, rounds)
@@ -611,7 +796,7 @@ async def run_statistics_cost(
     lines = [render_statistics_cost(costs, rounds)]
     if header:
         lines[:0] = [
-            f"watchstore core benchmark, section 6 only: N = {env['n']:,}",
+            f"watchstore core benchmark, section 7 only: N = {env['n']:,}",
             versions_line(env),
             platform_line(env),
             "",
@@ -637,12 +822,29 @@ async def run_statistics_cost(
 
 
 def targets(
-    table: Sequence[Row], small: SnapshotResult, big: SnapshotResult
+    table: Sequence[Row],
+    small: SnapshotResult,
+    big: SnapshotResult,
+    paging: tuple[PagingResult, PagingResult],
 ) -> dict[str, dict[str, Any]]:
     create = table[0].ratio(SQL)
     get = table[2].ratio(SQL)
     growth = big.snapshot.seconds() / small.snapshot.seconds()
+    batched = table[1].ratio(SQL)
+    page_growth = max(paging_growth(*paging).values())
     return {
+        "d_batch_create_vs_sqlite_executemany": {
+            "value": batched,
+            "target": ">= 1.0",
+            "pass": batched is not None and batched >= 1.0,
+        },
+        "e_paging_growth": {
+            "value": page_growth,
+            "target": "<= 2.0",
+            "pass": page_growth <= 2.0,
+            "sizes": [paging[0].size, paging[1].size],
+            "growth": paging_growth(*paging),
+        },
         "a_create_vs_sqlite": {
             "value": create,
             "target": ">= 1.0",
@@ -680,6 +882,7 @@ def render(
     find_first: float,
     small: SnapshotResult,
     big: SnapshotResult,
+    paging: tuple[PagingResult, PagingResult],
 ) -> str:
     headers = ("workload", WS, SQL, DICT, "ws vs sqlite", "ws vs dict")
     cells = [
@@ -729,12 +932,20 @@ def render(
         f"- snapshot({bl})/snapshot({sl}) = {snap_growth:.2f}; "
         f"first write({bl})/first write({sl}) = {write_growth:.2f}"
     )
+    out += paging_notes(*paging)
     out += ["", "Targets:"]
-    results = targets(table, small, big)
+    results = targets(table, small, big, paging)
+    pl, pb = size_label(paging[0].size), size_label(paging[1].size)
     texts = {
         "a_create_vs_sqlite": "(a) single-create transactions >= 1.0x sqlite commit-per-insert",
         "b_get_vs_sqlite": "(b) get inside a view >= 3x sqlite point select",
         "c_snapshot_growth": f"(c) snapshot at {bl} <= 2x snapshot at {sl}",
+        "d_batch_create_vs_sqlite_executemany": (
+            "(d) batched creates >= 1.0x sqlite executemany in one transaction"
+        ),
+        "e_paging_growth": (
+            f"(e) find(limit=10) and last() at {pb} <= 2x at {pl}, live and snapshot (worst)"
+        ),
     }
     for key, text in texts.items():
         target = results[key]
@@ -759,7 +970,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     parser.add_argument(
         "--statistics-only",
         action="store_true",
-        help="run only section 6: the commit path with statistics on vs off",
+        help="run only section 7: the commit path with statistics on vs off",
     )
     args = parser.parse_args(list(argv))
     quick: bool = args.quick

@@ -48,7 +48,7 @@ def test_a_quick_run_prints_its_table_and_every_target_once(
 @pytest.mark.parametrize(
     ("family", "marker", "targets"),
     [
-        ("core", "sqlite3", ("(a)", "(b)", "(c)")),
+        ("core", "sqlite3", ("(a)", "(b)", "(c)", "(d)", "(e)", "(s)")),
         ("events", "non-matching watchers", ("(a)", "(b)")),
         ("durable", "WAL", ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")),
     ],

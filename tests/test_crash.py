@@ -263,13 +263,16 @@ def check_index(
                 queries.setdefault(_norm(value, index.fold_case), value)
     for key, value in queries.items():
         want = sorted(id for id, ks in keys.items() if key in ks)
-        got = [o.id for o in tx.find(cls, **{name: value})]
+        condition: dict[str, Any] = {name: value}
+        got = [o.id for o in tx.find(cls, **condition)]
         assert got == want, f"{where} = {value!r}"[:300]
         if index.fold_case and isinstance(value, str):
-            got = [o.id for o in tx.find(cls, **{name: value.swapcase()})]
+            folded: dict[str, Any] = {name: value.swapcase()}
+            got = [o.id for o in tx.find(cls, **folded)]
             assert got == want, f"{where} = {value.swapcase()!r} (folded)"[:300]
     ordered = sorted((min(ks), id) for id, ks in keys.items() if ks)
-    got = [o.id for o in tx.find(cls, **{name: ws.between()})]
+    everything: dict[str, Any] = {name: ws.between()}
+    got = [o.id for o in tx.find(cls, **everything)]
     assert got == [id for _, id in ordered], f"{where}: full scan"
 
 

@@ -34,6 +34,9 @@ _FAMILY: Final[dict[type, str]] = {
 
 _setattr: Final = object.__setattr__
 
+RESERVED_INDEX_NAMES: Final = ("after", "limit", "reverse")
+"""Keywords of ``find``/``iter`` that cannot name an index."""
+
 
 def normalize_key(value: Any) -> Any:
     """Return the orderable form of an index key: enums by value, tuples element-wise."""
@@ -60,6 +63,24 @@ def key_family(key: Any) -> Any:
     )
 
 
+def families_agree(a: Any, b: Any) -> bool:
+    """True if keys of families ``a`` and ``b`` can be ordered together: equal, or tuples
+    (compound keys, perhaps of different lengths) agreeing position by position."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return all(x == y or families_agree(x, y) for x, y in zip(a, b, strict=False))
+    return bool(a == b)
+
+
+def merge_families(a: Any, b: Any) -> Any:
+    """The family of an index holding keys of the agreeing families ``a`` and ``b``: for
+    tuples, position by position, as long as the longer."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        if len(a) < len(b):
+            a, b = b, a
+        return tuple(merge_families(x, y) for x, y in zip(a, b, strict=False)) + a[len(b) :]
+    return a
+
+
 @attrs.frozen
 class Index:
     """A secondary index of a table.
@@ -69,7 +90,11 @@ class Index:
     index). ``name`` defaults to ``field`` and is what ``find`` takes as its keyword. ``unique``
     enforces at most one object per key (``UniqueConflict``); ``fold_case`` indexes strings
     case-insensitively (queries are folded too); ``multi`` indexes each element of a set or
-    tuple value separately.
+    tuple value separately. ``required`` refuses (``InvalidObject``, nothing written) an object
+    whose key is None, or, for a multi-valued index, that has no key at all.
+
+    Compound keys (tuples) may differ in length within one index: they order element by
+    element, a shorter tuple before the longer ones it starts (go-memdb's ``AllowMissing``).
     """
 
     field: str | None = None
@@ -78,6 +103,7 @@ class Index:
     fold_case: bool = False
     multi: bool = False
     key: Callable[[Any], Any] | None = None
+    required: bool = False
 
     def __attrs_post_init__(self) -> None:
         if (self.field is None) == (self.key is None):
@@ -106,6 +132,7 @@ class IndexSpec:
     # The attribute whose value is the key as it is (when it is a str, an int or None), so the
     # compiled write path can read it directly instead of calling ``extract``.
     plain_field: str | None = None
+    required: bool = False
 
     def normalize_query(self, value: Any) -> Any:
         """Normalise a value given in a query the way keys of this index are."""
@@ -174,7 +201,9 @@ def _compile_index(cls: type, index: Index) -> IndexSpec:
     plain = field if derive is None and not fold and not index.multi else None
     if plain is not None and not plain.isidentifier():
         plain = None
-    return IndexSpec(index.index_name, index.unique, index.multi, index.fold_case, extract, plain)
+    return IndexSpec(
+        index.index_name, index.unique, index.multi, index.fold_case, extract, plain, index.required
+    )
 
 
 def _is_frozen(cls: type) -> bool:
@@ -276,6 +305,12 @@ class Table:
                 raise InvalidObject(f"{cls.__name__} has no field {index.field!r} to index")
             if index.index_name in specs or index.index_name == "id":
                 raise InvalidObject(f"{cls.__name__} has two indexes named {index.index_name!r}")
+            if index.index_name in RESERVED_INDEX_NAMES:
+                raise InvalidObject(
+                    f"{cls.__name__}: an index cannot be named {index.index_name!r}, which "
+                    f"find() and iter() take as an option; give it another name= (the names "
+                    f"{', '.join(RESERVED_INDEX_NAMES)} are reserved)"
+                )
             specs[index.index_name] = _compile_index(cls, index)
         self.index_specs = specs
         self.restamp = _compile_restamp(cls)

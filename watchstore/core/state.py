@@ -18,6 +18,7 @@ Rules that keep readers consistent while the tables are mutated in place:
 
 from __future__ import annotations
 
+import heapq
 import operator
 import weakref
 from builtins import id as id_of
@@ -26,14 +27,14 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from .errors import StoreError
 from .model import ORIGIN, ActionKind, Change, Meta, StoreAction, Version, new_change, new_version
 from .query import key_matcher
-from .tables import TableState
-from .txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Tx, parse_condition
+from .tables import TableState, locator
+from .txn import SNAPSHOT_CLOSED, TX_ENDED, ReadTx, Savepoint, Tx, parse_condition
 
 DELETE = ActionKind.DELETE
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from .schema import Schema
 
@@ -41,12 +42,17 @@ if TYPE_CHECKING:
 class UndoLayer:
     """Old values replaced by commits after ``base``, for snapshots pinned at ``base``."""
 
-    __slots__ = ("base", "olds", "pins")
+    __slots__ = ("base", "olds", "overlays", "pins")
 
     def __init__(self, base: Version) -> None:
         self.base = base
         self.olds: dict[tuple[str, str], Any] = {}
         self.pins = 0
+        self.overlays: dict[str, tuple[Version, dict[str, Any]]] = {}
+        """Per table, the committed part of its snapshots' overlay (``overlay_table``) and
+        the version it was built at: what this layer and the later ones hold changes only
+        when a commit adds to them (merging layers keeps their union), so each query of a
+        snapshot between two commits reuses it."""
 
 
 class OverlayReadTx(ReadTx):
@@ -67,57 +73,80 @@ class OverlayReadTx(ReadTx):
             return value  # type: ignore[no-any-return]
         return table.rows.get(id)
 
-    def find(self, cls: type[T], **condition: Any) -> list[T]:
+    def count(self, cls: type, **condition: Any) -> int:
         table = self._table(cls)
         index_name, normalized = parse_condition(table, condition)
-        return self._merge(table, index_name, normalized)
-
-    def first(self, cls: type[T], **condition: Any) -> T | None:
-        found = self.find(cls, **condition)
-        return found[0] if found else None
-
-    def count(self, cls: type, **condition: Any) -> int:
-        return len(self.find(cls, **condition))
+        return sum(1 for _ in self._objects(table, index_name, normalized, False, None))
 
     def all(self, cls: type[T]) -> list[T]:
         return self.find(cls)
 
-    def _merge(self, table: TableState, index_name: str, condition: Any) -> list[Any]:
-        """``find`` at this reader's version: live matches not changed since, plus the
-        changed objects' old values that match, merged in index order."""
+    def _objects(
+        self,
+        table: TableState,
+        index_name: str,
+        condition: Any,
+        reverse: bool,
+        start: tuple[Any, str] | None,
+    ) -> Iterator[Any]:
+        """The scan at this reader's version: the live matches not changed since, merged in
+        index order with the changed objects' old values that match (sorted first: the cost
+        grows with the objects changed since, not with the table)."""
         overlay = self._state.overlay_table(self._layer, table.name)
         rows = table.rows
-        live = [id for id in table.scan(index_name, condition) if id not in overlay]
+        ids = table.ordered_ids(index_name, condition, reverse=reverse, start=start)
         if not overlay:
-            return [rows[id] for id in live]
-        order_key = _order_key(table, index_name, condition)
-        entries = [(order_key(rows[id]), id) for id in live]
-        for id, obj in overlay.items():
-            if obj is not None:
-                key = order_key(obj)
-                if key is not None:
-                    entries.append((key, id))
-        entries.sort()
-        return [overlay[id] if id in overlay else rows[id] for _key, id in entries]
+            return map(rows.__getitem__, ids)
+        return _merged(table, index_name, condition, reverse, start, overlay, ids)
 
 
-def _order_key(table: TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
-    """Return ``f(obj)``: the smallest key of ``obj`` in the index that matches, or None."""
-    matches: Callable[[Any], bool] = (
-        (lambda key: True) if condition is None else key_matcher(condition)
-    )
-    if index_name == "id":
-        return lambda obj: obj.id if matches(obj.id) else None
-    spec = table.indexes[index_name].spec
-    extract = spec.extract
-    if spec.multi:
-        return lambda obj: min((k for k in extract(obj) if matches(k)), default=None)
+def _merged(
+    table: TableState,
+    index_name: str,
+    condition: Any,
+    reverse: bool,
+    start: tuple[Any, str] | None,
+    overlay: dict[str, Any],
+    ids: Iterator[str],
+) -> Iterator[Any]:
+    matches = key_matcher(condition)
+    locate = locator(table, index_name, condition)
+    olds = []
+    for id, obj in overlay.items():
+        if obj is None:
+            continue
+        key = locate(obj)
+        if key is None or not matches(key):
+            continue
+        if start is not None and ((key, id) >= start if reverse else (key, id) <= start):
+            continue
+        olds.append((key, id, obj))
+    if not olds:
+        rows = table.rows
+        for id in ids:
+            if id not in overlay:
+                yield rows[id]
+        return
+    olds.sort(key=_entry, reverse=reverse)
+    for _key, _id, obj in heapq.merge(
+        _live_entries(table, index_name, condition, overlay, ids), olds, key=_entry, reverse=reverse
+    ):
+        yield obj
 
-    def single(obj: Any) -> Any:
-        key = extract(obj)
-        return key if key is not None and matches(key) else None
 
-    return single
+def _entry(entry: tuple[Any, str, Any]) -> tuple[Any, str]:
+    return entry[0], entry[1]
+
+
+def _live_entries(
+    table: TableState, index_name: str, condition: Any, overlay: dict[str, Any], ids: Iterator[str]
+) -> Iterator[tuple[Any, str, Any]]:
+    rows = table.rows
+    locate = locator(table, index_name, condition)
+    for id in ids:
+        if id not in overlay:
+            obj = rows[id]
+            yield locate(obj), id, obj
 
 
 class Snapshot(OverlayReadTx):
@@ -218,12 +247,22 @@ class StoreState:
         return False, None
 
     def overlay_table(self, layer: UndoLayer | None, table: str) -> dict[str, Any]:
-        """Every id of ``table`` changed since the reader's version, with its value then."""
+        """Every id of ``table`` changed since the reader's version, with its value then
+        (a dict the caller must not change)."""
         overlay: dict[str, Any] = {}
-        for olds in self._sources(layer):
-            for (name, id), old in olds.items():
-                if name == table and id not in overlay:
-                    overlay[id] = old
+        if layer is not None:
+            cached = layer.overlays.get(table)
+            if cached is not None and cached[0] == self.version:
+                overlay = cached[1]
+            else:
+                for olds in self._sources(layer):
+                    for (name, id), old in olds.items():
+                        if name == table and id not in overlay:
+                            overlay[id] = old
+                layer.overlays[table] = (self.version, overlay)
+        if not self.pending:
+            return overlay
+        overlay = dict(overlay)  # the pending part is not cached: it changes with each write
         for tx in self.pending:
             for (name, id), (old, _new) in tx.changes.items():
                 if name == table and id not in overlay:
@@ -243,7 +282,9 @@ class StoreState:
         """Undo ``tx`` entirely. It must be the newest pending transaction."""
         if not self.pending or self.pending[-1] is not tx:
             raise StoreError("only the newest pending transaction can be rolled back")
-        tx.rollback_to(0)
+        # Its on_commit callbacks stay: only a transaction that committed, or changed
+        # nothing, runs them (see Tx.on_commit).
+        tx.rollback_to(Savepoint(0, len(tx._on_commit)))
         self.pending.pop()
         tx._end(TX_ENDED)
 
@@ -270,7 +311,7 @@ class StoreState:
         self,
         tx: Tx,
         version: Version,
-        actions: list[StoreAction] | None = None,
+        actions: Sequence[StoreAction] | None = None,
         *,
         restamp: bool = True,
     ) -> Change:

@@ -10,23 +10,31 @@ keys in order and, per key, the holding id (a str: always for a unique index, an
 with one holder) or the holders in id order. Ordered structures are ``LazySortedSet``s, so a
 write is O(1) and the sorting is paid by the next ordered read. Indexes hold ids, not objects,
 so re-stamping an object's metadata never touches them.
+
+Reads go through ``TableState.ordered_ids``: a condition is a union of key ranges
+(``query.key_ranges``), each bisected once in the ordered keys, then the holders of each key
+in id order; so the first k matches cost O(log n + k), forwards or in reverse, from any
+position ``(key, id)`` on.
 """
 
 from __future__ import annotations
 
+import heapq
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .codec import LoggedActions
 from .errors import InvalidObject, InvalidQuery, StoreError
 from .model import ActionKind, Change, new_action, new_change
-from .query import AnyOf, Between, Prefix, starts_with
-from .schema import IndexSpec, Table, key_family
+from .query import KeyRange, key_matcher, key_ranges
+from .schema import IndexSpec, Table, families_agree, key_family, merge_families
 from .sorted import LazySortedSet
 from .writer import compile_write
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from sortedcontainers import SortedList
 
 CREATE, UPDATE, DELETE = ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE
 
@@ -51,7 +59,7 @@ class IndexState:
             raise InvalidObject(f"{table} {id!r}: index {self.spec.name!r}: {exc}") from None
         if self.family is None:
             return
-        if family != self.family:
+        if family != self.family and not families_agree(family, self.family):
             raise InvalidObject(
                 f"{table} {id!r}: index {self.spec.name!r} holds keys like "
                 f"{next(iter(self.buckets))!r}, which cannot be ordered with {key!r}; "
@@ -67,6 +75,8 @@ class IndexState:
                 # The type test is a fast path for scalar keys only: tuples must always be
                 # checked element by element, so they never match it.
                 self.key_type = None if isinstance(key, tuple) else type(key)
+            elif self.key_type is None:  # compound keys may differ in length
+                self.family = merge_families(self.family, key_family(key))
             buckets[key] = id
             self.keys.add(key)
         elif type(bucket) is str:
@@ -108,6 +118,8 @@ class IndexState:
         held_by = groups.get
         for id, key in zip(rows, keys, strict=True):
             if key is None:
+                if spec.required:
+                    return None  # write() raises the precise error
                 continue
             held = held_by(key)
             if held is None:
@@ -132,26 +144,6 @@ class IndexState:
             key = next(iter(buckets))
             self.family = key_family(key)
             self.key_type = type(key)
-
-    def scan_keys(self, condition: Any) -> Iterator[Any]:
-        """Yield the keys matching a normalised condition, in order."""
-        keys = self.keys.ordered()
-        if condition is None:
-            yield from keys
-        elif isinstance(condition, Prefix):
-            value = condition.value
-            for key in keys.islice(keys.bisect_left(value)):
-                if not starts_with(key, value):
-                    break
-                yield key
-        elif isinstance(condition, Between):
-            yield from keys.irange(condition.low, condition.high, condition.inclusive)
-        elif isinstance(condition, AnyOf):
-            for key in sorted(set(condition.values)):
-                if key in self.buckets:
-                    yield key
-        elif condition in self.buckets:
-            yield condition
 
 
 class TableState:
@@ -205,52 +197,169 @@ class TableState:
             )
         return index
 
-    def scan(self, index_name: str, condition: Any) -> Iterator[str]:
-        """Yield ids matching a normalised condition on an index, in index order.
+    def ordered_ids(
+        self,
+        index_name: str,
+        condition: Any,
+        *,
+        reverse: bool = False,
+        start: tuple[Any, str] | None = None,
+    ) -> Iterator[str]:
+        """Yield the ids matching a normalised condition on an index, in index order (by
+        key, then id; descending if ``reverse``), lazily: the first k cost O(log n + k).
 
-        A multi-valued index yields each id once, at its first matching key.
+        ``start`` is a position ``(key, id)``: only entries after it (before it, if
+        ``reverse``) are yielded. A multi-valued index yields each id once, at its smallest
+        matching key (``position``). Valid until the table is next written.
         """
         if index_name == "id":
-            yield from self._scan_ids(condition)
+            keys = self.ids.ordered()
+            buckets: dict[Any, Any] | None = None
+            present: Any = self.rows
+        else:
+            index = self.index(index_name)
+            keys = index.keys.ordered()
+            buckets = present = index.buckets
+        ranges = key_ranges(condition)
+        start_key = start_id = None
+        if start is not None:
+            start_key, start_id = start
+            ranges = [r for r in map(_bounded(start_key, reverse), ranges) if r is not None]
+        if len(ranges) == 1:
+            found = _keys_in(keys, present, ranges[0], reverse)
+        else:
+            found = _distinct(
+                heapq.merge(*(_keys_in(keys, present, r, reverse) for r in ranges), reverse=reverse)
+            )
+        if buckets is None:  # the id index: each key is an id
+            if start is None:
+                yield from found
+            else:
+                for id in found:
+                    if id != start_id:
+                        yield id
             return
-        index = self.index(index_name)
-        seen: set[str] | None = set() if index.spec.multi else None
-        buckets = index.buckets
-        for key in index.scan_keys(condition):
+        if self.indexes[index_name].spec.multi:
+            # Each object once, at its position (its smallest matching key), in whichever
+            # direction the entries come.
+            locate = locator(self, index_name, condition)
+            rows = self.rows
+            for key, id in _entries_of_keys(found, buckets, reverse, start_key, start_id):
+                if key == locate(rows[id]):
+                    yield id
+            return
+        if start_id is not None:
+            for _key, id in _entries_of_keys(found, buckets, reverse, start_key, start_id):
+                yield id
+            return
+        for key in found:
             bucket = buckets[key]
             if type(bucket) is str:
-                if seen is None or bucket not in seen:
-                    if seen is not None:
-                        seen.add(bucket)
-                    yield bucket
-            elif seen is None:
-                yield from bucket.ordered()
+                yield bucket
+            elif reverse:
+                yield from reversed(bucket.ordered())
             else:
-                for id in bucket.ordered():
-                    if id not in seen:
-                        seen.add(id)
-                        yield id
+                yield from bucket.ordered()
 
-    def _scan_ids(self, condition: Any) -> Iterator[str]:
-        ids = self.ids.ordered()
-        if condition is None:
-            yield from ids
-        elif isinstance(condition, Prefix):
-            value = condition.value
-            if not isinstance(value, str):
-                raise InvalidQuery("a prefix of the id index must be a str")
-            for id in ids.islice(ids.bisect_left(value)):
-                if not id.startswith(value):
-                    break
-                yield id
-        elif isinstance(condition, Between):
-            yield from ids.irange(condition.low, condition.high, condition.inclusive)
-        elif isinstance(condition, AnyOf):
-            for id in sorted(set(condition.values)):
-                if id in self.rows:
-                    yield id
-        elif condition in self.rows:
-            yield condition
+
+def position(table: Table | TableState, index_name: str, condition: Any, obj: Any) -> Any:
+    """The key ``obj`` is ordered by in a scan of ``index_name`` with ``condition``: its id
+    for the id index, its key, or (multi-valued) its smallest key matching the condition;
+    None if it has none."""
+    return locator(table, index_name, condition)(obj)
+
+
+def locator(table: Table | TableState, index_name: str, condition: Any) -> Callable[[Any], Any]:
+    """``position`` for one scan, as a function of the object alone."""
+    if index_name == "id":
+        return attrgetter("id")
+    specs = table.table.index_specs if isinstance(table, TableState) else table.index_specs
+    spec = specs[index_name]
+    if not spec.multi:
+        return spec.extract
+    extract = spec.extract
+    matches = key_matcher(condition)
+
+    def smallest(obj: Any) -> Any:
+        return min((k for k in extract(obj) if matches(k)), default=None)
+
+    return smallest
+
+
+def _bounded(start: Any, reverse: bool) -> Callable[[KeyRange], KeyRange | None]:
+    """Narrow a key range to the keys at or after ``start`` (at or before, if ``reverse``);
+    None if nothing is left."""
+
+    def narrow(r: KeyRange) -> KeyRange | None:
+        low, high, low_in, high_in = r
+        if reverse:
+            if high is None or start < high:
+                high, high_in = start, True
+        elif low is None or start > low:
+            low, low_in = start, True
+        if (
+            low is not None
+            and high is not None
+            and (low > high or (low == high and not (low_in and high_in)))
+        ):
+            return None
+        return low, high, low_in, high_in
+
+    return narrow
+
+
+def _keys_in(keys: SortedList[Any], present: Any, r: KeyRange, reverse: bool) -> Iterator[Any]:
+    """The keys of the SortedList ``keys`` in range ``r``; an equality range is looked up in
+    ``present`` (a dict holding the same keys) instead."""
+    low, high, low_in, high_in = r
+    if low is not None and low_in and high_in and low is high:
+        return iter((low,) if low in present else ())
+    if (
+        low is not None
+        and high is not None
+        and (low > high or (low == high and not (low_in and high_in)))
+    ):
+        return iter(())
+    return keys.irange(low, high, (low_in, high_in), reverse=reverse)
+
+
+def _entries_of_keys(
+    keys: Iterator[Any],
+    buckets: dict[Any, Any],
+    reverse: bool,
+    start_key: Any,
+    start_id: str | None,
+) -> Iterator[tuple[Any, str]]:
+    """(key, id) of the holders of ``keys`` in order; past ``start_id`` at ``start_key``."""
+    for key in keys:
+        bucket = buckets[key]
+        if type(bucket) is str:
+            if (
+                start_id is None
+                or key != start_key
+                or (bucket < start_id if reverse else bucket > start_id)
+            ):
+                yield key, bucket
+            continue
+        ordered = bucket.ordered()
+        if start_id is not None and key == start_key:
+            if reverse:
+                ids = ordered.irange(None, start_id, (True, False), reverse=True)
+            else:
+                ids = ordered.irange(start_id, None, (False, True))
+        else:
+            ids = reversed(ordered) if reverse else iter(ordered)
+        for id in ids:
+            yield key, id
+
+
+def _distinct(keys: Iterator[Any]) -> Iterator[Any]:
+    """``keys`` (ordered) without repeats: overlapping ranges of an any_of meet."""
+    last: Any = _distinct
+    for key in keys:
+        if key != last:
+            last = key
+            yield key
 
 
 def restore_tables(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import UniqueConflict
+from .errors import InvalidObject, UniqueConflict
 from .sorted import LazySortedSet
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
         "ids_remove": table.ids.remove,
         "name": table.name,
         "UniqueConflict": UniqueConflict,
+        "InvalidObject": InvalidObject,
     }
     check: list[str] = []
     insert: list[str] = []
@@ -55,10 +56,16 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
             f"        if h is not None and h != id:\n"
             f"            raise UniqueConflict(name, {spec.name!r}, k, h, id)\n"
         )
+        env[f"req{i}"] = spec.name
+        missing = (
+            f'raise InvalidObject(f"{{name}} {{id!r}}: index {{req{i}!r}} requires a key '
+            f'(Index(required=True)), and this object has none; nothing was written")\n'
+        )
         if spec.multi:
             check.append(
                 f"    m{i} = ex{i}(new)\n"
-                f"    for k in m{i}:\n"
+                + (f"    if not m{i}:\n        {missing}" if spec.required else "")
+                + f"    for k in m{i}:\n"
                 f"        if type(k) is not ix{i}.key_type:\n"
                 f"            ix{i}.check_key(k, name, id)\n" + (unique if spec.unique else "")
             )
@@ -84,6 +91,7 @@ def compile_write(table: TableState) -> Callable[[str, Any, Any], None]:
             f"        if type(k{i}) is not ix{i}.key_type:\n"
             f"            ix{i}.check_key(k{i}, name, id)\n"
             + (unique.replace("(k)", f"(k{i})").replace(", k,", f", k{i},") if spec.unique else "")
+            + (f"    else:\n        {missing}" if spec.required else "")
         )
         # A key held by several ids already: add to its bucket without a call.
         insert.append(

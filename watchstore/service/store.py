@@ -55,14 +55,14 @@ from ..core.schema import Schema
 from ..core.state import Snapshot, StoreState, difference
 from ..core.statistics import MASK, NO_PROPOSER_STATISTICS, Recent, Statistics
 from ..core.tables import restore_tables
-from ..core.txn import VIEW_ENDED, ReadTx, TrackingTx, Tx
+from ..core.txn import VIEW_ENDED, ReadTx, Savepoint, TrackingTx, Tx, replace_content
 from ..log.proposer import Durability, LogProposer
 from .leadership import Lead, LocalLeaders, default_identity
 from .watch import DEFAULT_QUEUE, Watch
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..core.events import Event, Spec
@@ -356,12 +356,16 @@ class Store:
                     if start:
                         self._latencies.add(perf_counter() - start)
                     self._until_schedule = self._schedule_every
+                    if tx._on_commit:
+                        tx.run_on_commit()
                     return result  # the wait was a schedule point: no other one is needed
             if start:  # Recent.add, inline: this is the memory commit's path
                 latencies = self._latencies
                 count = latencies.count
                 latencies.ring[count & MASK] = perf_counter() - start
                 latencies.count = count + 1
+            if tx._on_commit:
+                tx.run_on_commit()
             self._until_schedule -= 1
             # A lone commit fsynced inline held the thread for the disk: let the other
             # writers in at once, so that their commits share the next fsync.
@@ -392,6 +396,7 @@ class Store:
                 await self._checkpoint()
                 if start:
                     self._latencies.add(perf_counter() - start)
+                tx.run_on_commit()
                 return result
             try:
                 version = await remote.commit_prepared(prepared)
@@ -409,6 +414,7 @@ class Store:
                 await self.wait_for(version)
             if start:
                 self._latencies.add(perf_counter() - start)
+            tx.run_on_commit()
             return cast("R", restamped(result, self._stamped(written, version)))
 
     def _stamped(
@@ -503,12 +509,14 @@ class Store:
         fn: Callable[[Batch], Awaitable[R]],
         *,
         max_changes: int = MAX_BATCH_CHANGES,
-        max_bytes: int = MAX_BATCH_BYTES,
+        max_bytes: int | None = None,
     ) -> R:
         """Run ``await fn(batch)``, where ``fn`` calls ``await batch.update(fn2)`` many times.
 
         The writes are committed in chunks of at most ``max_changes`` changes or
-        ``max_bytes`` encoded bytes, and other writers get in between chunks. A
+        ``max_bytes`` encoded bytes, and other writers get in between chunks (without
+        ``max_bytes``: ``MAX_BATCH_BYTES`` for a store whose proposer encodes its commits, a
+        log or etcd, and no byte limit for a store in memory, which encodes nothing). A
         ``batch.update`` whose function raises undoes only its own writes (a savepoint) and
         re-raises. If ``fn`` raises, the open chunk is undone; earlier chunks stay committed
         (``batch.committed`` and ``batch.version`` say how far it got, also in a note on the
@@ -532,6 +540,20 @@ class Store:
         finally:
             del self._batching[task]
         return cast("R", restamped(result, batch._restamped))
+
+    async def replace_all(self, objects: Iterable[Any]) -> int:
+        """Make the store's content exactly ``objects`` in one commit (SwarmKit's
+        ``Restore``); return how many objects changed.
+
+        Objects whose id is new are created, those differing from the stored one in a field
+        other than ``meta`` are updated, stored objects not given are deleted, and the rest
+        are left alone: watchers see ``Created``/``Updated``/``Deleted`` for the difference
+        only, then one ``Committed``. Every object is checked as ``create`` checks it
+        before anything changes (InvalidObject; two of one table with the same id too).
+        Errors and cancellation are as for :meth:`update`.
+        """
+        given = list(objects)
+        return await self.update(lambda tx: replace_content(tx, given))
 
     async def _propose(self, tx: Tx) -> int:
         """Propose ``tx``; undo it if it does not commit. Returns how many actions it had."""
@@ -871,49 +893,67 @@ class Store:
 class Batch:
     """Handed to the function of :meth:`Store.batch`; commits its writes in chunks."""
 
-    def __init__(self, store: Store, max_changes: int, max_bytes: int) -> None:
-        if max_changes < 1 or max_bytes < 1:
+    def __init__(self, store: Store, max_changes: int, max_bytes: int | None) -> None:
+        if max_changes < 1 or (max_bytes is not None and max_bytes < 1):
             raise ValueError("batch limits must be positive")
         self._store = store
         self._tx: Tx | None = None
         self._bytes = 0
         self._max_changes = max_changes
-        self._max_bytes = max_bytes
+        self._max_bytes = MAX_BATCH_BYTES if max_bytes is None else max_bytes
         self.committed = 0
         """How many changes this batch has committed so far."""
         self.version: Version | None = None
         """The version of this batch's last commit (None before the first)."""
         self._restamped: dict[int, tuple[Any, Any]] = {}  # see ``restamped``
+        # The default byte limit bounds what a proposer encodes for one commit (a log
+        # record, an etcd request): a store in memory encodes nothing, and sizing every
+        # object in JSON would cost its bulk loads a quarter of their time.
+        self._count_bytes = max_bytes is not None or store._memory is None
 
     async def update(self, fn: Callable[[Tx], R]) -> R:
         """Run ``fn(tx)`` as part of the batch; if it raises, undo its writes and re-raise."""
-        store = self._store
         tx = self._tx
         if tx is None:
-            await store._take_write_lock()
-            tx = self._tx = store._state.begin(Tx if store._remote is None else TrackingTx)
-            self._bytes = 0
-        mark = tx.savepoint()
+            tx = await self._begin()
+        undo = tx._undo
+        mark = len(undo)  # tx.savepoint(), without building it unless fn raises
+        callbacks = len(tx._on_commit)
         try:
-            result = _run_in_tx(fn, tx)
+            result = fn(tx)
+            if type(result) not in _NOT_AWAITABLE:  # _run_in_tx, without the call
+                _check_result(result)
         except BaseException:
-            tx.rollback_to(mark)
+            tx.rollback_to(Savepoint(mark, callbacks))
             raise
+        store = self._store
         remote = store._remote
         if remote is not None and mark:
             try:
                 remote.prepare(cast("TrackingTx", tx), store._state.version)
             except TransactionTooLarge:  # the chunk is full: commit it, then run fn again
-                tx.rollback_to(mark)
+                tx.rollback_to(Savepoint(mark, callbacks))
                 await self.flush()
                 return await self.update(fn)
-        for table, id, _old, _opened in tx._undo[mark:]:
-            new = table.rows.get(id)
-            if new is not None:
-                self._bytes += encoded_size(new)
-        if tx.change_count >= self._max_changes or self._bytes >= self._max_bytes:
+        if self._count_bytes:
+            for table, id, _old, _opened in undo[mark:]:
+                new = table.rows.get(id)
+                if new is not None:
+                    self._bytes += encoded_size(new)
+            if self._bytes >= self._max_bytes:
+                await self.flush()
+                return result
+        if len(tx.changes) >= self._max_changes:
             await self.flush()
         return result
+
+    async def _begin(self) -> Tx:
+        """Open the next chunk's transaction, under the writers' lock."""
+        store = self._store
+        await store._take_write_lock()
+        tx = self._tx = store._state.begin(Tx if store._remote is None else TrackingTx)
+        self._bytes = 0
+        return tx
 
     async def flush(self) -> None:
         """Commit the open chunk now (the batch does this itself when a chunk is full)."""
@@ -934,6 +974,7 @@ class Batch:
         finally:
             self._tx = None
             store._write_lock.release()
+        tx.run_on_commit()
         await store._cancel_shielded_checkpoint()
 
     async def _flush_remote(self, tx: Tx, remote: TransactionalProposer) -> None:
@@ -955,6 +996,7 @@ class Batch:
             self.committed += count
             self.version = version
             self._restamped.update(store._stamped(written, version))
+        tx.run_on_commit()
         await store._checkpoint()
 
     def _abort(self) -> None:
@@ -1269,7 +1311,11 @@ class Replica(Store):
         raise StoreError("a replica is read-only; write to the store it was forked from")
 
     async def batch(
-        self, fn: Callable[[Batch], Awaitable[R]], *, max_changes: int = 0, max_bytes: int = 0
+        self,
+        fn: Callable[[Batch], Awaitable[R]],
+        *,
+        max_changes: int = 0,
+        max_bytes: int | None = None,
     ) -> R:
         """Replicas are read-only: raises StoreError."""
         raise StoreError("a replica is read-only; write to the store it was forked from")
