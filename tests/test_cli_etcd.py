@@ -110,7 +110,7 @@ def test_path_and_etcd_go_one_without_the_other(
 def test_an_etcd_that_does_not_answer_is_an_error_not_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.etcd_cluster import free_ports
+    from watchstore.testing.etcd import free_ports
 
     (port,) = free_ports(1)
     code, _out, err = run(capsys, "inspect", "--etcd", f"http://127.0.0.1:{port}", "--prefix", "p")

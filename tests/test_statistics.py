@@ -13,10 +13,11 @@ import attrs
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import free_ports, require_etcd, running
+from tests.etcd_cluster import require_etcd, running
 from tests.schema import SCHEMA, Task
 from watchstore.core.proposer import Instrumented
 from watchstore.core.statistics import WINDOW, ProposerStatistics, Recent
+from watchstore.testing.etcd import free_ports
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

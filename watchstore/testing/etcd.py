@@ -68,7 +68,7 @@ class EtcdMember:
                 "etcd is not installed (no `etcd` on PATH): install it (Debian and Ubuntu: "
                 "apt-get install etcd-server) or put its directory on PATH"
             )
-        client, peer = _free_ports(2)
+        client, peer = free_ports(2)
         endpoint, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         args = [
             binary,
@@ -144,7 +144,7 @@ def _said_ready(log: Path) -> bool:
     return any(marker in data for marker in READY)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports that were free a moment ago."""
     sockets = []
     try:
