@@ -64,7 +64,7 @@ async def test_a_local_store_leads_at_once_one_task_at_a_time() -> None:
             tg.start_soon(first)
             tg.start_soon(second)
             await first_in.wait()
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()  # the second has gone as far as it can
             assert order == ["first"]  # the second waits while the first leads
             first_out.set()
         assert order == ["first", "second"]

@@ -55,7 +55,7 @@ async def test_a_lot_wakes_parked_tasks_in_order() -> None:
     async with anyio.create_task_group() as tg:
         for n in range(3):
             tg.start_soon(park, n)
-            await anyio.sleep(0.01)  # parked before the next one
+            await anyio.wait_all_tasks_blocked()  # parked before the next one
         assert lot.unpark()
         await _until(lambda: woken == [0])
         assert lot.unpark()
@@ -115,9 +115,9 @@ async def test_an_uncancellable_wait_returns_and_the_cancel_comes_after() -> Non
 
     async with anyio.create_task_group() as tg:
         scope = await tg.start(wait)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         scope.cancel()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert seen == []  # still waiting, cancelled or not
         waiter.wake()
     assert seen == ["returned"]
@@ -148,9 +148,9 @@ async def test_run_in_thread_is_not_abandoned_when_cancelled() -> None:
 
     async with anyio.create_task_group() as tg:
         scope = await tg.start(run)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         scope.cancel()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert results == []  # the caller still waits for its thread
         release.set()
     assert len(results) == 1
@@ -211,9 +211,11 @@ def test_on_asyncio_a_plain_task_cancel_waits_for_the_thread() -> None:
                 raise
 
         task = asyncio.create_task(run())
-        await asyncio.sleep(0.01)
+        for _ in range(3):  # the task runs up to its wait for the thread
+            await asyncio.sleep(0)
         task.cancel()
-        await asyncio.sleep(0.01)
+        for _ in range(3):  # the cancellation is delivered to it
+            await asyncio.sleep(0)
         assert not task.done()  # a cancel does not abandon the write
         release.set()
         with pytest.raises(asyncio.CancelledError):
