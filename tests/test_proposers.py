@@ -190,6 +190,50 @@ async def test_a_replicated_commit_arriving_as_the_store_closes_ends_its_task_qu
     assert proposer.calls == ["open", "start", "aclose"]
 
 
+class BreakingProposer(SteppingProposer):
+    """Its follower watches through a task of its own, which fails when a commit arrives
+    (as an etcd watch fails when its revision was compacted)."""
+
+    async def _follow(self, host: Host) -> None:
+        assert self._receive is not None
+        receive = self._receive
+
+        async def watch() -> None:
+            await receive.receive()
+            raise RuntimeError("the watch broke")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await anyio.sleep_forever()
+
+
+async def test_a_follower_failing_in_the_step_the_store_closes_does_not_fail_the_block() -> None:
+    # The follower's own task fails in the same step as the store's close cancels it: its
+    # task group ends with the cancellation and the failure together. The store is closed
+    # and the failure is a consequence, not a cause (a CI failure of the etcd tests: a
+    # watch compacted as the block ended).
+    proposer = BreakingProposer()
+    async with ws.open_store(SCHEMA, proposer=proposer):
+        await anyio.wait_all_tasks_blocked()
+        assert proposer._send is not None
+        proposer._send.send_nowait(Item("late", 1))
+    assert proposer.calls == ["open", "start", "aclose"]
+
+
+async def test_a_follower_that_fails_while_the_store_is_open_fails_the_block() -> None:
+    # (the cause of the close: it reaches the user, in the follower's own task group)
+    proposer = BreakingProposer()
+
+    async def use() -> None:
+        async with ws.open_store(SCHEMA, proposer=proposer):
+            await proposer.remote(Item("r", 1))
+            await anyio.sleep_forever()  # cancelled by the follower's failure
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await use()
+    assert raised.group_contains(RuntimeError, match="the watch broke")
+
+
 async def test_its_close_runs_when_its_start_fails() -> None:
     proposer = SteppingProposer(fail_start=True)
     with pytest.raises(RuntimeError, match="could not start"):

@@ -14,6 +14,7 @@ commit path go through ``_runtime`` (trio's own primitives, on trio).
 from __future__ import annotations
 
 import heapq
+import logging
 from contextlib import asynccontextmanager, contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, cast, overload
@@ -82,6 +83,9 @@ MAX_BATCH_BYTES: Final = 3 * 1024 * 1024 // 2
 SCHEDULE_EVERY: Final = 16
 """Default for ``open_store(schedule_every=)``: an ``update`` that did not have to wait
 lets other tasks run once every this many calls (see :meth:`Store.update`)."""
+
+log = logging.getLogger("watchstore")
+
 TIME_EVERY: Final = 16
 """On a store whose proposer commits in memory, ``statistics().commit_latency`` samples
 one ``update()`` in this many (a power of two); elsewhere every one is timed."""
@@ -862,11 +866,14 @@ class Store:
             try:
                 with scope:
                     await fn(*args)
-            except BaseException as exc:
-                # a task woken in the step the store closed meets StoreClosed before its
-                # cancellation: that ends the task, it is not an error of the store
-                if self._closed is None or not _only_store_closed(exc):
+            except Exception as exc:
+                # Once the store has closed, what a task still raises is a consequence of
+                # the close, not its cause: a task woken in the step the store closed meets
+                # StoreClosed before its cancellation, or fails together with it (an etcd
+                # watch whose revision was compacted meanwhile). That ends the task.
+                if self._closed is None:
                     raise
+                log.debug("a task of the closed store ended with %r", exc)
             finally:
                 self._task_scopes.discard(scope)
 
@@ -1227,13 +1234,6 @@ def _needs_extra(extra: str) -> Iterator[None]:
             f"this needs watchstore's {extra!r} extra ({exc.name} is not installed): "
             f'pip install "watchstore[{extra}]"'
         ) from exc
-
-
-def _only_store_closed(exc: BaseException) -> bool:
-    """True if ``exc`` is StoreClosed, or a group of nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_store_closed(inner) for inner in exc.exceptions)
-    return isinstance(exc, StoreClosed)
 
 
 @contextmanager
