@@ -41,7 +41,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def etcd_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A one-member etcd for docs and README examples, named in WATCHSTORE_ETCD (the
     examples read their endpoints from it, defaulting to etcd's own 127.0.0.1:2379)."""
-    from tests.etcd_cluster import EtcdCluster, etcd_binary
+    from tests.etcd_cluster import EtcdCluster
+    from watchstore.testing.etcd import etcd_binary
 
     if etcd_binary() is None and not os.environ.get("CI"):
         pytest.skip("etcd is not installed: run `make deps-etcd`")

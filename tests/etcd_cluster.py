@@ -13,10 +13,10 @@ import datetime
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,16 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from watchstore.testing.etcd import free_ports
+from watchstore.testing.etcd import copy_output, etcd_binary, free_ports
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-
-def etcd_binary() -> str | None:
-    """The etcd executable on PATH, or None."""
-    return shutil.which("etcd")
 
 
 def require_etcd() -> None:
@@ -175,6 +170,8 @@ class EtcdCluster:
         )
         initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._ready: dict[int, threading.Event] = {}
+        self._copiers: dict[int, threading.Thread] = {}
         self.logs = [tmp / f"etcd-{n}.log" for n in names]
         self._args: list[list[str]] = []
         for i, name in enumerate(names):
@@ -191,34 +188,45 @@ class EtcdCluster:
                 f"--initial-cluster-token=watchstore-{os.getpid()}-{ports[0]}",
                 "--heartbeat-interval=50",
                 "--election-timeout=500",
-                "--log-level=warn",
+                "--log-level=info",  # the line that says it serves clients is an info line
                 *secure,
             ]
             self._args.append(args)
-            with open(self.logs[i], "wb") as log:
-                self.processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            self.processes.append(self._spawn(i, append=False))
         try:
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
 
+    def _spawn(self, member: int, *, append: bool) -> subprocess.Popen[bytes]:
+        """Start ``member``'s process; a thread copies its output to its log and sets its
+        ready event at the line saying it serves clients (see watchstore.testing.etcd)."""
+        process = subprocess.Popen(
+            self._args[member], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        ready = self._ready[member] = threading.Event()
+        assert process.stdout is not None
+        copier = self._copiers[member] = threading.Thread(
+            target=copy_output,
+            args=(process.stdout, self.logs[member], ready),
+            kwargs={"append": append},
+            daemon=True,
+        )
+        copier.start()
+        return process
+
     def wait_ready(self, timeout: float = 30.0, members: list[int] | None = None) -> None:
-        """Return once every (living) member answers a linearizable read."""
+        """Return once every member started has said it serves clients (it has published
+        itself through the cluster's leader) and answers a linearizable read."""
         deadline = time.monotonic() + timeout
         for i in range(len(self.endpoints)) if members is None else members:
-            while True:
-                try:
-                    post(self.endpoints[i], "kv/range", {"key": "AA=="}, context=self.context)
-                    break
-                except (OSError, urllib.error.URLError) as exc:
-                    if self.processes[i].poll() is not None:
-                        raise RuntimeError(
-                            f"etcd member {i} exited: {self.logs[i].read_text()[-2000:]}"
-                        ) from exc
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"etcd member {i} did not start") from exc
-                    time.sleep(0.05)  # a separate process starting: poll, it has no event
+            said = self._ready[i].wait(max(deadline - time.monotonic(), 0.0))
+            if self.processes[i].poll() is not None:
+                raise RuntimeError(f"etcd member {i} exited: {self.logs[i].read_text()[-2000:]}")
+            if not said:
+                raise RuntimeError(f"etcd member {i} did not start within {timeout} s")
+            post(self.endpoints[i], "kv/range", {"key": "AA=="}, context=self.context)
 
     def leader(self) -> int:
         """The index of the current leader."""
@@ -255,10 +263,8 @@ class EtcdCluster:
         answers a linearizable read (it has a leader and has caught up with it)."""
         if self.processes[member].poll() is None:
             raise RuntimeError(f"etcd member {member} is still running")
-        with open(self.logs[member], "ab") as log:
-            self.processes[member] = subprocess.Popen(
-                self._args[member], stdout=log, stderr=subprocess.STDOUT
-            )
+        self._copiers[member].join()  # the old process's output has ended
+        self.processes[member] = self._spawn(member, append=True)
         self.wait_ready(timeout, members=[member])
 
     def stop(self) -> None:
@@ -276,3 +282,5 @@ class EtcdCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for copier in self._copiers.values():
+            copier.join()  # each member's output ends with it

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.__main__ import main
 from benchmarks._chart import measured_rows
-from tests.etcd_cluster import etcd_binary
+from watchstore.testing.etcd import etcd_binary
 
 needs_etcd = pytest.mark.skipif(
     etcd_binary() is None and not os.environ.get("CI"),

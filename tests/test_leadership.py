@@ -23,9 +23,10 @@ import anyio
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, etcd_binary, post, running
+from tests.etcd_cluster import EtcdCluster, post, running
 from tests.schema import SCHEMA, Task
 from watchstore.etcd.client import b64, prefix_end, unb64
+from watchstore.testing.etcd import etcd_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -89,7 +89,7 @@ class EtcdMember:
         ready = threading.Event()
         assert process.stdout is not None
         copier = threading.Thread(
-            target=_copy_output, args=(process.stdout, log, ready), daemon=True
+            target=copy_output, args=(process.stdout, log, ready), daemon=True
         )
         copier.start()
         member._copier = copier
@@ -127,10 +127,13 @@ class EtcdMember:
         self.stop()
 
 
-def _copy_output(stream: IO[bytes], log: Path, ready: threading.Event) -> None:
-    """Copy the member's output to ``log`` until it ends; set ``ready`` at the ready line
-    (or at the end, so a member that exits is not waited for)."""
-    with stream, open(log, "wb") as out:
+def copy_output(
+    stream: IO[bytes], log: Path, ready: threading.Event, *, append: bool = False
+) -> None:
+    """Copy an etcd member's output to ``log`` (after what it holds, with ``append``) until
+    it ends; set ``ready`` at the line saying the member serves clients (or at the end, so a
+    member that exits is not waited for). Run it in a thread of its own."""
+    with stream, open(log, "ab" if append else "wb") as out:
         for line in stream:
             out.write(line)
             out.flush()
