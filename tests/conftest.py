@@ -8,6 +8,7 @@ that runs the store itself (``anyio.run``, a child process) asks for ``anyio_bac
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -16,6 +17,8 @@ from hypothesis import settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from tests.etcd_cluster import EtcdCluster
 
 settings.register_profile("dev", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=False, print_blob=True)
@@ -35,6 +38,28 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     scoped, as AnyIO's own, so a module runs all its tests on one backend, then the next."""
     backend: str = request.param
     return backend
+
+
+@pytest.fixture(scope="module")
+def single(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[EtcdCluster]:
+    """A one-member etcd for the module's tests (a module using it calls
+    ``tests.etcd_cluster.require_etcd()`` first, so it fails in CI without etcd)."""
+    from tests.etcd_cluster import running
+
+    with running(tmp_path_factory.mktemp(f"etcd-{request.module.__name__}")) as cluster:
+        yield cluster
+
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test of this process has used (named after its module)."""
+    module = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    return f"{module}{os.getpid()}-{next(_prefixes)}"
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from watchstore.testing.etcd import copy_output, etcd_binary, free_ports
+from watchstore.testing.etcd import copy_output, etcd_binary, free_ports, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -274,13 +274,6 @@ class EtcdCluster:
         a follower that is stopping too) until killed; one by one, each exits at once.
         """
         for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
         for copier in self._copiers.values():
             copier.join()  # each member's output ends with it

@@ -3,9 +3,7 @@ place of PATH): inspect, dump, get and watch, against a real etcd member."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,35 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, require_etcd, running
+from tests.etcd_cluster import EtcdCluster, require_etcd
 from tests.schema import SCHEMA, Node, State, Task
 from tests.test_cli import run, run_json
 from watchstore.cli.main import ExitCode
 from watchstore.core.codec import encode
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import pytest
 
 REPO = Path(__file__).parent.parent
 WAIT = 60
 
 require_etcd()
-
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with running(tmp_path_factory.mktemp("etcd-cli")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"cli{os.getpid()}-{next(_prefixes)}"
 
 
 def fill(endpoints: list[str], prefix: str, backend: str) -> dict[tuple[str, str], Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -49,14 +48,6 @@ ROOT = Path(__file__).parent.parent
 
 require_etcd()
 
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with running(tmp_path_factory.mktemp("etcd1")) as cluster:
-        yield cluster
-
 
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[EtcdCluster]:
@@ -74,11 +65,6 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EtcdClust
         yield cluster, tls
     finally:
         cluster.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test{os.getpid()}-{next(_prefixes)}"
 
 
 @asynccontextmanager

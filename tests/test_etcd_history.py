@@ -6,8 +6,6 @@ compact revision."""
 from __future__ import annotations
 
 import base64
-import itertools
-import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,18 +20,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 require_etcd()
-_prefixes = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     with running(tmp_path_factory.mktemp("etcd-history")) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"history{os.getpid()}-{next(_prefixes)}"
 
 
 def described(event: ws.Event) -> tuple[Any, ...]:

@@ -4,9 +4,7 @@ on one key, and with etcd-style prefixes (issue 18)."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import os
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +27,6 @@ if TYPE_CHECKING:
 
 require_etcd()
 
-_prefixes = itertools.count()
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
@@ -44,11 +40,6 @@ def three(tmp_path: Path) -> Iterator[EtcdCluster]:
     """Three members of a test's own, which it may stop and start."""
     with running(tmp_path, 3) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"restarts{os.getpid()}-{next(_prefixes)}"
 
 
 def add_one(tx: ws.Tx) -> None:

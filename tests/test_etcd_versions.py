@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
-import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,18 +23,11 @@ if TYPE_CHECKING:
 
 require_etcd()
 
-_prefixes = itertools.count()
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     with running(tmp_path_factory.mktemp("etcd-versions")) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"versions{os.getpid()}-{next(_prefixes)}"
 
 
 def foreign_write(cluster: EtcdCluster, count: int = 2) -> None:

@@ -4,35 +4,15 @@ commit once, iter pages through the local replica."""
 
 from __future__ import annotations
 
-import itertools
-import os
-from typing import TYPE_CHECKING
-
 import anyio
 import attrs
 import pytest
 
 import watchstore as ws
-from tests.etcd_cluster import EtcdCluster, require_etcd, running
+from tests.etcd_cluster import EtcdCluster, require_etcd
 from tests.schema import SCHEMA, Node, Task
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 require_etcd()
-
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with running(tmp_path_factory.mktemp("etcd-query")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"query{os.getpid()}-{next(_prefixes)}"
 
 
 async def test_on_commit_runs_once_the_etcd_txn_committed(single: EtcdCluster, prefix: str) -> None:

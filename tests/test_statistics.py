@@ -4,8 +4,6 @@ retries. Real stores, real files and fsyncs, a real etcd member."""
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import TYPE_CHECKING
 
 import anyio
@@ -279,13 +277,6 @@ async def test_a_proposer_of_ones_own_reports_through_the_capability() -> None:
 
 
 # -- etcd ----------------------------------------------------------------------------------
-
-_prefixes = itertools.count()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"stats{os.getpid()}-{next(_prefixes)}"
 
 
 def add_one(tx: ws.Tx) -> None:

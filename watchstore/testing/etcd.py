@@ -103,15 +103,7 @@ class EtcdMember:
 
     def stop(self) -> None:
         """Stop the member (SIGTERM, then SIGKILL after 5 s) and wait for it."""
-        process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a test may have frozen it
-            process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(self.process)
         if self._copier is not None:
             self._copier.join()  # the output ends with the process: the pipe is closed
 
@@ -125,6 +117,19 @@ class EtcdMember:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop an etcd process (SIGTERM, then SIGKILL after 5 s; a frozen one is resumed
+    first, as a test may have stopped it) and wait for it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def copy_output(
