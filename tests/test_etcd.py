@@ -155,6 +155,44 @@ async def test_a_lone_commit_applied_from_what_it_wrote_equals_what_the_watch_de
         await assert_same_as_fresh(a, endpoints, prefix)
 
 
+async def test_a_writer_committing_on_and_on_still_gets_the_commits_of_others(
+    single: EtcdCluster, prefix: str
+) -> None:
+    # While commits of a process are in flight its watch rests rather than read each of its
+    # own events (EtcdProposer._rest). Another process's commit must still reach the
+    # replica and its watchers while the writer goes on, in version order, and the
+    # writer's next commit after it must wait for it.
+    endpoints = single.endpoints
+    async with (
+        two_stores(endpoints, prefix) as (a, b),
+        a.watch(ws.on(Task), ws.on(Node)) as events,
+    ):
+        first = a.version
+        written: list[Task] = []
+
+        async def write_until_a_node_arrives() -> None:
+            i = 0
+            while a.view(lambda tx: tx.get(Node, "n-b")) is None:
+                written.append(await a.update(lambda tx: tx.create(Task(f"t{i}", "web"))))
+                i += 1
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write_until_a_node_arrives)
+                await a.wait_for(ws.Version(first.index + 20))  # the writer is under way
+                node = await b.update(lambda tx: tx.create(Node("n-b", "from b")))
+            got = [await events.receive() for _ in range(len(written) + 1)]
+        created = [e for e in got if isinstance(e, ws.Created)]
+        assert len(created) == len(got)
+        assert [e.version for e in created] == sorted({e.version for e in created})
+        assert [e.obj for e in created if isinstance(e.obj, Task)] == written
+        (from_b,) = [e for e in created if isinstance(e.obj, Node)]
+        assert from_b.obj == node
+        after = [e for e in created if isinstance(e.obj, Task) and e.version > from_b.version]
+        assert after, "the writer stopped before the other process's commit"
+        await assert_same_as_fresh(a, endpoints, prefix)
+
+
 async def test_a_stale_version_raises_sequence_conflict_at_once(
     single: EtcdCluster, prefix: str
 ) -> None:
@@ -561,9 +599,11 @@ class Pieces(anyio.abc.ByteStream):
 
     def __init__(self, data: bytes, step: int) -> None:
         self._pieces = [data[i : i + step] for i in range(0, len(data), step)]
+        self.receives = 0
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         await anyio.lowlevel.checkpoint()
+        self.receives += 1
         if not self._pieces:
             raise anyio.EndOfStream
         return self._pieces.pop(0)
@@ -602,6 +642,32 @@ async def test_the_watch_stream_reads_chunked_lines_however_they_arrive(step: in
         lines.append(line)
     await stream.aclose()
     assert lines == [FIRST, SECOND, b""]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 4096])
+async def test_buffered_says_whether_the_next_line_waits_for_the_connection(step: int) -> None:
+    # The watch rests while this process commits only when no message is waiting
+    # (EtcdProposer._rest): Stream.buffered() must say exactly whether line() reads.
+    pieces = Pieces(CHUNKED_HEAD + CHUNKED_BODY, step)
+    connection = http._Connection(pieces)
+    head = h11.Request(
+        method="POST", target="/v3/watch", headers=[("host", "etcd"), ("content-length", "2")]
+    )
+    await connection.send(head, b"{}")
+    stream = http.Stream(connection, await connection.read_head())
+    said = []
+    while True:
+        buffered, receives = stream.buffered(), pieces.receives
+        line = await stream.line()
+        said.append(buffered)
+        assert (pieces.receives == receives) is buffered, (step, len(said))
+        if line is None:
+            break
+    await stream.aclose()
+    if step == 4096:  # all of it came with the head: no line had to be read
+        assert said == [True, True, True, True]
+    else:
+        assert not said[0]
 
 
 @pytest.mark.parametrize("step", [1, 3, 4096])

@@ -250,8 +250,10 @@ class HeldWatch:
         self._open.set()
         real = proposer.client.watch
 
-        async def watch(body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-            async with aclosing(real(body)) as results:
+        async def watch(
+            body: dict[str, Any], *, between: Callable[[], Awaitable[None]] | None = None
+        ) -> AsyncGenerator[dict[str, Any], None]:
+            async with aclosing(real(body, between=between)) as results:
                 async for result in results:
                     await self._open.wait()
                     yield result

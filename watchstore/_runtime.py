@@ -31,6 +31,7 @@ import trio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from types import TracebackType
 
 T = TypeVar("T")
 
@@ -74,6 +75,25 @@ class Event(Protocol):
     async def wait(self) -> Any: ...
 
 
+class Scope(Protocol):
+    """A cancel scope as a context manager (trio's or AnyIO's)."""
+
+    @property
+    def cancelled_caught(self) -> bool:
+        """True if the scope's deadline cancelled its block."""
+        ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> bool | None: ...
+
+
 class Runtime(Protocol):
     """What the store needs of its event loop beyond AnyIO's portable API."""
 
@@ -93,6 +113,15 @@ class Runtime(Protocol):
     """A new parking lot."""
     waiter: Callable[[], Waiter]
     """A new one-shot, uncancellable waiter."""
+    wait_readable: Callable[[Any], Awaitable[None]]
+    """Wait until a socket is readable."""
+    wait_writable: Callable[[Any], Awaitable[None]]
+    """Wait until a socket is writable."""
+
+    def deadline(self, seconds: float) -> Scope:
+        """A cancel scope whose block is cancelled ``seconds`` from now (``fail_after``
+        without the exception: see ``cancelled_caught``)."""
+        ...
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """``fn()`` in a worker thread: its result or error. Not cancellable once started
@@ -152,6 +181,13 @@ class TrioRuntime:
         self.event: Callable[[], Event] = trio.Event
         self.lot: Callable[[], Lot] = trio.lowlevel.ParkingLot
         self.waiter: Callable[[], Waiter] = _TrioWaiter
+        self.wait_readable: Callable[[Any], Awaitable[None]] = trio.lowlevel.wait_readable
+        self.wait_writable: Callable[[Any], Awaitable[None]] = trio.lowlevel.wait_writable
+
+    def deadline(self, seconds: float) -> Scope:
+        """trio's own scope: AnyIO's ``fail_after`` adds a generator and a wrapping scope,
+        about 5 us of an etcd request's 250."""
+        return trio.CancelScope(deadline=trio.current_time() + seconds)
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Through ``start_thread_soon``: ``trio.to_thread.run_sync``'s capacity limiter,
@@ -274,6 +310,12 @@ class AsyncioRuntime:
         self.event: Callable[[], Event] = anyio.Event
         self.lot: Callable[[], Lot] = _AsyncioLot
         self.waiter: Callable[[], Waiter] = _AsyncioWaiter
+        self.wait_readable: Callable[[Any], Awaitable[None]] = anyio.wait_readable
+        self.wait_writable: Callable[[Any], Awaitable[None]] = anyio.wait_writable
+
+    def deadline(self, seconds: float) -> Scope:
+        """AnyIO's scope."""
+        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """In watchstore's own worker threads: the loop's default executor is shared, and a

@@ -38,7 +38,7 @@ from ..core.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
     from . import http
 
@@ -321,12 +321,18 @@ class EtcdClient:
             await rounds.next(f"{url}: {_describe(failure)}")
             self.retries += 1
 
-    async def watch(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def watch(
+        self,
+        body: dict[str, Any],
+        *,
+        between: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Open one watch (``body`` is its ``create_request``) and yield each ``result``.
 
         Raises EtcdUnavailable when the stream cannot be opened or breaks, Compacted when its
         start revision is gone. Each message is decoded as it arrives: every commit of the
-        store comes back through this stream.
+        store comes back through this stream. ``between``, if given, is awaited whenever
+        every message that has arrived was yielded, before waiting for the next.
         """
         url = f"{self.endpoint}/v3/watch"
         data = _ENCODE({"create_request": body})
@@ -341,7 +347,12 @@ class EtcdClient:
                     with anyio.fail_after(self._timeout):
                         text = await stream.read_all()
                     raise _error_from(_json_or_text(text), stream.status)
-                while (line := await stream.line()) is not None:
+                while True:
+                    if between is not None and not stream.buffered():
+                        await between()
+                    line = await stream.line()
+                    if line is None:
+                        break
                     if not line.strip():
                         continue
                     message = _json(line)
