@@ -17,7 +17,7 @@ from __future__ import annotations
 import select
 import ssl
 import urllib.parse
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import anyio.abc
@@ -27,7 +27,9 @@ from .. import _runtime
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
+
+T = TypeVar("T")
 
 POOL_SIZE: Final = 16
 """Idle keep-alive connections kept per endpoint (more may be open while busy)."""
@@ -91,21 +93,11 @@ class Endpoint:
         headers: Sequence[tuple[str, str]] = (),
     ) -> Response:
         """Send one request on a pooled connection and read the whole response."""
-        timeout = self.timeout
         connection = await self._pooled()
         if connection is None:
             connection = await self._connect()
-        try:
-            with connection.deadline(timeout) as scope:
-                await connection.send(self._head(method, path, body, headers), body)
-                status, data = await connection.read_response()
-            if scope.cancelled_caught:
-                raise TimeoutError(f"no answer within {timeout:g} s")
-        except BaseException as exc:
-            await connection.aclose()
-            if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
-                raise Broken(f"{self.url}{self.base}{path}: {_named(exc)}") from exc
-            raise
+        request = self._head(method, path, body, headers)
+        status, data = await self._exchange(connection, request, body, _Connection.read_response)
         if connection.reusable() and len(self._idle) < POOL_SIZE:
             self._idle.append(connection)
         else:
@@ -117,20 +109,35 @@ class Endpoint:
     ) -> Stream:
         """POST ``body`` on a connection of its own and return the response once its head
         has arrived; its body is read with :meth:`Stream.line`."""
-        timeout = self.timeout
         connection = await self._connect()
+        request = self._head("POST", path, body, headers)
+        status = await self._exchange(connection, request, body, _Connection.read_head)
+        return Stream(connection, status)
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        request: h11.Request,
+        body: bytes | None,
+        read: Callable[[_Connection], Awaitable[T]],
+    ) -> T:
+        """Send ``request`` on ``connection`` and ``read`` the answer, within the timeout;
+        on any failure the connection is closed (Broken if it failed, timed out or spoke
+        something that is not HTTP/1.1)."""
+        timeout = self.timeout
         try:
             with connection.deadline(timeout) as scope:
-                await connection.send(self._head("POST", path, body, headers), body)
-                status = await connection.read_head()
+                await connection.send(request, body)
+                answer = await read(connection)
             if scope.cancelled_caught:
                 raise TimeoutError(f"no answer within {timeout:g} s")
         except BaseException as exc:
             await connection.aclose()
             if isinstance(exc, (OSError, anyio.BrokenResourceError, h11.ProtocolError)):
-                raise Broken(f"{self.url}{self.base}{path}: {_named(exc)}") from exc
+                target = request.target.decode("ascii", "replace")
+                raise Broken(f"{self.url}{target}: {_named(exc)}") from exc
             raise
-        return Stream(connection, status)
+        return answer
 
     async def aclose(self) -> None:
         """Close the idle connections."""

@@ -66,6 +66,7 @@ the holder's id), ``x/<session>/fence`` and ``x/<session>/marker``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
 import logging
@@ -105,7 +106,7 @@ from .leadership import Elections, EtcdFence
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from .._runtime import Event, Lot, Scope
@@ -301,7 +302,7 @@ class EtcdProposer:
         self._queue: collections.deque[_Pending] = collections.deque()  # waiting for a txn
         self._senders = 0  # tasks sending txns
         self._writers = 0  # tasks in commit_prepared: committing, or waiting for the replica
-        self._needed = 0  # tasks waiting for the watch to bring a revision (see _replica_at)
+        self._needed = 0  # tasks waiting for the watch to bring a revision (see _watch_needed)
         self._resting: Lot | None = None  # the watch's task, resting (see _rest)
         self._deadline: Callable[[float], Scope] | None = None
 
@@ -636,7 +637,8 @@ class EtcdProposer:
                         functools.partial(self._own_change, prepared=prepared, version=version)
                     )
                 if host.version < version:
-                    await self._replica_at(host, version)
+                    with self._watch_needed():
+                        await host.wait_for(version)
             return version
         finally:
             self._writers -= 1
@@ -977,20 +979,18 @@ class EtcdProposer:
         a txn in flight: retries sent at random moments mostly meet the txn of a writer whose
         last commit just succeeded (it never backs off), and lose again.
         """
-        self._needed += 1  # the watch reads on meanwhile (see _rest)
-        self._wake_watch()
         try:
-            with anyio.move_on_after(5):
-                await host.wait_for(Version(conflict.revision))
-                while self._present(host, conflict.gone):
-                    await host.wait_for(Version(host.version.index + 1))
-            if attempt:
-                bound = backoff_bound(attempt)
-                await anyio.sleep(random.uniform(0, bound))
-                with anyio.move_on_after(bound):
-                    await host.wait_for(Version(host.version.index + 1))
+            with self._watch_needed():
+                with anyio.move_on_after(5):
+                    await host.wait_for(Version(conflict.revision))
+                    while self._present(host, conflict.gone):
+                        await host.wait_for(Version(host.version.index + 1))
+                if attempt:
+                    bound = backoff_bound(attempt)
+                    await anyio.sleep(random.uniform(0, bound))
+                    with anyio.move_on_after(bound):
+                        await host.wait_for(Version(host.version.index + 1))
         finally:
-            self._needed -= 1
             if isinstance(conflict, _Held):
                 conflict.release()
 
@@ -1080,7 +1080,7 @@ class EtcdProposer:
         read after a rest they cost a few microseconds each. Commits of other processes
         still arrive at once whenever a commit of this process needs them: a writer whose
         txn committed after one it has not seen, a shared txn, and ``catch_up`` all wait
-        for the watch through ``_replica_at``, which wakes it. Otherwise they wait at most
+        for the watch through ``_watch_needed``, which wakes it. Otherwise they wait at most
         ``REST`` seconds longer while this process is committing."""
         resting, deadline = self._resting, self._deadline
         if not self._writers or self._needed or resting is None or deadline is None:
@@ -1088,17 +1088,15 @@ class EtcdProposer:
         with deadline(REST):
             await resting.park()
 
-    def _wake_watch(self) -> None:
-        """End the watch's rest (see ``_rest``)."""
+    @contextlib.contextmanager
+    def _watch_needed(self) -> Iterator[None]:
+        """For a task waiting for the watch to bring a revision: the watch does not rest
+        meanwhile, and ends a rest under way (see ``_rest``)."""
+        self._needed += 1
         if self._resting:
             self._resting.unpark_all()
-
-    async def _replica_at(self, host: Host, version: Version) -> None:
-        """Wait until the watch has brought the replica to ``version`` (ending its rest)."""
-        self._needed += 1
-        self._wake_watch()
         try:
-            await host.wait_for(version)
+            yield
         finally:
             self._needed -= 1
 
