@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import signal
+import ssl
 import subprocess
 import sys
 from contextlib import aclosing, asynccontextmanager
@@ -18,6 +20,7 @@ import anyio.lowlevel
 import attrs
 import h11
 import pytest
+from anyio.streams.tls import TLSListener
 
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, Tls, post, require_etcd, running
@@ -702,6 +705,94 @@ async def test_a_refused_watch_gives_the_servers_error() -> None:
         with pytest.raises(Compacted):
             await _collect(client.watch({"key": "AA=="}), [])
         await client.aclose()
+
+
+@asynccontextmanager
+async def silent_http(*, read: bool = True, tls: Tls | None = None) -> AsyncIterator[str]:
+    """A server that accepts connections and never answers (with ``read=False`` it does not
+    even read what comes); with ``tls``, over TLS."""
+
+    async def serve(stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while read:
+                    await stream.receive()
+                await anyio.sleep_forever()
+
+    listener: anyio.abc.Listener[Any] = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls.server)
+        listener = TLSListener(listener, context, standard_compatible=False)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", ["http", "https"])
+async def test_a_request_without_an_answer_fails_once_its_timeout_passed(
+    tmp_path: Path, transport: str
+) -> None:
+    """A member that takes a request and never answers: a write's outcome is unknown, a
+    read (and a watch) finds no member, each once the client's timeout has passed."""
+    tls = Tls.create(tmp_path) if transport == "https" else None
+    context = None if tls is None else tls.context()
+    async with silent_http(tls=tls) as endpoint:
+        client = ws.EtcdProposer([endpoint], ssl_context=context, timeout=0.3).client
+        with anyio.fail_after(10):  # not a figure: a guard against hanging
+            for call, error in [
+                (client.call("kv/txn", {}, write=True), OutcomeUnknown),
+                (client.call("kv/range", {"key": "AA=="}), EtcdUnavailable),
+                (_collect(client.watch({"key": "AA=="}), []), EtcdUnavailable),
+            ]:
+                start = anyio.current_time()
+                with pytest.raises(error, match=r"no answer within 0\.3 s"):
+                    await call
+                assert anyio.current_time() - start >= 0.3
+        await client.aclose()
+
+
+async def test_a_request_the_server_does_not_read_fails_once_its_timeout_passed() -> None:
+    """Its body fills the socket's buffers and the send waits: the timeout covers that."""
+    async with silent_http(read=False) as endpoint:
+        target = http.Endpoint(endpoint, None, timeout=0.3)
+        with anyio.fail_after(10), pytest.raises(http.Broken, match=r"no answer within 0\.3 s"):
+            await target.request("POST", "/v3/kv/put", bytes(64 << 20))
+        await target.aclose()
+
+
+async def test_a_connection_that_timed_out_is_not_used_again() -> None:
+    """After a request timed out, the next one goes out on a new connection and is
+    answered."""
+    body = b"{}"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    connections = 0
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    data = await stream.receive()
+                    if not first and b"\r\n\r\n" in data:
+                        await stream.send(answer)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        client = ws.EtcdProposer([f"http://127.0.0.1:{port}"], timeout=0.3).client
+        with anyio.fail_after(10):
+            with pytest.raises(OutcomeUnknown, match="no answer within"):
+                await client.call("kv/txn", {}, write=True)
+            assert await client.call("kv/range", {"key": "AA=="}) == {}
+        await client.aclose()
+        tg.cancel_scope.cancel()
+    assert connections == 2
 
 
 async def test_a_watch_cut_off_mid_chunk_is_unavailable() -> None:

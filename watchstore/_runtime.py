@@ -8,6 +8,10 @@ a task until another wakes it (a watcher waiting for events, a writer waiting fo
 a one-shot wait that cannot be cancelled (a commit's fsync: the commit will happen), a call
 in a worker thread that cannot be abandoned, events, and the current task's identity.
 
+Request timeouts are timers (``call_later``) rather than cancel scopes: trio's scope with a
+deadline costs an etcd request about 20 us of its 250, a timer of a run's timer task a heap
+push.
+
 ``Runtime`` is that small set; ``current()`` picks the running backend's (through sniffio),
 once, when a store opens. Both implementations are here, side by side, with the same
 semantics, which trio defines: a task woken from a lot returns from ``park`` even if it was
@@ -21,6 +25,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
+import logging
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 T = TypeVar("T")
+
+log = logging.getLogger("watchstore")
 
 
 class Lot(Protocol):
@@ -94,6 +104,14 @@ class Scope(Protocol):
     ) -> bool | None: ...
 
 
+class Timer(Protocol):
+    """A callback due at a time (``Runtime.call_later``)."""
+
+    def cancel(self) -> object:
+        """Do not call it (nothing happens if it ran already)."""
+        ...
+
+
 class Runtime(Protocol):
     """What the store needs of its event loop beyond AnyIO's portable API."""
 
@@ -121,6 +139,11 @@ class Runtime(Protocol):
     def deadline(self, seconds: float) -> Scope:
         """A cancel scope whose block is cancelled ``seconds`` from now (``fail_after``
         without the exception: see ``cancelled_caught``)."""
+        ...
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback()`` in the event loop's thread ``seconds`` from now, unless the
+        timer is cancelled first. It must not block or raise (an error is logged)."""
         ...
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
@@ -164,6 +187,68 @@ def _refuse_abort(_raise_cancel: object) -> Any:
     return _ABORT_FAILED
 
 
+class _TrioTimer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _TrioTimers:
+    """The timers of one trio run, called by a system task of the run (started with the
+    first timer; cancelled, as trio's system tasks are, when the run's main task ends).
+
+    Timers are mostly cancelled soon, and in the order they were set (requests answered
+    in time): the ones cancelled at the front of the heap are dropped as new ones come, so
+    the heap holds about the timers in force. The task sleeps until the earliest is due."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _TrioTimer]] = []
+        self._order = itertools.count()
+        self._sleep: trio.CancelScope | None = None
+        self._running = False
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _TrioTimer:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        timer = _TrioTimer(callback)
+        when = trio.current_time() + seconds
+        heapq.heappush(heap, (when, next(self._order), timer))
+        if not self._running:
+            trio.lowlevel.spawn_system_task(self._run, name="watchstore timers")
+            self._running = True
+        elif self._sleep is not None and when < self._sleep.deadline:
+            self._sleep.deadline = when
+        return timer
+
+    async def _run(self) -> None:
+        heap = self._heap
+        while True:
+            now = trio.current_time()
+            while heap and (heap[0][2].cancelled or heap[0][0] <= now):
+                timer = heapq.heappop(heap)[2]
+                if not timer.cancelled:
+                    timer.cancelled = True
+                    try:
+                        timer.callback()
+                    except Exception:  # a system task's error would end the whole run
+                        log.exception("watchstore: a timer's callback failed")
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
+                self._sleep = sleep
+                await trio.sleep_forever()
+            self._sleep = None
+
+
+_TIMERS: trio.lowlevel.RunVar[_TrioTimers | None] = trio.lowlevel.RunVar(
+    "watchstore_timers", default=None
+)
+
+
 class TrioRuntime:
     """The trio backend: trio.lowlevel, directly (its ParkingLot is the lot)."""
 
@@ -188,6 +273,14 @@ class TrioRuntime:
         """trio's own scope: AnyIO's ``fail_after`` adds a generator and a wrapping scope,
         about 5 us of an etcd request's 250."""
         return trio.CancelScope(deadline=trio.current_time() + seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """A timer of the run's timer task (see ``_TrioTimers``)."""
+        timers = _TIMERS.get()
+        if timers is None:
+            timers = _TrioTimers()
+            _TIMERS.set(timers)
+        return timers.call_later(seconds, callback)
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Through ``start_thread_soon``: ``trio.to_thread.run_sync``'s capacity limiter,
@@ -316,6 +409,10 @@ class AsyncioRuntime:
     def deadline(self, seconds: float) -> Scope:
         """AnyIO's scope."""
         return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """The loop's own timer."""
+        return asyncio.get_running_loop().call_later(seconds, callback)
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """In watchstore's own worker threads: the loop's default executor is shared, and a
