@@ -237,3 +237,36 @@ def test_on_asyncio_a_plain_task_cancel_of_a_parked_task_leaves_the_lot() -> Non
         assert not lot.unpark()
 
     asyncio.run(main())
+
+
+async def test_timers_fire_in_due_order_and_cancelled_ones_never(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An earlier timer set after a later one still fires first (on trio the timer task's
+    sleep is cut short), a cancelled one never fires, and a callback that raises is logged
+    without stopping the others."""
+    runtime = _runtime.current()
+    fired: list[str] = []
+
+    def fail() -> None:
+        fired.append("fails")
+        raise RuntimeError("test: a failing callback")
+
+    done = anyio.Event()
+
+    def last() -> None:
+        fired.append("later")
+        done.set()
+
+    later = runtime.call_later(0.3, last)
+    dropped = runtime.call_later(0.05, lambda: fired.append("dropped"))
+    runtime.call_later(0.1, fail)
+    runtime.call_later(0.05, lambda: fired.append("sooner"))
+    dropped.cancel()
+    with anyio.fail_after(5):
+        await done.wait()
+    assert fired == ["sooner", "fails", "later"]
+    assert "a timer's callback failed" in caplog.text
+    later.cancel()  # after it ran: nothing happens
+    await anyio.sleep(0.1)
+    assert fired == ["sooner", "fails", "later"]

@@ -187,6 +187,14 @@ def _refuse_abort(_raise_cancel: object) -> Any:
     return _ABORT_FAILED
 
 
+def _call_logged(callback: Callable[[], object]) -> None:
+    """``callback()``; an error is logged (see ``Runtime.call_later``)."""
+    try:
+        callback()
+    except Exception:
+        log.exception("watchstore: a timer's callback failed")
+
+
 class _TrioTimer:
     __slots__ = ("callback", "cancelled")
 
@@ -234,10 +242,7 @@ class _TrioTimers:
                 timer = heapq.heappop(heap)[2]
                 if not timer.cancelled:
                     timer.cancelled = True
-                    try:
-                        timer.callback()
-                    except Exception:  # a system task's error would end the whole run
-                        log.exception("watchstore: a timer's callback failed")
+                    _call_logged(timer.callback)  # an error here would end the whole run
             with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
                 self._sleep = sleep
                 await trio.sleep_forever()
@@ -412,7 +417,7 @@ class AsyncioRuntime:
 
     def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
         """The loop's own timer."""
-        return asyncio.get_running_loop().call_later(seconds, callback)
+        return asyncio.get_running_loop().call_later(seconds, _call_logged, callback)
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """In watchstore's own worker threads: the loop's default executor is shared, and a
