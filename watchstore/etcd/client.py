@@ -24,6 +24,7 @@ import base64
 import logging
 import random
 import ssl
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -289,9 +290,9 @@ class EtcdClient:
         http = self._http
         data = _ENCODE(body)
         path = f"/v3/{method}"
-        rounds = _Rounds(self, method)
+        started = time.monotonic()
+        rounds: _Rounds | None = None  # made at the first failure (most calls have none)
         while True:
-            url = f"{self.endpoint}{path}"
             failure: BaseException
             try:
                 response = await self.send("POST", path, data)
@@ -299,6 +300,7 @@ class EtcdClient:
                 failure = exc
             except http.Broken as exc:
                 if write:
+                    url = f"{self.endpoint}{path}"
                     self.fail_over()
                     raise OutcomeUnknown(f"etcd {method} at {url}: {exc}") from exc
                 failure = exc
@@ -316,9 +318,12 @@ class EtcdClient:
                 if not isinstance(failure, EtcdUnavailable):
                     raise failure
                 if write and not isinstance(failure, Refused):
+                    url = f"{self.endpoint}{path}"
                     self.fail_over()
                     raise OutcomeUnknown(f"etcd {method} at {url}: {failure}") from failure
-            await rounds.next(f"{url}: {_describe(failure)}")
+            if rounds is None:
+                rounds = _Rounds(self, method, started)
+            await rounds.next(f"{self.endpoint}{path}: {_describe(failure)}")
             self.retries += 1
 
     async def watch(
@@ -386,10 +391,11 @@ class _Rounds:
     all come back at once), then round again. EtcdUnavailable, naming each failure of the
     last round, once the client's ``timeout`` has passed."""
 
-    def __init__(self, client: EtcdClient, method: str) -> None:
+    def __init__(self, client: EtcdClient, method: str, started: float) -> None:
+        """``started``: when the call began, in ``time.monotonic()`` seconds."""
         self._client = client
         self._method = method
-        self._deadline = anyio.current_time() + client.timeout
+        self._deadline = started + client.timeout
         self._failures: list[str] = []
         self._rounds = 0
 
@@ -401,7 +407,7 @@ class _Rounds:
         log.info("etcd %s failed at %s; trying %s", self._method, failure, client.endpoint)
         if len(self._failures) < len(client.endpoints):
             return
-        left = self._deadline - anyio.current_time()
+        left = self._deadline - time.monotonic()
         if left <= 0:
             raise EtcdUnavailable(
                 f"no etcd endpoint could serve {self._method} for {client.timeout:g} s: "

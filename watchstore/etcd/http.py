@@ -19,7 +19,7 @@ import select
 import socket
 import ssl
 import urllib.parse
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -356,8 +356,8 @@ class _Connection:
         conn = self._h11
         while True:
             event = conn.next_event()
-            if isinstance(event, h11.Event) or event is h11.PAUSED:
-                return event
+            if event is not h11.NEED_DATA:  # (h11's events are ABCs: isinstance is slow)
+                return cast("h11.Event | type[h11.PAUSED]", event)
             try:  # h11.NEED_DATA
                 data = await self._receive()
             except anyio.EndOfStream:
@@ -372,9 +372,10 @@ class _Connection:
         """Read up to the response's head; its status (1xx answers are skipped)."""
         while True:
             event = await self._event()
-            if isinstance(event, h11.Response):
-                return event.status_code
-            if isinstance(event, h11.InformationalResponse):
+            kind = type(event)
+            if kind is h11.Response:
+                return cast("h11.Response", event).status_code
+            if kind is h11.InformationalResponse:
                 continue
             raise h11.RemoteProtocolError(f"expected a response, got {event!r}")
 
@@ -425,11 +426,12 @@ class _Connection:
 
 def _piece(event: type[h11.NEED_DATA | h11.PAUSED] | h11.Event) -> bytes | None:
     """A piece of a response body from its event (None: the body's end)."""
-    if isinstance(event, h11.Data):
-        return bytes(event.data)
-    if isinstance(event, h11.EndOfMessage):
+    kind = type(event)  # (h11's events are ABCs: isinstance is slow)
+    if kind is h11.Data:
+        return bytes(cast("h11.Data", event).data)
+    if kind is h11.EndOfMessage:
         return None
-    if isinstance(event, h11.ConnectionClosed):
+    if kind is h11.ConnectionClosed:
         raise h11.RemoteProtocolError("the connection closed in the middle of the body")
     raise h11.RemoteProtocolError(f"unexpected {event!r} in a response body")
 
