@@ -352,12 +352,17 @@ class _Connection:
                 raise anyio.EndOfStream
             return data
 
-    async def _event(self) -> h11.Event | type[h11.PAUSED]:
+    async def _event(self, *, receive: bool = False) -> h11.Event | type[h11.PAUSED]:
+        """h11's next event, reading from the connection as it needs (at once, with
+        ``receive``: the caller knows h11 holds nothing to make one of)."""
         conn = self._h11
         while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:  # (h11's events are ABCs: isinstance is slow)
-                return cast("h11.Event | type[h11.PAUSED]", event)
+            if receive:
+                receive = False
+            else:
+                event = conn.next_event()
+                if event is not h11.NEED_DATA:  # (h11's events are ABCs: isinstance is slow)
+                    return cast("h11.Event | type[h11.PAUSED]", event)
             try:  # h11.NEED_DATA
                 data = await self._receive()
             except anyio.EndOfStream:
@@ -370,8 +375,11 @@ class _Connection:
 
     async def read_head(self) -> int:
         """Read up to the response's head; its status (1xx answers are skipped)."""
+        # Just after a request, h11 holds nothing to parse (no pipelining): read first.
+        receive = self._h11.trailing_data == (b"", False)
         while True:
-            event = await self._event()
+            event = await self._event(receive=receive)
+            receive = False
             kind = type(event)
             if kind is h11.Response:
                 return cast("h11.Response", event).status_code

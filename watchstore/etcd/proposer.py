@@ -195,11 +195,14 @@ class _Pending:
     shared: bool = False
     """Its txn carried other transactions too."""
     outcome: Version | BaseException | None = None
-    done: Event = attrs.Factory(anyio.Event)
+    done: Event | None = None
+    """Set once it is settled: given to a transaction that waits in the queue (a lone
+    writer sends its own txn and needs none)."""
 
     def settle(self, outcome: Version | BaseException) -> None:
         self.outcome = outcome
-        self.done.set()
+        if self.done is not None:
+            self.done.set()
 
     def result(self) -> Version:
         """The settled outcome: its version, or its error raised."""
@@ -280,7 +283,8 @@ class EtcdProposer:
         """How often the replica re-listed because its watch revision was compacted."""
         self.server_version = ""
         self._version = ORIGIN
-        self._session = f"{os.getpid()}-{uuid.uuid4().hex[:12]}".encode()
+        self._session_text = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._session = self._session_text.encode()
         session = self.prefix + b"x/" + self._session
         self._fence_key = session + b"/fence"
         self._marker_key = session + b"/marker"
@@ -487,27 +491,32 @@ class EtcdProposer:
         written: list[bytes] = []
         success: list[dict[str, Any]] = []
         size = 0
-        nonce = f"{self._session.decode()}/{next(self._nonces)}"
+        nonce = f"{self._session_text}/{next(self._nonces)}"
         witness: tuple[bytes, bytes] | None = None
         watched: tuple[str, str] | None = None
         held_before: dict[bytes, str] = {}
         held_after: dict[bytes, str] = {}
         changes: list[tuple[str, str, Any]] = []
+        compares: list[dict[str, Any]] = []
+        ranges: list[dict[str, Any]] = []
         for (table, id), (old, new) in tx.changes.items():
             if old is new:
                 continue
             changes.append((table, id, new))
             key = self._object_key(table, id)
-            expect[key] = _revision_of(old)
+            named = b64(key)
+            expect[key] = revision = _revision_of(old)
+            compares.append(_mod_equal_named(named, revision))
+            ranges.append({"request_range": {"key": named}})
             written.append(key)
             if new is None:
-                success.append({"request_delete_range": {"key": b64(key)}})
+                success.append({"request_delete_range": {"key": named}})
             else:
                 data = encode(new)
                 data["meta"][0] = nonce  # the revision is the version: see _decode
                 value = dump_data(data)
                 size += len(value)
-                put = {"key": b64(key), "value": b64(value)}
+                put = {"key": named, "value": b64(value)}
                 if witness is None:
                     witness = (key, value)
                     watched = (put["key"], put["value"])
@@ -530,9 +539,8 @@ class EtcdProposer:
         for ukey in held_before.keys() - held_after.keys():
             puts.add(ukey)
             success.append({"request_delete_range": {"key": b64(ukey)}})
-        compares: list[dict[str, Any]] = [_mod_equal(k, r) for k, r in expect.items()]
         compares.extend(_absent(k) for k in free)
-        ranges = [{"request_range": {"key": b64(k)}} for k in [*expect, *free]]
+        ranges.extend({"request_range": {"key": b64(k)}} for k in free)
         fence = FENCE.get()
         if fence is not None:
             if not isinstance(fence, EtcdFence):
@@ -622,7 +630,7 @@ class EtcdProposer:
         held = False
         self._writers += 1
         try:
-            item = _Pending(prepared, alone=prepared.alone, done=self._event())
+            item = _Pending(prepared, alone=prepared.alone)
             try:
                 version = await self._submit(item)
             except Conflict as conflict:
@@ -669,10 +677,11 @@ class EtcdProposer:
                 self._senders -= 1
                 self._start_sender(host)  # for the transactions queued meanwhile
             return item.result()
+        done = item.done = self._event()
         self._queue.append(item)
         self._start_sender(host)
         try:
-            await item.done.wait()
+            await done.wait()
         except BaseException:
             if not item.taken:  # never sent: it will not be
                 self._queue.remove(item)
@@ -711,7 +720,7 @@ class EtcdProposer:
         finally:
             self._senders -= 1
             for item in group:
-                if not item.done.is_set():
+                if item.outcome is None:
                     item.settle(
                         ProposalFailed(
                             "the store closed while this transaction was being committed; "
@@ -1283,7 +1292,12 @@ def _keys(spec: IndexSpec, obj: Any) -> Iterable[Any]:
 
 
 def _mod_equal(key: bytes, revision: int) -> dict[str, Any]:
-    return {"target": "MOD", "key": b64(key), "result": "EQUAL", "mod_revision": revision}
+    return _mod_equal_named(b64(key), revision)
+
+
+def _mod_equal_named(named: str, revision: int) -> dict[str, Any]:
+    """``_mod_equal`` of a key already in base64."""
+    return {"target": "MOD", "key": named, "result": "EQUAL", "mod_revision": revision}
 
 
 def _absent(key: bytes) -> dict[str, Any]:
