@@ -1000,6 +1000,31 @@ def puts_of(body: dict[str, Any], prefix: str) -> list[str]:
     return [k.removeprefix(start) for k in keys if k.startswith(start)]
 
 
+class HeldWatch:
+    """Holds back what a proposer's watch receives while closed: its replica stops moving."""
+
+    def __init__(self, proposer: ws.EtcdProposer) -> None:
+        self._open = anyio.Event()
+        self._open.set()
+        real = proposer.client.watch
+
+        async def watch(
+            body: dict[str, Any], *, between: Callable[[], Awaitable[None]] | None = None
+        ) -> AsyncGenerator[dict[str, Any], None]:
+            async with aclosing(real(body, between=between)) as results:
+                async for result in results:
+                    await self._open.wait()
+                    yield result
+
+        proposer.client.watch = watch  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self._open = anyio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+
 def one_txn_at_a_time(cluster: EtcdCluster, prefix: str) -> tuple[ws.EtcdProposer, Faults]:
     """A proposer with one txn in flight whose first txn waits until every task is blocked,
     so that the commits started meanwhile all queue behind it."""
@@ -1083,6 +1108,62 @@ async def test_concurrent_commits_share_txns_and_each_lands_once(
         for keys in shared:
             assert len({versions[k.removeprefix("Task/")] for k in keys}) == 1
         await assert_same_as_fresh(store, single.endpoints, prefix)
+
+
+async def test_a_shared_txn_is_applied_from_what_it_wrote_without_waiting_for_the_watch(
+    single: EtcdCluster, prefix: str
+) -> None:
+    """When nothing came between, the sender applies a shared txn from the objects its
+    transactions wrote (the watch then skips its events): its writers return with the
+    watch held back, and their watchers see exactly what another replica decodes."""
+    proposer, faults = one_txn_at_a_time(single, prefix)
+    held = HeldWatch(proposer)
+    async with (
+        ws.open_store(SCHEMA, proposer=proposer) as a,
+        ws.open_store(SCHEMA, etcd=single.endpoints, prefix=prefix) as b,
+        a.watch(ws.on(Task)) as seen_here,
+        b.watch(ws.on(Task)) as seen_there,
+    ):
+        held.close()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(a.update, create_task([], i))
+            async with anyio.create_task_group() as tg:
+                for i in range(0, 12, 2):
+                    tg.start_soon(a.update, remove(i))
+                for i in range(1, 12, 2):
+                    tg.start_soon(a.update, relabel(i))
+        assert max(len(puts_of(body, prefix)) for body in faults.txns) > 1  # shared txns
+        held.open()
+        with anyio.fail_after(20):
+            await b.wait_for(a.version)
+            here = [await seen_here.receive() for _ in range(24)]
+            there = [await seen_there.receive() for _ in range(24)]
+        assert [_described(e) for e in here] == [_described(e) for e in there]
+        await assert_same_as_fresh(a, single.endpoints, prefix)
+
+
+def remove(i: int) -> Callable[[ws.Tx], None]:
+    """A transaction function deleting task ``t{i}``."""
+    return lambda tx: tx.delete(Task, f"t{i}")
+
+
+def relabel(i: int) -> Callable[[ws.Tx], None]:
+    """A transaction function moving task ``t{i}`` to the service "moved"."""
+
+    def fn(tx: ws.Tx) -> None:
+        task = tx.get(Task, f"t{i}")
+        assert task is not None
+        tx.update(attrs.evolve(task, service_id="moved"))
+
+    return fn
+
+
+def _described(event: ws.Event[Any]) -> tuple[object, ...]:
+    """An event's kind, version, object and old object, for comparing."""
+    obj, old = getattr(event, "obj", None), getattr(event, "old", None)
+    return (type(event).__name__, event.version, obj, old)
 
 
 async def test_in_a_shared_txn_only_the_transaction_that_conflicted_runs_again(

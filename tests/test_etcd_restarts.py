@@ -16,7 +16,7 @@ import pytest
 import watchstore as ws
 from tests.etcd_cluster import EtcdCluster, post, require_etcd, running
 from tests.schema import SCHEMA, Task
-from tests.test_etcd import fake_http
+from tests.test_etcd import HeldWatch, fake_http
 from watchstore.etcd import http
 from watchstore.etcd.client import EtcdClient, EtcdUnavailable, b64
 from watchstore.etcd.proposer import backoff_bound
@@ -240,31 +240,6 @@ async def drain(results: AsyncGenerator[dict[str, Any], None]) -> None:
 def test_the_back_off_bound_doubles_from_2_ms_to_at_most_100_ms() -> None:
     bounds = [backoff_bound(attempt) for attempt in range(1, 10)]
     assert bounds == [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.1, 0.1, 0.1]
-
-
-class HeldWatch:
-    """Holds back what a proposer's watch receives while closed: its replica stops moving."""
-
-    def __init__(self, proposer: ws.EtcdProposer) -> None:
-        self._open = anyio.Event()
-        self._open.set()
-        real = proposer.client.watch
-
-        async def watch(
-            body: dict[str, Any], *, between: Callable[[], Awaitable[None]] | None = None
-        ) -> AsyncGenerator[dict[str, Any], None]:
-            async with aclosing(real(body, between=between)) as results:
-                async for result in results:
-                    await self._open.wait()
-                    yield result
-
-        proposer.client.watch = watch  # type: ignore[method-assign]
-
-    def close(self) -> None:
-        self._open = anyio.Event()
-
-    def open(self) -> None:
-        self._open.set()
 
 
 async def test_after_a_conflict_the_process_backs_off_as_a_whole(

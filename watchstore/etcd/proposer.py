@@ -32,13 +32,15 @@ request.
 
 The etcd revision of the txn is the store Version. The local change is undone at once and
 applied again in revision order, so the replica only ever moves in revision order: from the
-watch, like everyone else's; or, for a txn that carried this transaction alone, from the
-objects it wrote (stamped with the revision, exactly as the watch would decode them) by
-whichever comes first: its writer, once the response says it committed at the revision right
-after the replica's (nothing can come between), or the watch, which recognises the txn's
-events by its first object put, the nonce in the value (see ``_own_txn``). Decoding the
-store's own commits back from the watch was most of what a watched put costs over a bare
-one (benchmarks/etcd.py shows both).
+watch, like everyone else's; or from the objects the txn's transactions wrote (stamped with
+the revision, exactly as the watch would decode them), by the task that sent it, once the
+response says it committed at the revision right after the replica's (nothing can have come
+between: see ``_apply_own``); the watch then skips its events. When something did come
+between, the watch applies both in order; it recognises a txn that carried one transaction
+by its first object put, the nonce in the value (see ``_own_txn``), and takes that
+transaction's objects rather than decode them. Decoding the store's own commits back from
+the watch was most of what a watched put costs over a bare one (benchmarks/etcd.py shows
+both), and writers sharing a txn waited for it besides.
 
 When a compare fails the replica catches up and the store re-runs the transaction
 function, after a random back-off that grows with each retry; meanwhile the other
@@ -192,8 +194,6 @@ class _Pending:
     prepared: Prepared
     alone: bool = False
     taken: bool = False
-    shared: bool = False
-    """Its txn carried other transactions too."""
     outcome: Version | BaseException | None = None
     done: Event | None = None
     """Set once it is settled: given to a transaction that waits in the queue (a lone
@@ -639,15 +639,9 @@ class EtcdProposer:
                 raise _Held(conflict, release) from None
             host = self._host
             if host is not None and host.version < version:  # (no checkpoint if it has)
-                if not item.shared and host.version.index + 1 == version.index:
-                    # Nothing can come between: apply it from what it wrote rather than
-                    # wait for its watch event (which then finds it applied: see _changes)
-                    await host.apply_remote(
-                        functools.partial(self._own_change, prepared=prepared, version=version)
-                    )
-                if host.version < version:
-                    with self._watch_needed():
-                        await host.wait_for(version)
+                # Not applied from what it wrote (see _apply_own): something came between.
+                with self._watch_needed():
+                    await host.wait_for(version)
             return version
         finally:
             self._writers -= 1
@@ -774,14 +768,11 @@ class EtcdProposer:
             witness = (self._marker_key, group[0].prepared.nonce)
             marker.append({"request_put": {"key": b64(witness[0]), "value": b64(witness[1])}})
             self._session_keys = True
-        if len(group) > 1:
-            for item in group:
-                item.shared = True
-            own = None
-        else:  # its watch event is recognised by its witness put (see _own_txn)
-            own = group[0].prepared.watched
-            if own is not None:
-                self._own[own] = group[0].prepared
+        # A txn of one transaction: its watch event is recognised by its witness put (see
+        # _own_txn).
+        own = group[0].prepared.watched if len(group) == 1 else None
+        if own is not None:
+            self._own[own] = group[0].prepared
         try:
             await self._send_group(group, witness, marker, start)
         finally:
@@ -829,7 +820,9 @@ class EtcdProposer:
                 _settle_all(group, exc)
                 return
             if response.get("succeeded"):
-                _settle_all(group, Version(int(response["header"]["revision"])))
+                version = Version(int(response["header"]["revision"]))
+                _settle_all(group, version)
+                await self._apply_own(group, version)
                 return
             # A compare failed: nothing was written. Read what the compares saw, at one
             # revision.
@@ -1084,13 +1077,13 @@ class EtcdProposer:
         ``REST`` seconds, or until such a task wakes it) rather than read each message as it
         comes.
 
-        A commit of this process that nothing came between is applied by its writer from
-        what it wrote, so its event only needs skipping; read one by one, such events cost a
+        A commit of this process that nothing came between is applied by the task that sent
+        it from what it wrote, so its event only needs skipping; read one by one, such events cost a
         lone writer about a fifth of its CPU (a wake-up, a read, HTTP and JSON for each),
         read after a rest they cost a few microseconds each. Commits of other processes
         still arrive at once whenever a commit of this process needs them: a writer whose
-        txn committed after one it has not seen, a shared txn, and ``catch_up`` all wait
-        for the watch through ``_watch_needed``, which wakes it. Otherwise they wait at most
+        txn committed after one it has not seen, and ``catch_up``, wait for the watch
+        through ``_watch_needed``, which wakes it. Otherwise they wait at most
         ``REST`` seconds longer while this process is committing."""
         resting, deadline = self._resting, self._deadline
         if not self._writers or self._needed or resting is None or deadline is None:
@@ -1163,15 +1156,30 @@ class EtcdProposer:
             changes.append(Change(version, actions))
         return changes
 
+    async def _apply_own(self, group: list[_Pending], version: Version) -> None:
+        """Apply the txn of ``group`` that committed at ``version`` from the objects its
+        transactions wrote, if the replica is at the revision before it (nothing can have
+        come between), rather than wait for its watch event and decode it: the watch then
+        finds it applied and skips it (see ``_changes``). Otherwise the watch applies it,
+        after what came between, and the writers wait for that."""
+        host = self._host
+        if host is None or host.version.index + 1 != version.index:
+            return
+        prepared = [item.prepared for item in group]
+        await host.apply_remote(
+            functools.partial(self._own_change, prepared=prepared, version=version)
+        )
+
     def _own_change(
-        self, state: StoreState, *, prepared: Prepared, version: Version
+        self, state: StoreState, *, prepared: list[Prepared], version: Version
     ) -> list[Change]:
-        """The Change of a txn of this process's alone at ``version``, from what it wrote:
-        only if the replica is at the revision before it still (else the watch applies
-        it)."""
+        """The Change of this process's txn at ``version`` (its transactions in order),
+        from what they wrote: only if the replica is at the revision before it still (else
+        the watch has applied it, or must first apply what came between)."""
         if state.version.index + 1 != version.index:
             return []
-        return [Change(version, self._own_actions(state, prepared, version))]
+        actions = [a for each in prepared for a in self._own_actions(state, each, version)]
+        return [Change(version, actions)]
 
     def _own_txn(self, events: list[dict[str, Any]]) -> Prepared | None:
         """The transaction of this process's whose txn, sent alone, made ``events`` (one
