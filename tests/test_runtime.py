@@ -266,7 +266,7 @@ async def test_timers_fire_in_due_order_and_cancelled_ones_never(
     with anyio.fail_after(5):
         await done.wait()
     assert fired == ["sooner", "fails", "later"]
-    assert "a timer's callback failed" in caplog.text
+    assert "<locals>.fail at" in caplog.text  # the log names the callback that failed
     later.cancel()  # after it ran: nothing happens
     await anyio.sleep(0.1)
     assert fired == ["sooner", "fails", "later"]

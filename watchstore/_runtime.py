@@ -188,11 +188,14 @@ def _refuse_abort(_raise_cancel: object) -> Any:
 
 
 def _call_logged(callback: Callable[[], object]) -> None:
-    """``callback()``; an error is logged (see ``Runtime.call_later``)."""
+    """``callback()``; an error is logged with its traceback, naming the callback, and goes
+    no further: raised in trio's timer task it would end the whole run (TrioInternalError),
+    on asyncio it would reach the loop's handler instead of the store's log. (watchstore's
+    own callbacks raise nothing: see ``Runtime.call_later``.)"""
     try:
         callback()
     except Exception:
-        log.exception("watchstore: a timer's callback failed")
+        log.exception("watchstore: timer callback %r failed; what it was to do is undone", callback)
 
 
 class _TrioTimer:
