@@ -195,7 +195,7 @@ def _call_logged(callback: Callable[[], object]) -> None:
     try:
         callback()
     except Exception:
-        log.exception("watchstore: timer callback %r failed; what it was to do is undone", callback)
+        log.exception("watchstore: timer callback %r failed", callback)
 
 
 class _TrioTimer:
